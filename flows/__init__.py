@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring over the mmpipe core, one module per flow."""

@@ -1,0 +1,93 @@
+"""The ingest flow: plan the source into chunks, clean chunks as mapped tasks, finalize the dataset.
+
+Tasks are one-line adapters over mmpipe.ingest; caching lives in the data dir (chunk results keyed
+by content fingerprint + settings + code), so the tasks themselves use no Prefect cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
+from mmpipe.chunks import ChunkPlan, ChunkResult, process_chunk
+from mmpipe.config import SPLITS, Config
+from mmpipe.dataset import DatasetVersion
+from mmpipe.ingest import IngestPlan, finish_ingest, plan_ingest
+
+# Read by the CLI's progress bar from the flow's log records.
+PROGRESS_EXTRA = "mmpipe_progress"
+
+
+@task(name="plan-chunks", cache_policy=NO_CACHE, persist_result=False)
+def plan_chunks_task(source: str, config: Config) -> IngestPlan:
+    return plan_ingest(source, config)
+
+
+@task(name="clean-chunk", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
+def clean_chunk_task(chunk: ChunkPlan, plan: IngestPlan, config: Config) -> ChunkResult:
+    return process_chunk(chunk, plan.location, config, plan.cache_dir)
+
+
+@task(name="write-dataset", cache_policy=NO_CACHE, persist_result=False)
+def write_dataset_task(plan: IngestPlan, results: list[ChunkResult], config: Config, process_s: float):
+    return finish_ingest(plan, results, config, process_s)
+
+
+@flow(name="ingest", flow_run_name="ingest {source}", log_prints=False, validate_parameters=False)
+def ingest_flow(source: str, config: Config) -> dict:
+    """Raw source -> cleaned, deduplicated, split Parquet shards + quarantine + dataset.json."""
+    logger = get_run_logger()
+    plan = plan_chunks_task(source, config)
+    logger.info("planned %d chunk(s) from %s", len(plan.chunks), plan.source.path)
+    started = time.perf_counter()
+    results: list[ChunkResult] = []
+    if plan.reusable is None:
+        progress = create_progress_artifact(progress=0.0, description=f"Cleaning {len(plan.chunks)} chunk(s)")
+        futures = [clean_chunk_task.submit(chunk, plan, config) for chunk in plan.chunks]
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            results.append(result)
+            update_progress_artifact(progress, progress=100.0 * done / len(futures))
+            logger.info(
+                "chunk %d/%d: %d rows, %d rejected%s", done, len(futures), result.rows, result.rejected,
+                " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, len(futures))},
+            )
+    else:
+        logger.info("source and settings unchanged: reusing dataset %s", plan.reusable.version)
+    version = write_dataset_task(plan, results, config, time.perf_counter() - started)
+    publish_ingest_artifacts(version)
+    return version.summary()
+
+
+def publish_ingest_artifacts(version: DatasetVersion) -> None:
+    """Summary (markdown), counts per split x class and rejects per reason (tables) on the flow run."""
+    manifest = version.manifest
+    create_markdown_artifact(key=INGEST_SUMMARY, markdown=version.to_markdown(), description="Ingest summary")
+    counts = [{"class": name, **{split: manifest["counts"][split].get(name, 0) for split in SPLITS}}
+              for name in manifest["classes"]]
+    create_table_artifact(key=INGEST_COUNTS, table=counts, description="Accepted rows by class and split")
+    rejects = [{"reason": reason, "rows": count,
+                "example": (manifest["reject_examples"].get(reason) or [{}])[0].get("source", "")}
+               for reason, count in manifest["quarantined"].items()]
+    create_table_artifact(key=INGEST_REJECTS, table=rejects or [{"reason": "none", "rows": 0, "example": ""}],
+                          description="Quarantined rows by reason")
+
+
+def run_ingest(source: str | Path, config: Config) -> dict:
+    """Run the flow with `config.ingest.workers` threads for the mapped chunk tasks."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    workers = config.ingest.workers or os.cpu_count() or 1
+    return ingest_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(str(source), config)

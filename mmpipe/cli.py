@@ -1,0 +1,162 @@
+"""The `mmpipe` command. Heavy imports (prefect, tensorflow, great_expectations) happen inside
+commands, so `mmpipe --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mmpipe.errors import MmpipeError
+
+# A temporary Prefect API server needs ~20 s to start on 2 cores; Prefect's default wait is 20 s.
+EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+EXIT_UNUSABLE_INPUT = 2
+
+app = typer.Typer(
+    name="mmpipe",
+    help="Raw text + image data in; clean, versioned Parquet shards out, orchestrated by Prefect.\n\n"
+    "Start with `mmpipe sample demo` then `mmpipe ingest demo/manifest.csv --config demo/mmpipe.toml`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML config file (default: ./mmpipe.toml if present). MMPIPE_* variables "
+                 "override it, e.g. MMPIPE_IMAGE__SIZE=32; flags override both.", show_default=False),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json [default: ./mmpipe-data].",
+                 show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
+
+
+def main() -> None:
+    """Entry point: domain errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app()
+    except MmpipeError as error:
+        typer.echo(f"mmpipe: error: {error}", err=True)
+        sys.exit(EXIT_UNUSABLE_INPUT)
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder <label>/<file>.",
+                                           show_default=False)],
+    data: DataOption = None,
+    config: ConfigOption = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel chunk workers [default: one per core].",
+                                                show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Clean and standardize a raw source into Parquet shards, a quarantine and dataset.json.
+
+    Every row read is accepted, quarantined with a reason, or counted as an exact duplicate.
+    Re-running on an unchanged source reuses the previous result; new files are processed alone.
+    Exit status: 0 done, 2 the source or config is unusable.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.sources import open_source
+
+    settings = load_config(config, {"data_dir": data, "ingest.workers": workers})
+    open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
+    from flows.ingest import run_ingest
+
+    with _progress_bar("Cleaning chunks", quiet=as_json):
+        summary = _run_flow(lambda: run_ingest(source, settings))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    _print_ingest_summary(summary)
+
+
+@app.command()
+def sample(
+    folder: Annotated[Path, typer.Argument(help="Folder to write manifest.csv, images/ and mmpipe.toml into.",
+                                           show_default=False)],
+    rows: Annotated[int, typer.Option(min=1, help="Number of rows before faults are added.")] = 500,
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+) -> None:
+    """Write a synthetic raw dataset: images of mixed formats, captions, and a few percent of faults.
+
+    The label needs both inputs: the image shows a circle or a square, the caption says day or
+    night (sun, moon, window, lantern).
+    """
+    from mmpipe.sample import SampleSpec, write_sample
+
+    if folder.exists() and any(folder.iterdir()):
+        raise MmpipeError(f"{folder} is not empty; choose a new folder for the sample")
+    manifest = write_sample(folder, SampleSpec(rows=rows, seed=seed))
+    typer.echo(f"wrote {manifest} ({rows} rows + faults) and {folder / 'mmpipe.toml'}")
+    typer.echo(f"next: mmpipe ingest {manifest} --config {folder / 'mmpipe.toml'}")
+
+
+def _run_flow(call) -> Any:
+    """Run a flow; a domain error raised inside it reaches the user as that error, not a traceback."""
+    try:
+        return call()
+    except MmpipeError:
+        raise
+    except Exception as error:
+        cause = error
+        while cause is not None and not isinstance(cause, MmpipeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+class _progress_bar:
+    """A rich progress bar on stderr, driven by the flow's `mmpipe_progress` log records."""
+
+    def __init__(self, description: str, quiet: bool):
+        self.description, self.quiet = description, quiet
+
+    def __enter__(self):
+        if self.quiet or not sys.stderr.isatty():
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        from flows.ingest import PROGRESS_EXTRA
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), transient=True)
+        task_id = self.progress.add_task(self.description, total=None)
+
+        class Handler(logging.Handler):
+            def emit(inner, record: logging.LogRecord) -> None:
+                done_total = getattr(record, PROGRESS_EXTRA, None)
+                if done_total is not None:
+                    self.progress.update(task_id, completed=done_total[0], total=done_total[1])
+
+        self.handler = Handler()
+        logging.getLogger("prefect.flow_runs").addHandler(self.handler)
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if hasattr(self, "progress"):
+            self.progress.stop()
+            logging.getLogger("prefect.flow_runs").removeHandler(self.handler)
+
+
+def _print_ingest_summary(summary: dict[str, Any]) -> None:
+    quarantined = sum(summary["quarantined"].values())
+    typer.echo(f"dataset {summary['dataset_version']} in {summary['data_dir']}")
+    typer.echo(f"  rows read {summary['rows_read']}: accepted {summary['accepted']}, "
+               f"quarantined {quarantined}, duplicates {summary['duplicates']}")
+    for reason, count in sorted(summary["quarantined"].items(), key=lambda item: -item[1]):
+        typer.echo(f"    {reason}: {count}")
+    typer.echo("  splits: " + ", ".join(f"{split} {count}" for split, count in summary["splits"].items()))
+    typer.echo(f"  classes: {', '.join(summary['classes'])}")

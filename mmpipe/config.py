@@ -1,0 +1,176 @@
+"""The one configuration object: defaults < mmpipe.toml < MMPIPE_* variables < CLI flags.
+
+Config enters at the edge (the CLI or a flow parameter) and is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmpipe.errors import ConfigError
+from mmpipe.files import stable_hash
+
+DEFAULT_CONFIG_FILE = "mmpipe.toml"
+ENV_PREFIX = "MMPIPE_"
+# Read by the loader itself, not a setting: the path of the config file.
+ENV_CONFIG_FILE = "MMPIPE_CONFIG"
+SPLITS = ("train", "val", "test")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextConfig(Section):
+    """How text is normalized at ingest."""
+
+    lowercase: bool = False
+    max_chars: int = Field(1000, ge=1, description="longer text is truncated (and counted)")
+    allow_empty: bool = Field(False, description="keep rows whose text is empty after cleaning")
+
+
+class ImageConfig(Section):
+    """How images are decoded and standardized at ingest."""
+
+    size: int = Field(64, ge=4, le=1024, description="side S of the stored S x S x 3 image")
+    fit: Literal["pad", "crop"] = Field("pad", description="letterbox-pad or center-crop to a square")
+    background: tuple[int, int, int] = Field((255, 255, 255), description="RGB behind alpha and padding")
+    max_file_bytes: int = Field(32 * 2**20, ge=1, description="larger files are rejected unread")
+    max_pixels: int = Field(60_000_000, ge=1, description="larger images are rejected undecoded")
+
+    @field_validator("background")
+    @classmethod
+    def _check_background(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 0 <= channel <= 255 for channel in value):
+            raise ValueError("background channels must be 0..255, e.g. [255, 255, 255]")
+        return value
+
+
+class SplitRatios(Section):
+    train: float = Field(0.8, ge=0)
+    val: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _check_sum(self) -> SplitRatios:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must add up to 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class IngestConfig(Section):
+    """What ingest accepts and how it lays out shards."""
+
+    classes: list[str] | None = Field(None, description="if set, any other label is quarantined")
+    split_ratios: SplitRatios = SplitRatios()
+    shard_target_mb: float = Field(64.0, gt=0, description="approximate size of one shard file")
+    chunk_rows: int = Field(256, ge=1, description="rows per unit of parallel and cached work")
+    workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
+
+
+class Config(Section):
+    """Everything that shapes mmpipe's outputs. Its hash is recorded with each output."""
+
+    data_dir: Path = Path("mmpipe-data")
+    seed: int = 42
+    text: TextConfig = TextConfig()
+    image: ImageConfig = ImageConfig()
+    ingest: IngestConfig = IngestConfig()
+
+    def ingest_settings(self) -> dict[str, Any]:
+        """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
+        ingest = self.ingest.model_dump(mode="json", exclude={"workers", "chunk_rows"})
+        return {"text": self.text.model_dump(mode="json"), "image": self.image.model_dump(mode="json"), "ingest": ingest}
+
+    def ingest_hash(self) -> str:
+        """Stable hash of `ingest_settings()`: same settings, same hash, on any machine."""
+        return stable_hash(self.ingest_settings())
+
+    def hash(self) -> str:
+        """Stable hash of the whole config except where files go."""
+        return stable_hash(self.model_dump(mode="json", exclude={"data_dir"}))
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config: defaults, then the TOML file, then MMPIPE_* variables, then `overrides`.
+
+    Args:
+        path: a TOML file; None means $MMPIPE_CONFIG, else ./mmpipe.toml if it exists, else defaults.
+        overrides: dotted keys from CLI flags, e.g. {"data_dir": "out", "image.size": 32}.
+        environ: the environment to read (os.environ when None). `MMPIPE_IMAGE__SIZE=32` sets image.size.
+
+    Raises:
+        ConfigError: unreadable file, unknown key or invalid value, naming where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    file = _config_file(path, environ)
+    if file is not None:
+        _merge(merged, _read_toml(file))
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and name != ENV_CONFIG_FILE:
+            keys = name[len(ENV_PREFIX) :].lower().split("__")
+            _merge(merged, _nest(keys, _parse_env_value(raw)))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _merge(merged, _nest(dotted.split("."), value))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        origin = f" (file {file}, MMPIPE_* variables, flags)" if file else " (MMPIPE_* variables, flags)"
+        raise ConfigError(f"invalid configuration{origin}: {problems}") from None
+
+
+def _config_file(path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if path is None and environ.get(ENV_CONFIG_FILE):
+        path = Path(environ[ENV_CONFIG_FILE])
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing --config or leave it out")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+
+
+def _parse_env_value(raw: str) -> Any:
+    """`32` -> 32, `true` -> True, `["a","b"]` -> list; anything that is not JSON stays a string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    nested: Any = value
+    for key in reversed(keys):
+        nested = {key: nested}
+    return nested
+
+
+def _merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = dict(value) if isinstance(value, Mapping) else value

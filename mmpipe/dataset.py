@@ -1,0 +1,300 @@
+"""The dataset version: processed chunks in, deduplicated shards + quarantine + dataset.json out.
+
+Finalizing is where rows meet each other: exact duplicates are dropped and counted, content seen
+with two labels is quarantined as `label_conflict`, an id reused for other content as
+`id_conflict`. Every row read ends up in exactly one of: a shard, the quarantine, the duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import mmpipe
+from mmpipe.chunks import ChunkPlan, ChunkResult
+from mmpipe.config import SPLITS, Config
+from mmpipe.errors import DataDirError
+from mmpipe.files import stable_hash, write_json_atomic
+from mmpipe.reasons import Reason
+from mmpipe.schema import QUARANTINE_SCHEMA, quarantine_rows, shard_schema
+from mmpipe.shards import ShardWriter
+from mmpipe.sources import RawSource
+
+DATASET_FILE = "dataset.json"
+SHARDS_DIR = "shards"
+QUARANTINE_DIR = "quarantine"
+FORMAT_VERSION = 1
+EXAMPLES_PER_REASON = 5
+# Per-row bytes besides the pixels, for sizing shards; text dominates and is compressed.
+ROW_OVERHEAD_BYTES = 256
+_CONFLICT = object()
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A finished dataset: the parsed dataset.json of a data dir."""
+
+    data_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["dataset_version"]
+
+    def summary(self) -> dict[str, Any]:
+        """The object `mmpipe ingest --json` prints."""
+        manifest = self.manifest
+        return {
+            "dataset_version": manifest["dataset_version"],
+            "rows_read": manifest["rows_read"],
+            "accepted": manifest["accepted"],
+            "duplicates": manifest["duplicates"],
+            "quarantined": manifest["quarantined"],
+            "splits": manifest["splits"],
+            "classes": manifest["classes"],
+            "data_dir": str(self.data_dir),
+        }
+
+    def to_markdown(self) -> str:
+        """A human summary: counts, splits x classes, rejects by reason with examples."""
+        m = self.manifest
+        lines = [
+            f"# Ingest summary: dataset `{m['dataset_version']}`",
+            "",
+            f"Source `{m['source']['path']}` ({m['source']['kind']}) into `{self.data_dir}`.",
+            "",
+            "| rows read | accepted | quarantined | duplicates | ignored files | text truncated |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {m['rows_read']} | {m['accepted']} | {sum(m['quarantined'].values())} | {m['duplicates']} "
+            f"| {m['ignored_files']['count']} | {m['text_truncated']} |",
+            "",
+            "## Accepted rows by split and class",
+            "",
+            "| class | " + " | ".join(SPLITS) + " |",
+            "|---|" + "---:|" * len(SPLITS),
+        ]
+        for name in m["classes"]:
+            lines.append(f"| {name} | " + " | ".join(str(m["counts"][split].get(name, 0)) for split in SPLITS) + " |")
+        lines += ["", "## Quarantined rows by reason", ""]
+        if not m["quarantined"]:
+            lines.append("None: every row was accepted or an exact duplicate.")
+        for reason, count in sorted(m["quarantined"].items(), key=lambda item: -item[1]):
+            lines.append(f"- **{reason}**: {count}")
+            for example in m["reject_examples"].get(reason, []):
+                lines.append(f"  - `{example['source']}` (id `{example['id']}`): {example['detail']}")
+        lines += ["", f"Chunks: {m['chunks']['total']} ({m['chunks']['cached']} reused from cache). "
+                  f"Time: {m['timings']['total_s']:.1f} s. Config hash `{m['config_hash']}`."]
+        return "\n".join(lines) + "\n"
+
+
+def load_dataset(data_dir: Path) -> DatasetVersion:
+    """Read DATA/dataset.json. Raises DataDirError with what to run when it is missing or broken."""
+    path = Path(data_dir) / DATASET_FILE
+    try:
+        return DatasetVersion(Path(data_dir), json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise DataDirError(f"no dataset in {data_dir}: run `mmpipe ingest SOURCE --data {data_dir}` first") from None
+    except (OSError, ValueError) as error:
+        raise DataDirError(f"cannot read {path}: {error}; re-run `mmpipe ingest` to rebuild it") from None
+
+
+def inputs_key(plans: list[ChunkPlan], config: Config) -> str:
+    """Identity of an ingest's inputs: equal keys give the same dataset version."""
+    return stable_hash([[plan.key, plan.raw_path.name] for plan in plans] + [config.ingest_hash()], 24)
+
+
+def reusable_dataset(data_dir: Path, key: str) -> DatasetVersion | None:
+    """The existing dataset when it was built from exactly these inputs and its files are intact."""
+    try:
+        existing = load_dataset(data_dir)
+    except DataDirError:
+        return None
+    files = existing.manifest.get("shards", []) + existing.manifest.get("quarantine", [])
+    if existing.manifest.get("inputs_key") != key or not all((data_dir / f["path"]).is_file() for f in files):
+        return None
+    return existing
+
+
+def finalize_dataset(
+    plans: list[ChunkPlan],
+    results: list[ChunkResult],
+    source: RawSource,
+    data_dir: Path,
+    config: Config,
+    timings: dict[str, float],
+) -> DatasetVersion:
+    """Deduplicate, write shards and quarantine, then dataset.json (last, atomically).
+
+    Earlier output stays valid until the new dataset.json replaces the old one; files the new
+    version does not reference are removed only after that.
+    """
+    started = time.perf_counter()
+    results = sorted(results, key=lambda result: result.index)
+    labels_by_content = _labels_by_content(results)
+    size = config.image.size
+    rows_per_shard = int(config.ingest.shard_target_mb * 2**20) // (size * size * 3 + ROW_OVERHEAD_BYTES)
+    tally = _Tally()
+    with contextlib.ExitStack() as stack:
+        writers = {
+            split: stack.enter_context(
+                ShardWriter(data_dir / SHARDS_DIR, split, shard_schema(size), rows_per_shard, data_dir)
+            )
+            for split in SPLITS
+        }
+        quarantine = stack.enter_context(
+            ShardWriter(data_dir / QUARANTINE_DIR, "quarantine", QUARANTINE_SCHEMA, 10 * rows_per_shard, data_dir)
+        )
+        for plan, result in zip(plans, results, strict=True):
+            chunk = pq.read_table(result.path)
+            locators = pq.read_table(plan.raw_path, columns=["row", "source"])
+            accepted, rejected, reasons, details = tally.judge(chunk, locators, labels_by_content)
+            if accepted:
+                rows = chunk.take(accepted).append_column("source", locators["source"].take(accepted))
+                for split in SPLITS:
+                    mask = pc.equal(rows["split"], split)
+                    if pc.any(mask).as_py():
+                        writers[split].write(rows.filter(mask))
+            if rejected:
+                picked = chunk.take(rejected)
+                picked = picked.set_column(picked.schema.get_field_index("reason"), "reason", pa.array(reasons))
+                picked = picked.set_column(picked.schema.get_field_index("detail"), "detail", pa.array(details))
+                quarantine.write(quarantine_rows(picked, locators.take(rejected)))
+    shard_files = [file for split in SPLITS for file in writers[split].files]
+    timings = {**timings, "finalize_s": round(time.perf_counter() - started, 3)}
+    timings["total_s"] = round(sum(timings.values()), 3)
+    manifest = _manifest(plans, results, source, config, tally, shard_files, quarantine.files, timings)
+    write_json_atomic(data_dir / DATASET_FILE, manifest)
+    _remove_unreferenced(data_dir, {file.path for file in (*shard_files, *quarantine.files)})
+    return DatasetVersion(data_dir, manifest)
+
+
+def _labels_by_content(results: list[ChunkResult]) -> dict[str, Any]:
+    """content_key -> its label, or the set of labels when the same content has several."""
+    labels: dict[str, Any] = {}
+    for result in results:
+        table = pq.read_table(result.path, columns=["content_key", "label", "reason"])
+        for key, label, reason in zip(*(table[name].to_pylist() for name in table.column_names), strict=True):
+            if reason is not None:
+                continue
+            known = labels.setdefault(key, label)
+            if isinstance(known, set):
+                known.add(label)
+            elif known != label:
+                labels[key] = {known, label}
+    return labels
+
+
+class _Tally:
+    """Cross-chunk state of one finalize: ids and rows seen, and every count the manifest reports."""
+
+    def __init__(self) -> None:
+        self.seen_rows: set[tuple[str, str, str]] = set()
+        self.id_sources: dict[str, str] = {}
+        self.rows_read = 0
+        self.duplicates = 0
+        self.truncated = 0
+        self.quarantined: Counter[str] = Counter()
+        self.examples: dict[str, list[dict[str, str]]] = defaultdict(list)
+        self.counts: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
+
+    def judge(self, chunk: pa.Table, locators: pa.Table, labels_by_content: dict[str, Any]):
+        """Split a chunk's row indices into accepted and quarantined (with reasons), counting as it goes."""
+        accepted: list[int] = []
+        rejected: list[int] = []
+        reasons: list[str] = []
+        details: list[str] = []
+        columns = {name: chunk[name].to_pylist() for name in ("id", "label", "split", "content_key",
+                                                              "reason", "detail", "text_truncated")}
+        sources = locators["source"].to_pylist()
+        for index in range(chunk.num_rows):
+            self.rows_read += 1
+            reason, detail = columns["reason"][index], columns["detail"][index]
+            row_id, key, label = columns["id"][index], columns["content_key"][index], columns["label"][index]
+            if reason is None:
+                reason, detail = self._conflict(row_id, key, label, labels_by_content, sources[index])
+            if reason is None and (row_id, key, label) in self.seen_rows:
+                self.duplicates += 1
+                continue
+            if reason is not None:
+                rejected.append(index)
+                reasons.append(reason)
+                details.append(detail)
+                self.quarantined[reason] += 1
+                if len(self.examples[reason]) < EXAMPLES_PER_REASON:
+                    self.examples[reason].append({"id": row_id, "source": sources[index], "detail": detail})
+                continue
+            self.seen_rows.add((row_id, key, label))
+            self.id_sources[row_id] = sources[index]
+            self.counts[columns["split"][index]][label] += 1
+            self.truncated += bool(columns["text_truncated"][index])
+            accepted.append(index)
+        return accepted, rejected, reasons, details
+
+    def _conflict(self, row_id, key, label, labels_by_content, source) -> tuple[str | None, str | None]:
+        labels = labels_by_content[key]
+        if isinstance(labels, set):
+            shown = ", ".join(repr(name) for name in sorted(labels))
+            return Reason.LABEL_CONFLICT.value, f"the same text and image are labelled {shown}"
+        if (row_id, key, label) not in self.seen_rows and row_id in self.id_sources:
+            return Reason.ID_CONFLICT.value, f"id {row_id!r} is already used by {self.id_sources[row_id]} with other content"
+        return None, None
+
+
+def _manifest(plans, results, source, config, tally, shard_files, quarantine_files, timings) -> dict[str, Any]:
+    classes = list(config.ingest.classes) if config.ingest.classes is not None else sorted(
+        {label for counts in tally.counts.values() for label in counts}
+    )
+    shards = [{**file.describe(), "split": Path(file.path).name.split("-")[0]} for file in shard_files]
+    accepted = sum(sum(counts.values()) for counts in tally.counts.values())
+    version = stable_hash({"shards": [file.sha256 for file in shard_files], "config": config.ingest_hash()}, 16)
+    ignored = source.ignored
+    return {
+        "format": FORMAT_VERSION,
+        "dataset_version": version,
+        "inputs_key": inputs_key(plans, config),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source.describe(),
+        "config": config.ingest_settings(),
+        "config_hash": config.ingest_hash(),
+        "image_shape": [config.image.size, config.image.size, 3],
+        "classes": classes,
+        "rows_read": tally.rows_read,
+        "accepted": accepted,
+        "duplicates": tally.duplicates,
+        "quarantined": dict(sorted(tally.quarantined.items())),
+        "splits": {split: sum(tally.counts[split].values()) for split in SPLITS},
+        "counts": {split: dict(sorted(tally.counts[split].items())) for split in SPLITS},
+        "text_truncated": tally.truncated,
+        "ignored_files": {"count": len(ignored), "examples": ignored[:EXAMPLES_PER_REASON * 2]},
+        "reject_examples": dict(sorted(tally.examples.items())),
+        "shards": shards,
+        "quarantine": [file.describe() for file in quarantine_files],
+        "chunks": {"total": len(results), "cached": sum(result.cached for result in results)},
+        "timings": timings,
+        "lineage": {"code_version": mmpipe.__version__, "python": platform.python_version(),
+                    "pyarrow": pa.__version__, "pillow": _pillow_version()},
+    }
+
+
+def _pillow_version() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+def _remove_unreferenced(data_dir: Path, keep: set[str]) -> None:
+    for folder in (SHARDS_DIR, QUARANTINE_DIR):
+        for path in (data_dir / folder).glob("*.parquet"):
+            if str(path.relative_to(data_dir)) not in keep:
+                path.unlink(missing_ok=True)
+

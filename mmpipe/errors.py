@@ -1,0 +1,17 @@
+"""The domain exceptions: every message says what went wrong and what to do about it."""
+
+
+class MmpipeError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero, never a traceback."""
+
+
+class ConfigError(MmpipeError):
+    """The configuration file, an MMPIPE_* variable or a flag has an unusable value."""
+
+
+class SourceError(MmpipeError):
+    """The raw source as a whole is unusable (missing, unknown format, missing column)."""
+
+
+class DataDirError(MmpipeError):
+    """The data dir is missing, unreadable, or holds something mmpipe did not write."""

@@ -1,0 +1,230 @@
+"""Raw sources: manifests (CSV, JSONL, Parquet) and folder trees, read as a stream of raw rows.
+
+A raw row is a dict with the RAW schema's columns. Nothing here judges a row's content; rows that
+cannot even be parsed carry `reason`/`detail` so that they are quarantined, not lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmpipe.errors import SourceError
+from mmpipe.reasons import Reason
+
+MANIFEST_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+REQUIRED_COLUMNS = ("text", "image", "label")
+OPTIONAL_COLUMNS = ("id", "split", "group")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+SIDECAR_SUFFIX = ".txt"
+# A sidecar is a caption, not a book: past this many bytes the rest is never read.
+MAX_SIDECAR_BYTES = 1 << 20
+PARQUET_BATCH_ROWS = 4096
+
+
+@dataclass
+class RawSource:
+    """A source mmpipe can read. `ignored` fills up while `rows()` walks a folder tree."""
+
+    path: Path
+    kind: str
+    root: Path
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder that relative image references start from."""
+        return self.path if self.kind == "folder" else self.path.parent
+
+    def describe(self) -> dict[str, str]:
+        return {"path": str(self.path), "kind": self.kind, "root": str(self.root)}
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Stream raw rows in source order; memory stays bounded by one batch."""
+        readers = {"csv": _csv_rows, "jsonl": _jsonl_rows, "parquet": _parquet_rows, "folder": _folder_rows}
+        yield from readers[self.kind](self)
+
+
+def open_source(path: str | Path) -> RawSource:
+    """Check that `path` is a readable manifest or folder tree and say what kind it is.
+
+    Raises:
+        SourceError: the path is missing, has an unknown format, or lacks a required column.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise SourceError(f"source {path} does not exist; pass a manifest (.csv, .jsonl, .parquet) or a folder")
+    if path.is_dir():
+        return RawSource(path=path, kind="folder", root=path.resolve())
+    kind = MANIFEST_KINDS.get(path.suffix.lower())
+    if kind is None:
+        known = ", ".join(sorted(MANIFEST_KINDS))
+        raise SourceError(f"source {path.name} has an unknown format {path.suffix!r}; use one of {known} or a folder")
+    source = RawSource(path=path, kind=kind, root=path.parent.resolve())
+    _check_columns(source, _manifest_columns(source))
+    return source
+
+
+def _check_columns(source: RawSource, columns: list[str] | None) -> None:
+    if columns is None:
+        return
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise SourceError(
+            f"manifest {source.path.name} lacks required column(s) {', '.join(missing)}; "
+            f"it has {', '.join(columns) or 'no columns'} and needs text, image, label"
+        )
+
+
+def _manifest_columns(source: RawSource) -> list[str] | None:
+    """The column names a manifest declares (None: a JSONL file with no object line yet)."""
+    try:
+        if source.kind == "csv":
+            with _open_text(source.path) as handle:
+                return [name.strip() for name in next(csv.reader(handle), [])]
+        if source.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(source.path).names)
+        with open(source.path, "rb") as handle:
+            for line in handle:
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    return list(value)
+            return None
+    except (OSError, ValueError) as error:
+        raise SourceError(f"cannot read manifest {source.path}: {error}") from None
+
+
+def _open_text(path: Path):
+    # surrogateescape keeps undecodable bytes visible so the row can be quarantined as text_invalid.
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _raw_row(row: int, where: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A RAW-schema dict: strings or None, broken Unicode marked and made storable."""
+    record: dict[str, Any] = {"row": row, "source": where, "reason": None, "detail": None}
+    for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
+        value = values.get(name)
+        if value is not None and not isinstance(value, str):
+            if isinstance(value, bool | int | float):
+                value = str(value)
+            else:
+                record["reason"] = record["reason"] or Reason.ROW_MALFORMED.value
+                record["detail"] = record["detail"] or f"column {name!r} must be text, got {type(value).__name__}"
+                value = json.dumps(value, ensure_ascii=False, default=str)
+        position = None if value is None else _broken_unicode_at(value)
+        if position is not None and record["reason"] is None:
+            record["reason"] = Reason.TEXT_INVALID.value
+            record["detail"] = f"column {name!r} is not valid UTF-8 text (bad character at position {position})"
+        record[name] = None if value is None else _storable(value)
+    return record
+
+
+def _broken_unicode_at(value: str) -> int | None:
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError as error:
+        return error.start
+
+
+def _storable(value: str) -> str:
+    """Replace lone surrogates (undecodable bytes) with U+FFFD so Arrow can store the raw value."""
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _csv_rows(source: RawSource) -> Iterator[dict[str, Any]]:
+    with _open_text(source.path) as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        for index, fields in enumerate(reader):
+            values = dict(zip(header, fields, strict=False))
+            yield _raw_row(index, f"{source.path.name}:{reader.line_num}", values)
+
+
+def _jsonl_rows(source: RawSource) -> Iterator[dict[str, Any]]:
+    with open(source.path, "rb") as handle:
+        index = 0
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{source.path.name}:{line_number}"
+            text = line.decode("utf-8-sig" if line_number == 1 else "utf-8", errors="surrogateescape")
+            try:
+                value = json.loads(text)
+            except ValueError as error:
+                row = _raw_row(index, where, {"text": _storable(text.strip())[:1000]})
+                row["reason"], row["detail"] = Reason.ROW_MALFORMED.value, f"line {line_number}: invalid JSON ({error})"
+                yield row
+            else:
+                if isinstance(value, dict):
+                    yield _raw_row(index, where, value)
+                else:
+                    row = _raw_row(index, where, {"text": _storable(text.strip())[:1000]})
+                    row["reason"] = Reason.ROW_MALFORMED.value
+                    row["detail"] = f"line {line_number}: expected a JSON object, got {type(value).__name__}"
+                    yield row
+            index += 1
+
+
+def _parquet_rows(source: RawSource) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(source.path)
+    names = [name for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in parquet.schema_arrow.names]
+    index = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names):
+        columns = {}
+        for name in names:
+            column = batch.column(name)
+            try:
+                columns[name] = pc.cast(column, pa.string()).to_pylist()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                columns[name] = column.to_pylist()  # nested values: judged row by row
+        for offset in range(batch.num_rows):
+            yield _raw_row(index, f"{source.path.name}#{index}", {name: columns[name][offset] for name in names})
+            index += 1
+
+
+def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
+    index = 0
+    for label_entry in sorted(os.scandir(source.path), key=lambda entry: entry.name):
+        if label_entry.name.startswith("."):
+            continue
+        if not label_entry.is_dir():
+            source.ignored.append(f"{label_entry.name} (not inside a <label>/ folder)")
+            continue
+        entries = sorted(os.scandir(label_entry.path), key=lambda entry: entry.name)
+        images = {Path(entry.name).stem for entry in entries if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES}
+        for entry in entries:
+            relative = f"{label_entry.name}/{entry.name}"
+            suffix = Path(entry.name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES and not entry.name.startswith("."):
+                text = _read_sidecar(Path(entry.path).with_suffix(SIDECAR_SUFFIX))
+                values = {"text": text, "image": relative, "label": label_entry.name}
+                yield _raw_row(index, relative, values)
+                index += 1
+            elif suffix == SIDECAR_SUFFIX and Path(entry.name).stem in images:
+                continue
+            else:
+                source.ignored.append(f"{relative} (not an image{' or sidecar' if suffix == SIDECAR_SUFFIX else ''})")
+
+
+def _read_sidecar(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SIDECAR_BYTES)
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8-sig", errors="surrogateescape")

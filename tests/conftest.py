@@ -1,0 +1,45 @@
+"""Shared fixtures: one session-scoped Prefect API, tiny sample datasets built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The temporary API server needs ~20 s on 2 cores; telemetry only adds lock contention.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from mmpipe.config import Config, load_config  # noqa: E402
+from mmpipe.sample import SampleSpec, write_sample  # noqa: E402
+
+SAMPLE_ROWS = 60
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API (temporary server) shared by every test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(tmp_path_factory) -> Path:
+    """A 60-row sample (plus faults) with every format and mode; read-only for tests."""
+    folder = tmp_path_factory.mktemp("sample")
+    return write_sample(folder, SampleSpec(rows=SAMPLE_ROWS, seed=1, min_side=8, max_side=32, fault_rate=0.2))
+
+
+def make_config(data_dir: Path, **overrides) -> Config:
+    """Test config: 16x16 images, small chunks so chunking is exercised, no environment leaking in."""
+    values = {"data_dir": str(data_dir), "image.size": 16, "ingest.chunk_rows": 8}
+    values.update(overrides)
+    return load_config(None, values, environ={})
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return make_config(tmp_path / "data", **{"ingest.classes": ["lantern", "moon", "sun", "window"]})

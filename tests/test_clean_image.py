@@ -1,0 +1,150 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmpipe.clean import Rejection
+from mmpipe.clean.image import StandardImage, resolve_image_path, standardize_image, to_rgb
+from mmpipe.config import ImageConfig
+from mmpipe.reasons import Reason
+from tests.fixtures.files import bad_file_corpus, gradient, save
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("corpus")
+    root, outside = base / "root", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    return root.resolve(), bad_file_corpus(root, outside)
+
+
+def judge(root: Path, reference: str, config: ImageConfig = ImageConfig(size=SIZE)):
+    path = resolve_image_path(reference, root, root)
+    return path if isinstance(path, Rejection) else standardize_image(path, config)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["truncated", "empty", "html_as_png", "bomb", "cmyk", "sixteen_bit", "animated", "exif_rotated",
+     "symlink_out", "dotdot", "absolute_out", "missing"],
+)
+def test_bad_file_corpus_outcomes(corpus, name):
+    root, cases = corpus
+    reference, expected = cases[name]
+    outcome = judge(root, reference)
+    if expected is None:
+        assert isinstance(outcome, StandardImage), outcome
+        assert len(outcome.pixels) == SIZE * SIZE * 3
+        assert len(outcome.sha256) == 64
+    else:
+        assert isinstance(outcome, Rejection)
+        assert outcome.reason is expected, outcome.detail
+        assert outcome.detail
+
+
+def test_bomb_is_refused_without_decoding(corpus):
+    root, cases = corpus
+    outcome = judge(root, cases["bomb"][0])
+    assert "pixels" in outcome.detail or "bomb" in outcome.detail
+
+
+def test_max_pixels_from_config(tmp_path):
+    save(gradient(40, 40), tmp_path / "a.png", "PNG")
+    outcome = judge(tmp_path.resolve(), "a.png", ImageConfig(size=SIZE, max_pixels=1000))
+    assert outcome.reason is Reason.IMAGE_TOO_LARGE
+    assert "1,600 pixels" in outcome.detail
+
+
+def test_max_file_bytes_checked_before_reading(tmp_path):
+    save(gradient(40, 40), tmp_path / "a.png", "PNG")
+    outcome = judge(tmp_path.resolve(), "a.png", ImageConfig(size=SIZE, max_file_bytes=100))
+    assert outcome.reason is Reason.IMAGE_TOO_LARGE
+    assert "max_file_bytes" in outcome.detail
+
+
+def test_exif_orientation_is_applied(corpus):
+    root, cases = corpus
+    outcome = judge(root, cases["exif_rotated"][0], ImageConfig(size=SIZE, fit="crop"))
+    pixels = np.frombuffer(outcome.pixels, np.uint8).reshape(SIZE, SIZE, 3).astype(int)
+    # Displayed upright, red grows left to right and green top to bottom, as in gradient().
+    assert pixels[8, -1, 0] - pixels[8, 0, 0] > 100
+    assert pixels[-1, 8, 1] - pixels[0, 8, 1] > 100
+    assert (outcome.width, outcome.height) == (16, 24)  # as stored in the file
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(corpus):
+    root, cases = corpus
+    outcome = judge(root, cases["sixteen_bit"][0], ImageConfig(size=SIZE, fit="crop"))
+    pixels = np.frombuffer(outcome.pixels, np.uint8)
+    assert pixels.min() < 60 and 0 < pixels.mean() < 250  # clipping would make it nearly all white
+
+
+def test_animated_gif_takes_first_frame(corpus):
+    root, cases = corpus
+    outcome = judge(root, cases["animated"][0])
+    pixels = np.frombuffer(outcome.pixels, np.uint8).reshape(SIZE, SIZE, 3)
+    assert tuple(pixels[8, 8]) == (255, 0, 0)
+
+
+def test_cmyk_is_converted_to_rgb(corpus):
+    root, cases = corpus
+    outcome = judge(root, cases["cmyk"][0])
+    assert outcome.format == "JPEG"
+    assert len(outcome.pixels) == SIZE * SIZE * 3
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGBA", "LA", "PA", "I", "I;16", "F", "CMYK", "YCbCr", "RGBa"])
+def test_every_mode_converts_to_rgb(mode):
+    source = gradient(8, 8)
+    image = source.convert("P") if mode == "PA" else source
+    converted = to_rgb(image.convert(mode), (0, 0, 0))
+    assert converted.mode == "RGB" and converted.size == (8, 8)
+
+
+def test_alpha_is_composited_over_background():
+    transparent = Image.new("RGBA", (4, 4), (200, 10, 10, 0))
+    assert to_rgb(transparent, (1, 2, 3)).getpixel((0, 0)) == (1, 2, 3)
+    palette = Image.new("P", (4, 4), 0)
+    palette.info["transparency"] = 0
+    assert to_rgb(palette, (9, 9, 9)).getpixel((0, 0)) == (9, 9, 9)
+
+
+def test_pad_letterboxes_with_background_and_crop_fills(tmp_path):
+    save(Image.new("RGB", (32, 8), (0, 0, 255)), tmp_path / "wide.png", "PNG")
+    root = tmp_path.resolve()
+    padded = judge(root, "wide.png", ImageConfig(size=SIZE, fit="pad", background=(255, 0, 0)))
+    cropped = judge(root, "wide.png", ImageConfig(size=SIZE, fit="crop"))
+    padded_pixels = np.frombuffer(padded.pixels, np.uint8).reshape(SIZE, SIZE, 3)
+    cropped_pixels = np.frombuffer(cropped.pixels, np.uint8).reshape(SIZE, SIZE, 3)
+    assert tuple(padded_pixels[0, 8]) == (255, 0, 0)  # letterbox band
+    assert tuple(padded_pixels[8, 8]) == (0, 0, 255)
+    assert (cropped_pixels == (0, 0, 255)).all()
+
+
+def test_standardizing_is_deterministic(corpus):
+    root, cases = corpus
+    first = judge(root, cases["exif_rotated"][0])
+    assert judge(root, cases["exif_rotated"][0]) == first
+
+
+def test_path_inside_root_via_dotdot_is_allowed(tmp_path):
+    save(gradient(), tmp_path / "a" / "x.png", "PNG")
+    (tmp_path / "b").mkdir()
+    assert isinstance(judge(tmp_path.resolve(), "b/../a/x.png"), StandardImage)
+
+
+def test_empty_reference_and_folder_reference(tmp_path):
+    (tmp_path / "folder").mkdir()
+    assert judge(tmp_path.resolve(), "").reason is Reason.IMAGE_MISSING
+    assert judge(tmp_path.resolve(), "folder").reason is Reason.IMAGE_UNREADABLE
+
+
+def test_unsupported_format_is_unreadable(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.ico", "ICO")
+    outcome = judge(tmp_path.resolve(), "a.ico")
+    assert outcome.reason is Reason.IMAGE_UNREADABLE
+    assert "supported format" in outcome.detail

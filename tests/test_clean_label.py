@@ -1,0 +1,22 @@
+from mmpipe.clean import Rejection
+from mmpipe.clean.label import clean_label
+from mmpipe.reasons import Reason
+
+
+def test_label_is_stripped():
+    assert clean_label("  cat \n") == "cat"
+
+
+def test_empty_or_missing_label_is_rejected():
+    for value in ("", "   ", None):
+        rejection = clean_label(value)
+        assert isinstance(rejection, Rejection)
+        assert rejection.reason is Reason.LABEL_MISSING
+
+
+def test_unknown_label_rejected_only_when_classes_are_configured():
+    assert clean_label("cats") == "cats"
+    rejection = clean_label("cats", ["cat", "dog"])
+    assert rejection.reason is Reason.LABEL_UNKNOWN
+    assert "'cats'" in rejection.detail and "cat, dog" in rejection.detail
+    assert clean_label("dog", ["cat", "dog"]) == "dog"
