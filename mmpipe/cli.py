@@ -14,8 +14,13 @@ import typer
 
 from mmpipe.errors import MmpipeError
 
-# A temporary Prefect API server needs ~20 s to start on 2 cores; Prefect's default wait is 20 s.
-EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+# Defaults for the temporary Prefect API server a CLI run starts when no PREFECT_API_URL is set
+# (the user's own settings win): it needs ~20 s to start on 2 cores and Prefect waits only 20 s;
+# its telemetry heartbeat contends for the SQLite lock and logs errors on slow disks.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
 EXIT_UNUSABLE_INPUT = 2
 
 app = typer.Typer(
@@ -70,7 +75,8 @@ def ingest(
 
     settings = load_config(config, {"data_dir": data, "ingest.workers": workers})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     from flows.ingest import run_ingest
 
     with _progress_bar("Cleaning chunks", quiet=as_json):
@@ -160,3 +166,4 @@ def _print_ingest_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"    {reason}: {count}")
     typer.echo("  splits: " + ", ".join(f"{split} {count}" for split, count in summary["splits"].items()))
     typer.echo(f"  classes: {', '.join(summary['classes'])}")
+    typer.echo(f"details (reject examples, lineage): {Path(summary['data_dir']) / 'dataset.json'}")

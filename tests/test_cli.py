@@ -1,0 +1,89 @@
+"""The `mmpipe` command: help without heavy imports, JSON on stdout, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mmpipe.cli import app, main
+
+runner = CliRunner()
+MMPIPE = str(Path(sys.executable).parent / "mmpipe")  # the installed console script of this environment
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from mmpipe.cli import app; "
+            "heavy = [m for m in ('prefect', 'tensorflow', 'great_expectations', 'pyarrow') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "ingest" in result.stdout and "sample" in result.stdout
+
+
+def test_ingest_help_teaches_the_options():
+    result = runner.invoke(app, ["ingest", "--help"])
+    for option in ("--data", "--config", "--json", "--workers", "MMPIPE_"):
+        assert option in result.stdout
+
+
+def run_main(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["mmpipe", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_unusable_source_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    code, out, err = run_main(["ingest", str(tmp_path / "nope.csv"), "--data", str(tmp_path / "d")],
+                              monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "c.toml").write_text("[image]\nsize = 1\n")
+    (tmp_path / "m.csv").write_text("text,image,label\n")
+    code, _, err = run_main(["ingest", str(tmp_path / "m.csv"), "--config", str(tmp_path / "c.toml")],
+                            monkeypatch, capsys)
+    assert code == 2 and "image.size" in err and "Traceback" not in err
+
+
+def test_sample_refuses_a_non_empty_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "x").write_text("keep me")
+    code, _, err = run_main(["sample", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and "not empty" in err
+
+
+def test_ingest_json_in_process(prefect_api, sample_manifest, tmp_path):
+    result = runner.invoke(app, ["ingest", str(sample_manifest), "--data", str(tmp_path / "d"),
+                                 "--config", str(sample_manifest.parent / "mmpipe.toml"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows_read"] == summary["accepted"] + sum(summary["quarantined"].values()) + summary["duplicates"]
+    assert summary["classes"] == ["lantern", "moon", "sun", "window"]
+
+
+def test_real_command_prints_exactly_one_json_object(tmp_path):
+    """The installed command, its own temporary Prefect server, and nothing but JSON on stdout."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    sample = subprocess.run([MMPIPE, "sample", str(tmp_path / "s"), "--rows", "24"], env=env,
+                            capture_output=True, text=True, check=True)
+    assert "mmpipe ingest" in sample.stdout
+    done = subprocess.run(
+        [MMPIPE, "ingest", str(tmp_path / "s" / "manifest.csv"), "--config", str(tmp_path / "s" / "mmpipe.toml"),
+         "--data", str(tmp_path / "d"), "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)  # the whole of stdout is one object
+    assert summary["data_dir"] == str(tmp_path / "d")
+    assert (tmp_path / "d" / "dataset.json").is_file()

@@ -1,0 +1,107 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmpipe.errors import SourceError
+from mmpipe.reasons import Reason
+from mmpipe.sources import open_source
+from tests.fixtures.files import gradient, save, write_manifest_csv
+
+
+def rows_of(path):
+    return list(open_source(path).rows())
+
+
+def test_csv_manifest_rows_with_optional_columns(tmp_path):
+    path = write_manifest_csv(
+        tmp_path / "m.csv",
+        [{"text": "a", "image": "x.png", "label": "cat", "id": "r1", "split": "test", "group": "g"},
+         {"text": "b", "image": "y.png", "label": "dog", "id": "", "split": "", "group": ""}],
+        columns=("id", "text", "image", "label", "split", "group"),
+    )
+    first, second = rows_of(path)
+    assert first["id"] == "r1" and first["split"] == "test" and first["group"] == "g"
+    assert first["source"] == "m.csv:2" and first["row"] == 0
+    assert second["text"] == "b" and second["reason"] is None
+
+
+def test_jsonl_manifest_values_and_bad_lines_are_kept(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        json.dumps({"text": "a", "image": "x.png", "label": 3}) + "\n"
+        + "{not json\n\n"
+        + json.dumps(["a", "list"]) + "\n"
+        + json.dumps({"text": ["nested"], "image": "x.png", "label": "cat"}) + "\n"
+    )
+    good, broken, not_object, nested = rows_of(path)
+    assert good["label"] == "3"
+    assert broken["reason"] == Reason.ROW_MALFORMED and "line 2" in broken["detail"]
+    assert not_object["reason"] == Reason.ROW_MALFORMED and "JSON object" in not_object["detail"]
+    assert nested["reason"] == Reason.ROW_MALFORMED and "'text'" in nested["detail"]
+
+
+def test_parquet_manifest_streams_and_casts(tmp_path):
+    path = tmp_path / "m.parquet"
+    table = pa.table({"text": ["a", "b"], "image": ["x.png", "y.png"], "label": [1, 2], "extra": [0, 0]})
+    pq.write_table(table, path)
+    rows = rows_of(path)
+    assert [row["label"] for row in rows] == ["1", "2"]
+    assert rows[1]["source"] == "m.parquet#1"
+
+
+def test_invalid_utf8_is_marked_not_fatal(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"text,image,label\nbad \xff\xfe bytes,x.png,cat\ngood,y.png,dog\n")
+    broken, good = rows_of(path)
+    assert broken["reason"] == Reason.TEXT_INVALID and "'text'" in broken["detail"]
+    assert "\ufffd" in broken["text"]
+    broken["text"].encode("utf-8")
+    assert good["reason"] is None
+
+
+def test_jsonl_lone_surrogate_escape_is_text_invalid(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"text": "x\\ud800y", "image": "a.png", "label": "cat"}\n')
+    (row,) = rows_of(path)
+    assert row["reason"] == Reason.TEXT_INVALID
+
+
+def test_folder_tree_with_sidecars_and_ignored_files(tmp_path):
+    save(gradient(), tmp_path / "cat" / "a.jpg", "JPEG")
+    (tmp_path / "cat" / "a.txt").write_text("a cat on a mat")
+    save(gradient(), tmp_path / "dog" / "b.png", "PNG")
+    (tmp_path / "dog" / "notes.md").write_text("x")
+    (tmp_path / "dog" / "orphan.txt").write_text("no image")
+    (tmp_path / "README").write_text("top-level file")
+    source = open_source(tmp_path)
+    rows = list(source.rows())
+    assert [(row["image"], row["label"], row["text"]) for row in rows] == [
+        ("cat/a.jpg", "cat", "a cat on a mat"), ("dog/b.png", "dog", "")]
+    assert len(source.ignored) == 3
+    assert any("notes.md" in item for item in source.ignored)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("missing.csv", None, "does not exist"),
+     ("m.xlsx", "x", "unknown format"),
+     ("m.csv", "text,label\na,b\n", r"lacks required column\(s\) image")],
+)
+def test_unusable_sources_raise_a_clear_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SourceError, match=message):
+        open_source(path)
+
+
+def test_rows_are_streamed_lazily(tmp_path):
+    path = tmp_path / "m.csv"
+    with open(path, "w") as handle:
+        handle.write("text,image,label\n")
+        handle.writelines(f"t{index},i.png,c\n" for index in range(50_000))
+    rows = open_source(path).rows()
+    assert next(rows)["text"] == "t0"  # a generator: nothing beyond the first row was materialized
+    assert sum(1 for _ in rows) == 49_999
