@@ -22,6 +22,7 @@ from prefect.futures import as_completed
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from mmpipe.chunks import ChunkPlan, ChunkResult, process_chunk
+from mmpipe.clean.record import SourceLocation
 from mmpipe.config import SPLITS, Config
 from mmpipe.dataset import DatasetVersion
 from mmpipe.ingest import IngestPlan, finish_ingest, plan_ingest
@@ -35,9 +36,11 @@ def plan_chunks_task(source: str, config: Config) -> IngestPlan:
     return plan_ingest(source, config)
 
 
+# Takes only its own chunk, never the whole plan: Prefect walks every task's inputs, and a plan
+# with thousands of chunks passed to thousands of tasks would make that quadratic.
 @task(name="clean-chunk", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
-def clean_chunk_task(chunk: ChunkPlan, plan: IngestPlan, config: Config) -> ChunkResult:
-    return process_chunk(chunk, plan.location, config, plan.cache_dir)
+def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation, cache_dir: Path, config: Config) -> ChunkResult:
+    return process_chunk(chunk, location, config, cache_dir)
 
 
 @task(name="write-dataset", cache_policy=NO_CACHE, persist_result=False)
@@ -45,7 +48,7 @@ def write_dataset_task(plan: IngestPlan, results: list[ChunkResult], config: Con
     return finish_ingest(plan, results, config, process_s)
 
 
-@flow(name="ingest", flow_run_name="ingest {source}", log_prints=False, validate_parameters=False)
+@flow(name="ingest", flow_run_name="ingest {source}")
 def ingest_flow(source: str, config: Config) -> dict:
     """Raw source -> cleaned, deduplicated, split Parquet shards + quarantine + dataset.json."""
     logger = get_run_logger()
@@ -55,7 +58,7 @@ def ingest_flow(source: str, config: Config) -> dict:
     results: list[ChunkResult] = []
     if plan.reusable is None:
         progress = create_progress_artifact(progress=0.0, description=f"Cleaning {len(plan.chunks)} chunk(s)")
-        futures = [clean_chunk_task.submit(chunk, plan, config) for chunk in plan.chunks]
+        futures = [clean_chunk_task.submit(chunk, plan.location, plan.cache_dir, config) for chunk in plan.chunks]
         for done, future in enumerate(as_completed(futures), start=1):
             result = future.result()
             results.append(result)

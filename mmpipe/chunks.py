@@ -79,11 +79,10 @@ def plan_chunks(source: RawSource, cache_dir: Path, settings_key: str, chunk_row
     max_rows = chunk_rows * MAX_CHUNK_FACTOR
 
     def cut() -> None:
-        table = pa.Table.from_pylist(pending, schema=RAW_SCHEMA)
         staged_key = stable_hash([content.hexdigest(), pending[0]["row"], [row["source"] for row in pending]], 24)
         raw_path = cache_dir / "raw" / f"{staged_key}.parquet"
         if not raw_path.exists():
-            write_table(table, raw_path)
+            write_table(pa.Table.from_pylist(pending, schema=RAW_SCHEMA), raw_path)
         key = stable_hash([content.hexdigest(), settings_key], 24)
         plans.append(ChunkPlan(index=len(plans), rows=len(pending), raw_path=raw_path, key=key))
 

@@ -87,7 +87,8 @@ class Config(Section):
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
         ingest = self.ingest.model_dump(mode="json", exclude={"workers", "chunk_rows"})
-        return {"text": self.text.model_dump(mode="json"), "image": self.image.model_dump(mode="json"), "ingest": ingest}
+        text, image = self.text.model_dump(mode="json"), self.image.model_dump(mode="json")
+        return {"text": text, "image": image, "ingest": ingest}
 
     def ingest_hash(self) -> str:
         """Stable hash of `ingest_settings()`: same settings, same hash, on any machine."""

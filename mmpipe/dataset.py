@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import mmpipe
-from mmpipe.chunks import ChunkPlan, ChunkResult
+from mmpipe.chunks import ChunkPlan, ChunkResult, code_fingerprint
 from mmpipe.config import SPLITS, Config
 from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash, write_json_atomic
@@ -246,7 +246,8 @@ class _Tally:
             shown = ", ".join(repr(name) for name in sorted(labels))
             return Reason.LABEL_CONFLICT.value, f"the same text and image are labelled {shown}"
         if (row_id, key, label) not in self.seen_rows and row_id in self.id_sources:
-            return Reason.ID_CONFLICT.value, f"id {row_id!r} is already used by {self.id_sources[row_id]} with other content"
+            first = self.id_sources[row_id]
+            return Reason.ID_CONFLICT.value, f"id {row_id!r} is already used by {first} with other content"
         return None, None
 
 
@@ -273,7 +274,7 @@ def _manifest(plans, results, source, config, tally, shard_files, quarantine_fil
         "duplicates": tally.duplicates,
         "quarantined": dict(sorted(tally.quarantined.items())),
         "splits": {split: sum(tally.counts[split].values()) for split in SPLITS},
-        "counts": {split: dict(sorted(tally.counts[split].items())) for split in SPLITS},
+        "counts": {split: {name: tally.counts[split][name] for name in classes} for split in SPLITS},
         "text_truncated": tally.truncated,
         "ignored_files": {"count": len(ignored), "examples": ignored[:EXAMPLES_PER_REASON * 2]},
         "reject_examples": dict(sorted(tally.examples.items())),
@@ -281,8 +282,8 @@ def _manifest(plans, results, source, config, tally, shard_files, quarantine_fil
         "quarantine": [file.describe() for file in quarantine_files],
         "chunks": {"total": len(results), "cached": sum(result.cached for result in results)},
         "timings": timings,
-        "lineage": {"code_version": mmpipe.__version__, "python": platform.python_version(),
-                    "pyarrow": pa.__version__, "pillow": _pillow_version()},
+        "lineage": {"code_version": mmpipe.__version__, "code_fingerprint": code_fingerprint(),
+                    "python": platform.python_version(), "pyarrow": pa.__version__, "pillow": _pillow_version()},
     }
 
 

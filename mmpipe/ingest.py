@@ -90,7 +90,9 @@ def ingest(source: str | Path, config: Config, on_progress: Progress | None = No
     if plan.reusable is None:
         workers = config.ingest.workers or os.cpu_count() or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks]
+            futures = [
+                pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks
+            ]
             for done, future in enumerate(as_completed(futures), start=1):
                 results.append(future.result())
                 if on_progress is not None:

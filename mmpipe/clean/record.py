@@ -55,7 +55,8 @@ def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dic
         return Rejection(Reason.SPLIT_INVALID, f"split {raw['split']!r} is not one of {', '.join(SPLITS)}")
     text, truncated = clean_text(raw["text"] or "", lowercase=config.text.lowercase, max_chars=config.text.max_chars)
     if not text and not config.text.allow_empty:
-        return Rejection(Reason.TEXT_EMPTY, "the text is empty after cleaning" if raw["text"] else "the row has no text")
+        detail = "the text is empty after cleaning" if raw["text"] else "the row has no text"
+        return Rejection(Reason.TEXT_EMPTY, detail)
     path = resolve_image_path(raw["image"], location.base_dir, location.root)
     if isinstance(path, Rejection):
         return path
