@@ -188,10 +188,11 @@ def render(results: dict, count: int, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, name: str = SECTION) -> None:
+    """Replace (or append) the `<!-- bench:NAME -->` block of a Markdown file."""
     header = "# Benchmarks\n\nEach section is rewritten by the script it names.\n\n"
     text = path.read_text() if path.exists() else header
-    start, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     if start in text:
         before, rest = text.split(start, 1)
         text = before + section + rest.split(end, 1)[1].lstrip("\n")

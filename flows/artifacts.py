@@ -3,3 +3,4 @@
 INGEST_SUMMARY = "ingest-summary"
 INGEST_COUNTS = "ingest-counts"
 INGEST_REJECTS = "ingest-rejects"
+VALIDATION_REPORT = "validation-report"

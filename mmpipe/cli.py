@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mmpipe.errors import MmpipeError
+from mmpipe.errors import ContractViolation, MmpipeError
 
 # Defaults for the temporary Prefect API server a CLI run starts when no PREFECT_API_URL is set
 # (the user's own settings win): it needs ~20 s to start on 2 cores and Prefect waits only 20 s;
@@ -21,6 +21,7 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
+EXIT_FAILED_CHECK = 1
 EXIT_UNUSABLE_INPUT = 2
 
 app = typer.Typer(
@@ -75,8 +76,7 @@ def ingest(
 
     settings = load_config(config, {"data_dir": data, "ingest.workers": workers})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    _prepare_prefect()
     from flows.ingest import run_ingest
 
     with _progress_bar("Cleaning chunks", quiet=as_json):
@@ -85,6 +85,73 @@ def ingest(
         typer.echo(json.dumps(summary))
         return
     _print_ingest_summary(summary)
+
+
+@app.command()
+def validate(
+    data: DataOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the current dataset version against the Great Expectations suites in data_contracts/.
+
+    Critical expectations gate training; warnings (drift from the reference version) are reported.
+    Results and GX Data Docs go to DATA/validation/<dataset_version>/; an unchanged dataset and
+    suite are not validated twice. Exit status: 0 all critical expectations pass, 1 one fails,
+    2 no dataset or an unusable suite file.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.suites import read_suites
+    from mmpipe.dataset import load_dataset
+
+    settings = load_config(config, {"data_dir": data})
+    load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
+    read_suites(settings)
+    _prepare_prefect()
+    from flows.validate import validate_flow
+
+    try:
+        summary = _run_flow(lambda: validate_flow(str(settings.data_dir), settings))
+    except ContractViolation as violation:
+        if as_json and violation.report is not None:
+            typer.echo(json.dumps(violation.report.summary(), default=str))
+        else:
+            typer.echo(f"mmpipe: validation failed: {violation}", err=True)
+        raise typer.Exit(EXIT_FAILED_CHECK) from None
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
+               f"({len(summary['warnings'])} warning(s)); report: {summary['report']}")
+    for warning in summary["warnings"]:
+        typer.echo(f"  warning: {warning['expectation']} observed {warning['observed']}")
+
+
+contracts_app = typer.Typer(help="Write the data contracts (Great Expectations suites) for your dataset.",
+                            no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+
+
+@contracts_app.command("init")
+def contracts_init(
+    data: DataOption = None,
+    config: ConfigOption = None,
+    out: Annotated[Path, typer.Option(help="Folder for shards.json and dataset.json.")] = Path("data_contracts"),
+    force: Annotated[bool, typer.Option(help="Overwrite existing suite files.")] = False,
+) -> None:
+    """Profile the current dataset and write starting suites, like TFX SchemaGen.
+
+    The class set and observed ranges (with a margin) are written as literal values for you to
+    review; sizes and drift bounds stay parameters that mmpipe fills in from the config and the
+    reference dataset. mmpipe uses ./data_contracts when it exists (or contracts.suites_dir).
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.profile import write_starting_suites
+
+    settings = load_config(config, {"data_dir": data})
+    for path in write_starting_suites(settings.data_dir, settings, out, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo("review them (severity: critical stops training, warning reports), then run `mmpipe validate`")
 
 
 @app.command()
@@ -106,6 +173,11 @@ def sample(
     manifest = write_sample(folder, SampleSpec(rows=rows, seed=seed))
     typer.echo(f"wrote {manifest} ({rows} rows + faults) and {folder / 'mmpipe.toml'}")
     typer.echo(f"next: mmpipe ingest {manifest} --config {folder / 'mmpipe.toml'}")
+
+
+def _prepare_prefect() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def _run_flow(call) -> Any:

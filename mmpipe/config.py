@@ -75,6 +75,19 @@ class IngestConfig(Section):
     workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
 
 
+class ContractsConfig(Section):
+    """What the data contracts (Great Expectations suites) compare against."""
+
+    suites_dir: Path | None = Field(
+        None, description="folder with shards.json and dataset.json; default ./data_contracts, else the built-in"
+    )
+    min_train_per_class: int = Field(5, ge=0, description="fewer train rows in any class is a critical failure")
+    split_tolerance: float = Field(0.1, ge=0, le=1, description="allowed |share - ratio| per split")
+    kl_threshold: float = Field(0.1, gt=0, description="label drift vs the reference beyond this KL is a warning")
+    stats_tolerance: float = Field(0.25, gt=0, description="relative band around the reference's medians")
+    max_orig_side: int = Field(20_000, ge=1, description="original width/height above this is a failure")
+
+
 class Config(Section):
     """Everything that shapes mmpipe's outputs. Its hash is recorded with each output."""
 
@@ -83,6 +96,7 @@ class Config(Section):
     text: TextConfig = TextConfig()
     image: ImageConfig = ImageConfig()
     ingest: IngestConfig = IngestConfig()
+    contracts: ContractsConfig = ContractsConfig()
 
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""

@@ -15,3 +15,15 @@ class SourceError(MmpipeError):
 
 class DataDirError(MmpipeError):
     """The data dir is missing, unreadable, or holds something mmpipe did not write."""
+
+
+class ContractFileError(MmpipeError):
+    """A suite file in data_contracts/ is unreadable, malformed, or has an expectation GX rejects."""
+
+
+class ContractViolation(MmpipeError):
+    """A dataset version failed a critical expectation; `report` holds the whole validation."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

@@ -44,7 +44,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write pretty JSON via a temp file and a rename."""
+def write_json_atomic(path: Path, value: Any, pretty: bool = True) -> None:
+    """Write JSON via a temp file and a rename; pretty for people, compact for caches."""
+    text = json.dumps(value, indent=2 if pretty else None, sort_keys=pretty, ensure_ascii=False)
     with atomic_path(path) as temp:
-        temp.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        temp.write_text(text + "\n", encoding="utf-8")

@@ -43,6 +43,9 @@ def shard_schema(image_size: int) -> pa.Schema:
             pa.field("orig_width", pa.int32(), nullable=False),
             pa.field("orig_height", pa.int32(), nullable=False),
             pa.field("orig_format", pa.string(), nullable=False),
+            # Computed at ingest so contracts can watch image drift without reading pixels.
+            pa.field("image_brightness", pa.float32(), nullable=False),
+            pa.field("image_colourfulness", pa.float32(), nullable=False),
             pa.field("label", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
             pa.field("group", pa.string()),

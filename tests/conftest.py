@@ -40,6 +40,19 @@ def make_config(data_dir: Path, **overrides) -> Config:
     return load_config(None, values, environ={})
 
 
+SAMPLE_CLASSES = ["lantern", "moon", "sun", "window"]
+
+
+@pytest.fixture(scope="session")
+def ingested_sample(sample_manifest, tmp_path_factory) -> Path:
+    """A data dir holding the ingested sample (16 px); copy it before changing anything."""
+    from mmpipe.ingest import ingest
+
+    data_dir = tmp_path_factory.mktemp("ingested") / "data"
+    ingest(sample_manifest, make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES}))
+    return data_dir
+
+
 @pytest.fixture
 def config(tmp_path) -> Config:
     return make_config(tmp_path / "data", **{"ingest.classes": ["lantern", "moon", "sun", "window"]})

@@ -33,6 +33,16 @@ class StandardImage:
     width: int  # as stored in the file, before EXIF rotation
     height: int
     format: str
+    brightness: float  # mean of R, G, B over all pixels, 0..255
+    colourfulness: float  # mean of max(R,G,B) - min(R,G,B) over all pixels, 0..255
+
+
+def image_statistics(pixels: bytes) -> tuple[float, float]:
+    """Brightness and colourfulness of standardized RGB bytes: cheap summaries for drift checks."""
+    rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(-1, 3)
+    brightness = float(rgb.mean(dtype=np.float64))
+    colourfulness = float((rgb.max(axis=1) - rgb.min(axis=1)).mean(dtype=np.float64))
+    return round(brightness, 4), round(colourfulness, 4)
 
 
 def resolve_image_path(reference: str | None, base_dir: Path, root: Path) -> Path | Rejection:
@@ -86,7 +96,8 @@ def standardize_image(path: Path, config: ImageConfig) -> StandardImage | Reject
         return Rejection(Reason.IMAGE_UNREADABLE, f"not an image in a supported format ({formats})")
     except Exception as error:  # noqa: BLE001 - any decoder failure on untrusted bytes is the file's fault
         return Rejection(Reason.IMAGE_UNREADABLE, f"cannot decode: {type(error).__name__}: {error}")
-    return StandardImage(pixels=pixels, sha256=sha256, width=width, height=height, format=file_format)
+    brightness, colourfulness = image_statistics(pixels)
+    return StandardImage(pixels, sha256, width, height, file_format, brightness, colourfulness)
 
 
 def _standardize(image: Image.Image, config: ImageConfig) -> bytes:

@@ -74,6 +74,8 @@ def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dic
         "orig_width": image.width,
         "orig_height": image.height,
         "orig_format": image.format,
+        "image_brightness": image.brightness,
+        "image_colourfulness": image.colourfulness,
         "label": label,
         "split": given_split or assign_split(group or row_id, config.ingest.split_ratios),
         "group": group,

@@ -1,0 +1,1 @@
+"""The project's data contracts, shipped with mmpipe as the default suites (see README.md here)."""

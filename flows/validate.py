@@ -1,0 +1,34 @@
+"""The validate flow: check the current dataset version against data_contracts/ and gate on it."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import VALIDATION_REPORT
+from mmpipe.config import Config
+from mmpipe.contracts.validate import ValidationReport, validate_dataset
+from mmpipe.errors import ContractViolation
+
+
+# Called, never submitted: GX is not thread-safe, so validation runs in the flow's own thread.
+@task(name="validate-dataset", cache_policy=NO_CACHE, persist_result=False)
+def validate_dataset_task(data_dir: str, config: Config) -> ValidationReport:
+    return validate_dataset(data_dir, config)
+
+
+@flow(name="validate", flow_run_name="validate {data_dir}")
+def validate_flow(data_dir: str, config: Config) -> dict:
+    """Validate; publish `validation-report`; fail the run when a critical expectation fails."""
+    report = validate_dataset_task(data_dir, config)
+    create_markdown_artifact(key=VALIDATION_REPORT, markdown=report.to_markdown(),
+                             description=f"Contracts on dataset {report.dataset_version}")
+    logger = get_run_logger()
+    for warning in report.warnings:
+        logger.warning("contract warning: %s observed %s", warning.expectation, warning.observed)
+    if not report.success:
+        raise ContractViolation(report.failure_message(), report)
+    logger.info("dataset %s passed %d expectations%s", report.dataset_version, len(report.outcomes),
+                " (unchanged: reused the stored result)" if report.reused else "")
+    return report.summary()

@@ -1,0 +1,79 @@
+"""The validate flow and `mmpipe validate` against a real Prefect API and the real suites."""
+
+import asyncio
+import json
+import shutil
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from typer.testing import CliRunner
+
+from flows.artifacts import VALIDATION_REPORT
+from flows.validate import validate_flow
+from mmpipe.cli import app
+from mmpipe.errors import ContractViolation
+from tests.conftest import SAMPLE_CLASSES, make_config
+from tests.test_cli import run_main
+from tests.test_contracts import _duplicate_id, tamper
+
+
+@pytest.fixture
+def data_dir(ingested_sample, tmp_path):
+    shutil.copytree(ingested_sample, tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def config(data_dir):
+    return make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES, "contracts.split_tolerance": 0.25})
+
+
+async def artifact(flow_run_id, key):
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return next((a for a in found if a.key == key), None)
+
+
+def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):
+    state = validate_flow(str(data_dir), config, return_state=True)
+    assert state.is_completed()
+    assert state.result()["success"] is True
+    report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
+    assert report is not None and "passed" in report.data and "expect_column_values_to_be_unique" in report.data
+
+
+def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, config):
+    table = tamper(data_dir, _duplicate_id)
+    duplicate = table["id"][0].as_py()
+    state = validate_flow(str(data_dir), config, return_state=True)
+    assert state.is_failed()
+    assert "expect_column_values_to_be_unique(id)" in state.message and duplicate in state.message
+    with pytest.raises(ContractViolation):
+        state.result()
+    report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
+    assert "**FAIL**" in report.data
+
+
+def write_toml(path, data_dir):
+    path.write_text(f'data_dir = "{data_dir}"\n[ingest]\nclasses = {json.dumps(SAMPLE_CLASSES)}\n'
+                    "[image]\nsize = 16\n[contracts]\nsplit_tolerance = 0.25\n")
+    return path
+
+
+def test_cli_validate_exit_codes_and_json(prefect_api, data_dir, tmp_path, monkeypatch, capsys):
+    runner = CliRunner()
+    toml = write_toml(tmp_path / "mmpipe.toml", data_dir)
+    ok = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["success"] is True
+    tamper(data_dir, _duplicate_id)
+    bad = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
+    assert bad.exit_code == 1
+    summary = json.loads(bad.stdout)
+    assert summary["success"] is False
+    assert summary["failed"][0]["expectation"] == "expect_column_values_to_be_unique(id)"
+    assert summary["failed"][0]["examples"] and summary["failed"][0]["severity"] == "critical"
+    code, _, err = run_main(["validate", "--data", str(tmp_path / "nothing")], monkeypatch, capsys)
+    assert code == 2 and "mmpipe ingest" in err and "Traceback" not in err
