@@ -17,9 +17,19 @@ def test_every_reason_code_is_documented_once():
 
 def test_every_setting_appears_in_the_config_example():
     example = README.split("```toml", 1)[1].split("```", 1)[0]
-    for section in ("text", "image", "ingest"):
+    for section in ("text", "image", "ingest", "contracts"):
         for name in type(getattr(Config(), section)).model_fields:
-            assert re.search(rf"^{name} = ", example, flags=re.MULTILINE), f"{section}.{name} missing"
+            assert re.search(rf"^#? ?{name} = ", example, flags=re.MULTILINE), f"{section}.{name} missing"
+
+
+def test_every_suite_parameter_is_documented():
+    from mmpipe.contracts.frames import STAT_COLUMNS
+
+    section = README.split("## Data contracts", 1)[1].split("\n## ", 1)[0]
+    for name in ("classes", "splits", "image_bytes", "text_min_chars", "text_max_chars", "orig_side_max",
+                 "min_train_per_class", "split_tolerance", "kl_threshold", "reference_label_partition"):
+        assert f"`{name}`" in section
+    assert all(f"`{column}`" in section for column in STAT_COLUMNS)
 
 
 def test_quick_start_has_exactly_two_commands():

@@ -335,6 +335,7 @@ def _write_docs(folder: Path, shard_results: dict[str, dict], dataset_result: di
 
     pages: dict[str, tuple[str, bool]] = {}
     rendered: dict[int, str] = {}
+    view, renderer = DefaultJinjaPageView(), ValidationResultsPageRenderer()  # templates compile once
     for scope, result in [("dataset", dataset_result), *shard_results.items()]:
         name = "dataset.html" if scope == "dataset" else Path(scope).stem + ".html"
         if id(result) not in rendered:  # shards validated together share one page
@@ -346,7 +347,7 @@ def _write_docs(folder: Path, shard_results: dict[str, dict], dataset_result: di
                     result=item["result"], meta=item["meta"], exception_info=item["exception_info"],
                 ) for item in result["results"]],
             )
-            html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(suite_result))
+            html = view.render(renderer.render(suite_result))
             with atomic_path(folder / name) as temp:
                 temp.write_text(html, encoding="utf-8")
             rendered[id(result)] = name
