@@ -56,10 +56,13 @@ class ChunkResult:
 
 
 def code_fingerprint() -> str:
-    """Hash of the modules whose code decides what a processed row looks like."""
+    """Hash of the code that decides what a processed row looks like: ours, Pillow's and numpy's."""
+    import numpy
+    import PIL
+
     package = Path(mmpipe.clean.__file__).parent
     files = [*sorted(package.glob("*.py")), *(package.parent / name for name in ("split.py", "schema.py"))]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"pillow {PIL.__version__} numpy {numpy.__version__}".encode())
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]

@@ -127,6 +127,51 @@ def validate(
         typer.echo(f"  warning: {warning['expectation']} observed {warning['observed']}")
 
 
+@app.command("train")
+def train_command(
+    data: DataOption = None,
+    runs: Annotated[Path | None, typer.Option("--runs", help="Runs dir [default: ./mmpipe-runs].",
+                                              show_default=False)] = None,
+    variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image [default: fused].",
+                                                show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs [default: 10].", show_default=False)] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue an interrupted run from its last finished epoch.",
+                                               show_default=False)] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the fused Keras model on the current dataset version (it must pass `mmpipe validate`).
+
+    Writes RUNS/<run_id>/: run.json (config + hash, dataset version, seed, git commit, package
+    versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs and one
+    checkpoint per epoch, so `--resume RUN_ID` continues an interrupted run. Exit status: 0 done,
+    2 the dataset is missing or not validated, or the run cannot be resumed.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.dataset import load_dataset
+    from mmpipe.train import require_validated, resumable_run
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "model.variant": variant,
+                                    "train.epochs": epochs})
+    version = load_dataset(settings.data_dir)
+    require_validated(version)  # fail fast (exit 2) before starting Prefect
+    if resume:
+        resumable_run(Path(settings.runs_dir).absolute(), resume, version)
+    _prepare_prefect()
+    from flows.train import train_flow
+
+    with _progress_bar("Training epochs", quiet=as_json):
+        summary = _run_flow(lambda: train_flow(settings, resume))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    history = summary["history"]
+    last = {key: values[-1] for key, values in history.items() if values}
+    typer.echo(f"run {summary['run_id']} {summary['status']} after {len(history.get('loss', []))} epoch(s): "
+               + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
+    typer.echo(f"run dir: {summary['run_dir']}")
+
+
 contracts_app = typer.Typer(help="Write the data contracts (Great Expectations suites) for your dataset.",
                             no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
@@ -168,8 +213,8 @@ def sample(
     """
     from mmpipe.sample import SampleSpec, write_sample
 
-    if folder.exists() and any(folder.iterdir()):
-        raise MmpipeError(f"{folder} is not empty; choose a new folder for the sample")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the sample")
     manifest = write_sample(folder, SampleSpec(rows=rows, seed=seed))
     typer.echo(f"wrote {manifest} ({rows} rows + faults) and {folder / 'mmpipe.toml'}")
     typer.echo(f"next: mmpipe ingest {manifest} --config {folder / 'mmpipe.toml'}")

@@ -88,15 +88,46 @@ class ContractsConfig(Section):
     max_orig_side: int = Field(20_000, ge=1, description="original width/height above this is a failure")
 
 
+class ModelConfig(Section):
+    """The fused model's sizes (text: vectorize -> embed -> LSTM; image: two Conv2D -> pool)."""
+
+    variant: Literal["fused", "text", "image"] = Field("fused", description="which branches the model uses")
+    max_tokens: int = Field(20_000, ge=2, description="text vocabulary size, adapted on the train split")
+    sequence_length: int = Field(64, ge=1, description="tokens per text (longer is cut, shorter padded)")
+    embedding_dim: int = Field(64, ge=1)
+    lstm_units: int = Field(128, ge=1)
+    conv_filters: tuple[int, int] = Field((64, 128), description="filters of the two 3x3 Conv2D layers")
+    pooling: Literal["global_average", "flatten"] = Field(
+        "global_average", description="flatten (the original design) has S*S*128 features: 500k at S=64"
+    )
+    dense_units: int = Field(64, ge=1)
+    dropout_rate: float = Field(0.0, ge=0, lt=1)
+    augment: bool = Field(False, description="random flip, rotation, zoom and contrast while training")
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class TrainConfig(Section):
+    """How a model is fitted."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    shuffle_buffer: int = Field(2048, ge=1, description="rows; bounds memory, not the dataset size")
+    early_stopping_patience: int = Field(3, ge=1, description="epochs without a better val loss")
+    class_weights: bool = Field(False, description="weight classes inversely to their train counts")
+
+
 class Config(Section):
     """Everything that shapes mmpipe's outputs. Its hash is recorded with each output."""
 
     data_dir: Path = Path("mmpipe-data")
+    runs_dir: Path = Path("mmpipe-runs")
     seed: int = 42
     text: TextConfig = TextConfig()
     image: ImageConfig = ImageConfig()
     ingest: IngestConfig = IngestConfig()
     contracts: ContractsConfig = ContractsConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
@@ -110,7 +141,7 @@ class Config(Section):
 
     def hash(self) -> str:
         """Stable hash of the whole config except where files go."""
-        return stable_hash(self.model_dump(mode="json", exclude={"data_dir"}))
+        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir"}))
 
 
 def load_config(

@@ -25,6 +25,7 @@ from mmpipe.chunks import (
 from mmpipe.clean.record import SourceLocation
 from mmpipe.config import Config
 from mmpipe.dataset import DatasetVersion, finalize_dataset, inputs_key, reusable_dataset
+from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash
 from mmpipe.sources import RawSource, open_source
 
@@ -56,6 +57,8 @@ def plan_ingest(source: str | Path, config: Config) -> IngestPlan:
     started = time.perf_counter()
     raw_source = open_source(source)
     data_dir = Path(config.data_dir).absolute()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirError(f"data dir {data_dir} is a file; pass a folder with --data")
     settings_key = stable_hash([config.ingest_hash(), code_fingerprint()])
     chunks = plan_chunks(raw_source, data_dir / CACHE_DIR, settings_key, config.ingest.chunk_rows)
     key = inputs_key(chunks, config)

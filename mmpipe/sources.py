@@ -95,7 +95,7 @@ def _manifest_columns(source: RawSource) -> list[str] | None:
             for line in handle:
                 try:
                     value = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(value, dict):
                     return list(value)
@@ -146,9 +146,22 @@ def _csv_rows(source: RawSource) -> Iterator[dict[str, Any]]:
     with _open_text(source.path) as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
-        for index, fields in enumerate(reader):
-            values = dict(zip(header, fields, strict=False))
-            yield _raw_row(index, f"{source.path.name}:{reader.line_num}", values)
+        index = 0
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # e.g. a field over the csv module's 128 KiB limit
+                row = _raw_row(index, f"{source.path.name}:{reader.line_num}", {})
+                row["reason"], row["detail"] = Reason.ROW_MALFORMED.value, f"unparseable CSV record: {error}"
+                yield row
+                index += 1
+                continue
+            if not fields:
+                continue  # a blank line is not a row
+            yield _raw_row(index, f"{source.path.name}:{reader.line_num}", dict(zip(header, fields, strict=False)))
+            index += 1
 
 
 def _jsonl_rows(source: RawSource) -> Iterator[dict[str, Any]]:
@@ -161,7 +174,7 @@ def _jsonl_rows(source: RawSource) -> Iterator[dict[str, Any]]:
             text = line.decode("utf-8-sig" if line_number == 1 else "utf-8", errors="surrogateescape")
             try:
                 value = json.loads(text)
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
                 row = _raw_row(index, where, {"text": _storable(text.strip())[:1000]})
                 row["reason"], row["detail"] = Reason.ROW_MALFORMED.value, f"line {line_number}: invalid JSON ({error})"
                 yield row
@@ -211,9 +224,11 @@ def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
             relative = f"{label_entry.name}/{entry.name}"
             suffix = Path(entry.name).suffix.lower()
             if suffix in IMAGE_SUFFIXES and not entry.name.startswith("."):
-                text = _read_sidecar(Path(entry.path).with_suffix(SIDECAR_SUFFIX))
-                values = {"text": text, "image": relative, "label": label_entry.name}
-                yield _raw_row(index, relative, values)
+                text, problem = _read_sidecar(Path(entry.path).with_suffix(SIDECAR_SUFFIX), source.root)
+                row = _raw_row(index, relative, {"text": text, "image": relative, "label": label_entry.name})
+                if problem and row["reason"] is None:
+                    row["reason"], row["detail"] = Reason.TEXT_INVALID.value, problem
+                yield row
                 index += 1
             elif suffix == SIDECAR_SUFFIX and Path(entry.name).stem in images:
                 continue
@@ -221,10 +236,18 @@ def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
                 source.ignored.append(f"{relative} (not an image{' or sidecar' if suffix == SIDECAR_SUFFIX else ''})")
 
 
-def _read_sidecar(path: Path) -> str:
+def _read_sidecar(path: Path, root: Path) -> tuple[str, str | None]:
+    """The sidecar's text ("" when there is none) and a problem, if it cannot be used."""
+    if not os.path.lexists(path):
+        return "", None
+    if not Path(os.path.realpath(path)).is_relative_to(root):
+        return "", f"sidecar {path.name} resolves outside the source root"
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_SIDECAR_BYTES)
-    except FileNotFoundError:
-        return ""
-    return data.decode("utf-8-sig", errors="surrogateescape")
+    except OSError as error:
+        return "", f"sidecar {path.name} cannot be read: {error.strerror or error}"
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    if len(data) == MAX_SIDECAR_BYTES:
+        text = text.rstrip("".join(chr(code) for code in range(0xDC80, 0xDD00)))  # a character cut at the limit
+    return text, None

@@ -148,3 +148,16 @@ def test_unsupported_format_is_unreadable(tmp_path):
     outcome = judge(tmp_path.resolve(), "a.ico")
     assert outcome.reason is Reason.IMAGE_UNREADABLE
     assert "supported format" in outcome.detail
+
+
+@pytest.mark.parametrize("reference", ["a\x00.png", "x" * 5000 + ".png"], ids=["nul-byte", "name-too-long"])
+def test_unusable_paths_are_rejected_not_raised(tmp_path, reference):
+    outcome = judge(tmp_path.resolve(), reference)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.IMAGE_MISSING
+
+
+def test_a_file_that_vanishes_after_resolving_is_unreadable(tmp_path):
+    path = save(gradient(), tmp_path / "a.png", "PNG")
+    resolved = resolve_image_path("a.png", tmp_path.resolve(), tmp_path.resolve())
+    path.unlink()
+    assert standardize_image(resolved, ImageConfig(size=SIZE)).reason is Reason.IMAGE_UNREADABLE

@@ -1,5 +1,6 @@
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,3 +70,9 @@ def test_cleaning_is_idempotent_and_never_raises(text, lowercase, max_chars):
 def test_markup_heavy_text_is_idempotent(text):
     once = clean_text(text).text
     assert clean_text(once).text == once
+
+
+@pytest.mark.timeout(10)
+def test_huge_pathological_markup_is_bounded_by_the_cap():
+    result = clean_text("<!--" * 40_000 + "<b" * 40_000, max_chars=100)
+    assert result.truncated and len(result.text) <= 100

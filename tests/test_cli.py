@@ -59,7 +59,9 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
 def test_sample_refuses_a_non_empty_folder(tmp_path, monkeypatch, capsys):
     (tmp_path / "x").write_text("keep me")
     code, _, err = run_main(["sample", str(tmp_path)], monkeypatch, capsys)
-    assert code == 2 and "not empty" in err
+    assert code == 2 and "not an empty folder" in err
+    code, _, err = run_main(["sample", str(tmp_path / "x")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
 
 
 def test_ingest_json_in_process(prefect_api, sample_manifest, tmp_path):

@@ -202,3 +202,30 @@ def test_validation_never_reads_pixels(contracts_config, data_dir, monkeypatch):
     validate_dataset(data_dir, contracts_config)
     assert columns_read and all(columns is not None and "image" not in columns for columns in columns_read)
     assert pc  # keep the compute import honest for readers of the tamper helpers
+
+
+def test_an_empty_dataset_fails_with_a_report_not_a_crash(contracts_config, data_dir):
+    manifest = json.loads((data_dir / DATASET_FILE).read_text())
+    manifest["shards"] = []
+    (data_dir / DATASET_FILE).write_text(json.dumps(manifest))
+    report = validate_dataset(data_dir, contracts_config)
+    assert not report.success and "every class present" in failed_names(report)
+
+
+def test_contracts_use_the_settings_the_dataset_was_built_with(contracts_config, data_dir):
+    other = contracts_config.model_copy(update={"image": contracts_config.image.model_copy(update={"size": 64})})
+    assert validate_dataset(data_dir, other).success  # 16 px shards are right for a 16 px dataset
+
+
+def test_the_same_image_in_two_shards_is_caught_dataset_wide(contracts_config, data_dir):
+    manifest = json.loads((data_dir / DATASET_FILE).read_text())
+    val = next(e for e in manifest["shards"] if e["split"] == "val")
+    borrowed = pq.read_table(data_dir / val["path"])["image_sha256"][0].as_py()
+
+    def reuse(table):
+        hashes = table["image_sha256"].to_pylist()
+        hashes[0] = borrowed
+        return table.set_column(table.schema.get_field_index("image_sha256"), "image_sha256", pa.array(hashes))
+
+    tamper(data_dir, reuse)
+    assert "image content unique across the dataset" in failed_names(validate_dataset(data_dir, contracts_config))

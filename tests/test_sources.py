@@ -105,3 +105,26 @@ def test_rows_are_streamed_lazily(tmp_path):
     rows = open_source(path).rows()
     assert next(rows)["text"] == "t0"  # a generator: nothing beyond the first row was materialized
     assert sum(1 for _ in rows) == 49_999
+
+
+def test_csv_blank_lines_are_skipped_and_huge_fields_quarantined(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("text,image,label\na,x.png,cat\n\n" + '"' + "y" * 200_000 + '",x.png,cat\nb,y.png,dog\n')
+    rows = rows_of(path)
+    assert [row["reason"] for row in rows] == [None, Reason.ROW_MALFORMED, None]
+    assert rows[2]["text"] == "b"
+
+
+def test_deeply_nested_json_is_a_malformed_row(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    (row,) = rows_of(path)
+    assert row["reason"] == Reason.ROW_MALFORMED
+
+
+def test_sidecar_symlink_out_of_root_is_not_read(tmp_path):
+    (tmp_path / "secret.txt").write_text("do not ingest me")
+    save(gradient(), tmp_path / "root" / "cat" / "a.png", "PNG")
+    (tmp_path / "root" / "cat" / "a.txt").symlink_to(tmp_path / "secret.txt")
+    (row,) = rows_of(tmp_path / "root")
+    assert row["reason"] == Reason.TEXT_INVALID and row["text"] == "" and "outside" in row["detail"]

@@ -53,27 +53,33 @@ def resolve_image_path(reference: str | None, base_dir: Path, root: Path) -> Pat
     """
     if not reference or not reference.strip():
         return Rejection(Reason.IMAGE_MISSING, "the row has no image path")
-    candidate = Path(reference)
-    real = Path(os.path.realpath(candidate if candidate.is_absolute() else base_dir / candidate))
-    if not real.is_relative_to(root):
-        return Rejection(Reason.PATH_OUTSIDE_ROOT, f"image path {reference!r} resolves outside the source root")
-    if not real.exists():
-        return Rejection(Reason.IMAGE_MISSING, f"no file at {reference!r}")
-    if not real.is_file():
-        return Rejection(Reason.IMAGE_UNREADABLE, f"{reference!r} is not a regular file")
+    try:
+        candidate = Path(reference)
+        real = Path(os.path.realpath(candidate if candidate.is_absolute() else base_dir / candidate))
+        if not real.is_relative_to(root):
+            return Rejection(Reason.PATH_OUTSIDE_ROOT, f"image path {reference!r} resolves outside the source root")
+        if not real.exists():
+            return Rejection(Reason.IMAGE_MISSING, f"no file at {reference!r}")
+        if not real.is_file():
+            return Rejection(Reason.IMAGE_UNREADABLE, f"{reference!r} is not a regular file")
+    except (OSError, ValueError) as error:  # NUL bytes, names too long, permission denied
+        return Rejection(Reason.IMAGE_MISSING, f"image path {reference[:200]!r} is not usable: {error}")
     return real
 
 
 def standardize_image(path: Path, config: ImageConfig) -> StandardImage | Rejection:
     """Read, check and standardize one image file; every failure is a Rejection, never an exception."""
-    size = path.stat().st_size
-    if size > config.max_file_bytes:
-        return Rejection(
-            Reason.IMAGE_TOO_LARGE,
-            f"file is {size:,} bytes, over image.max_file_bytes = {config.max_file_bytes:,}",
-        )
-    with open(path, "rb") as handle:
-        data = handle.read(config.max_file_bytes + 1)
+    try:
+        size = path.stat().st_size
+        if size > config.max_file_bytes:
+            return Rejection(
+                Reason.IMAGE_TOO_LARGE,
+                f"file is {size:,} bytes, over image.max_file_bytes = {config.max_file_bytes:,}",
+            )
+        with open(path, "rb") as handle:
+            data = handle.read(config.max_file_bytes + 1)
+    except OSError as error:  # deleted since it was resolved, permission denied, I/O error
+        return Rejection(Reason.IMAGE_UNREADABLE, f"cannot read the file: {error.strerror or error}")
     if not data:
         return Rejection(Reason.IMAGE_UNREADABLE, "file is empty")
     if len(data) > config.max_file_bytes:  # grew since stat

@@ -12,6 +12,9 @@ _MARKUP = re.compile(r"<!--.*?-->|<[!?/]?[A-Za-z][^<>]*>", re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
 # Every pass either changes nothing or shortens/normalizes the text; real text settles in 1-2.
 _MAX_PASSES = 8
+# Raw text beyond this many times the cap is never looked at: markup can shrink text, but
+# cleaning megabytes of it (the tag regex is superlinear on unclosed comments) would stall a run.
+_RAW_FACTOR = 4
 
 
 class CleanText(NamedTuple):
@@ -25,9 +28,13 @@ def clean_text(text: str, *, lowercase: bool = False, max_chars: int = 1000) -> 
     NFKC; drop control, format (zero-width, bidi) and surrogate characters; strip HTML tags;
     collapse whitespace; optionally lowercase; cut to `max_chars` (reported as `truncated`).
     """
-    cleaned = _settle(text, lowercase)
-    if len(cleaned) <= max_chars:
+    raw_limit = _RAW_FACTOR * max_chars + 64
+    cut_raw = len(text) > raw_limit
+    cleaned = _settle(text[:raw_limit] if cut_raw else text, lowercase)
+    if len(cleaned) <= max_chars and not cut_raw:
         return CleanText(cleaned, False)
+    if len(cleaned) <= max_chars:
+        return CleanText(cleaned, True)
     return CleanText(_settle(cleaned[:max_chars], lowercase), True)
 
 

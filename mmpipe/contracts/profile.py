@@ -76,6 +76,8 @@ def profile_suites(data_dir: Path, config: Config) -> dict[str, list[dict[str, A
     ]
     dataset = [
         _expect("expect_column_values_to_be_unique", "critical", "ids unique across the dataset", column="id"),
+        _expect("expect_column_values_to_be_unique", "critical", "image content unique across the dataset",
+                column="image_sha256"),
         _expect("expect_column_distinct_values_to_contain_set", "critical", "every class present",
                 column="label", value_set=classes),
         _expect("expect_column_values_to_be_between", "critical", "every class has enough train examples",

@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.config import Config
-from mmpipe.contracts.frames import contract_parameters, dataset_frame, dataset_statistics, frame_of, shard_table
+from mmpipe.contracts.frames import (
+    contract_parameters,
+    dataset_config,
+    dataset_frame,
+    dataset_statistics,
+    frame_of,
+    shard_table,
+)
 from mmpipe.contracts.suites import INDEX_META, SuiteFile, build_gx_suite, describe_expectation, read_suites
 from mmpipe.dataset import DatasetVersion, load_dataset
+from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash, write_json_atomic
 
 VALIDATION_DIR = "validation"
@@ -113,7 +121,12 @@ def validation_dir(data_dir: Path, dataset_version: str) -> Path:
 def read_reference(data_dir: Path) -> dict[str, Any] | None:
     """The drift reference: statistics of the last version that passed and was trained on."""
     path = Path(data_dir) / VALIDATION_DIR / REFERENCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    reference = _read_json(path)
+    if reference is None or not {"dataset_version", "label_weights", "medians"} <= set(reference):
+        raise DataDirError(f"{path} is damaged; delete it (the next passing version becomes the reference)")
+    return reference
 
 
 def set_reference(data_dir: Path, dataset_version: str) -> None:
@@ -133,6 +146,7 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     started = time.perf_counter()
     data_dir = Path(data_dir).absolute()
     version = load_dataset(data_dir)
+    config = dataset_config(version, config)
     suites = read_suites(config)
     reference = read_reference(data_dir)
     out_dir = validation_dir(data_dir, version.version)
@@ -178,7 +192,11 @@ class _Run:
 
     def table(self, shard_path: str):
         if shard_path not in self._tables:
-            self._tables[shard_path] = shard_table(self.data_dir / shard_path)
+            try:
+                self._tables[shard_path] = shard_table(self.data_dir / shard_path)
+            except FileNotFoundError:
+                raise DataDirError(f"shard {shard_path} listed in dataset.json is missing; re-run `mmpipe ingest`"
+                                   ) from None
         return self._tables[shard_path]
 
     def dataset_frame(self):
@@ -209,8 +227,9 @@ class _Run:
         for entries in pending.values():
             together = self.gx.run(suite, frame_of([self.table(e["path"]) for e in entries]), used)
             for entry in entries:
-                passed = _critical_passed(together)
-                alone = together if passed else self.gx.run(suite, frame_of([self.table(entry["path"])]), used)
+                # A clean batch result is true of each shard in it; anything else is pinned per shard.
+                shared = together["success"] or len(entries) == 1
+                alone = together if shared else self.gx.run(suite, frame_of([self.table(entry["path"])]), used)
                 write_json_atomic(self.cache_dir / f"shard-{entry['key']}.json", alone, pretty=False)
                 results[entry["path"]] = alone
         return results
@@ -256,12 +275,6 @@ class _GreatExpectations:
         return json.loads(json.dumps(result.to_json_dict(), default=str))  # plain JSON types only
 
 
-def _critical_passed(result: dict) -> bool:
-    """GX's own `success` also counts warnings; the gate (and the re-run decision) counts critical only."""
-    return all(item["success"] or item["expectation_config"].get("severity") != "critical"
-               for item in result["results"])
-
-
 def _parameters_used(suite: SuiteFile, parameters: dict[str, Any]) -> dict[str, Any]:
     """Only the parameters a suite refers to: a reference change must not invalidate shard results."""
     text = json.dumps(suite.expectations)
@@ -273,6 +286,8 @@ def _outcomes(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
     by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]}
                 for scope, result in results.items()}
     outcomes = []
+    if not by_index:
+        return outcomes  # no shards: only the dataset suite speaks
     for index, entry in enumerate(suite.expectations):
         failing = [(scope, items[index]) for scope, items in by_index.items() if not items[index]["success"]]
         first = failing[0][1] if failing else next(iter(by_index.values()))[index]

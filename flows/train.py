@@ -1,0 +1,40 @@
+"""The train flow: fit the model on a validated dataset version, with per-epoch progress in the UI."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.ingest import PROGRESS_EXTRA
+from mmpipe.config import Config
+from mmpipe.train import TrainResult, train
+
+
+def epoch_reporter(epochs: int):
+    """A Keras callback that logs each epoch and moves a Prefect progress artifact."""
+    import keras
+
+    logger = get_run_logger()
+    artifact = create_progress_artifact(progress=0.0, description=f"Training, {epochs} epoch(s)")
+
+    class ReportEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            update_progress_artifact(artifact, progress=100.0 * (epoch + 1) / epochs)
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
+            logger.info("epoch %d/%d: %s", epoch + 1, epochs, shown, extra={PROGRESS_EXTRA: (epoch + 1, epochs)})
+
+    return ReportEpochs()
+
+
+@task(name="train-model", cache_policy=NO_CACHE, persist_result=False)
+def train_model_task(config: Config, resume: str | None = None) -> TrainResult:
+    return train(config, resume=resume, callbacks=[epoch_reporter(config.train.epochs)])
+
+
+@flow(name="train", flow_run_name="train {config.model.variant}")
+def train_flow(config: Config, resume: str | None = None) -> dict:
+    """Train on the dataset in config.data_dir (it must have passed `mmpipe validate`)."""
+    result = train_model_task(config, resume)
+    get_run_logger().info("run %s completed: %s", result.run_id, result.run_dir)
+    return result.summary()

@@ -1,0 +1,220 @@
+"""Training runs: RUNS/<run_id>/ with run.json, model.keras, per-epoch checkpoints, logs.
+
+A run is reproducible: the seed fixes weights and shuffling, TF op determinism is on, and each
+epoch's shuffle order depends only on (seed, epoch), so a resumed run sees the same batches as
+an uninterrupted one. A dataset version must have passed its data contracts first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mmpipe
+from mmpipe.config import Config
+from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
+from mmpipe.data import make_dataset, split_rows, train_texts
+from mmpipe.dataset import DatasetVersion, load_dataset
+from mmpipe.errors import MmpipeError
+from mmpipe.files import write_json_atomic
+
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+
+
+class TrainingError(MmpipeError):
+    """Training cannot start or continue (dataset not validated, unknown run to resume, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    history: dict[str, list[float]]
+    status: str
+
+    def summary(self) -> dict[str, Any]:
+        """The object `mmpipe train --json` prints."""
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "history": self.history, "status": self.status}
+
+
+def new_run_id() -> str:
+    """Sortable by start time (UTC, to the second), unique by a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def require_validated(version: DatasetVersion) -> None:
+    """Raise unless this dataset version passed its critical expectations."""
+    path = validation_dir(version.data_dir, version.version) / RESULT_FILE
+    try:
+        passed = json.loads(path.read_text())["success"]
+    except (FileNotFoundError, ValueError, KeyError):
+        raise TrainingError(
+            f"dataset {version.version} has not been validated: run `mmpipe validate --data {version.data_dir}`"
+        ) from None
+    if not passed:
+        raise TrainingError(f"dataset {version.version} failed its data contracts ({path}); fix the data first")
+
+
+def train(config: Config, *, resume: str | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train `config.model.variant` on the dataset in `config.data_dir`; write RUNS/<run_id>/.
+
+    Args:
+        resume: a run id to continue from its last completed epoch, with that run's config.
+        callbacks: extra Keras callbacks (progress reporting), run after the run's own.
+
+    Raises:
+        TrainingError: the dataset did not pass validation, or `resume` names no resumable run.
+    """
+    import keras
+    import tensorflow as tf
+
+    version = load_dataset(config.data_dir)
+    require_validated(version)
+    runs_dir = Path(config.runs_dir).absolute()
+    if resume:
+        run_dir, record, initial_epoch = resumable_run(runs_dir, resume, version)
+        config = Config.model_validate(record["config"])
+        record.update(status="running", resumed_from_epoch=initial_epoch)
+    else:
+        run_dir, initial_epoch = runs_dir / new_run_id(), 0
+        record = _new_record(run_dir.name, config, version)
+    run_id = run_dir.name
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    started = time.perf_counter()
+    classes = list(version.manifest["classes"])
+    size = version.manifest["image_shape"][0]
+    variant = config.model.variant
+    write_json_atomic(run_dir / RUN_FILE, record)
+    try:
+        checkpoints = run_dir / CHECKPOINTS
+        if initial_epoch:
+            model = keras.models.load_model(checkpoints / f"epoch-{initial_epoch:03d}.keras")
+        else:
+            vectorizer = adapt_vectorizer_for(config, version)
+            from mmpipe.model import build_model
+
+            model = build_model(config.model, len(classes), size, vectorizer)
+        batch_size = config.train.batch_size
+        steps = max(1, math.ceil(split_rows(version, "train") / batch_size))
+        epochs = [make_dataset(version, "train", batch_size=batch_size, variant=variant,
+                               shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch)
+                  for epoch in range(initial_epoch, config.train.epochs)]
+        train_data = epochs[0]
+        for more in epochs[1:]:
+            train_data = train_data.concatenate(more)  # epoch e's order depends on (seed, e) only
+        validation = make_dataset(version, "val", batch_size=batch_size, variant=variant)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        model.fit(
+            train_data, validation_data=validation if split_rows(version, "val") else None,
+            epochs=config.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=0,
+            class_weight=_class_weights(version, classes) if config.train.class_weights else None,
+            callbacks=[
+                keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.keras")),
+                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(initial_epoch)),
+                keras.callbacks.TensorBoard(str(run_dir / "logs")),
+                keras.callbacks.EarlyStopping(monitor="val_loss" if split_rows(version, "val") else "loss",
+                                              patience=config.train.early_stopping_patience,
+                                              restore_best_weights=True),
+                _epoch_recorder(run_dir / RUN_FILE, record),
+                *(callbacks or []),
+            ],
+        )
+        model.save(run_dir / "model.keras")
+    except BaseException as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        write_json_atomic(run_dir / RUN_FILE, record)
+        raise
+    record.update(status="completed", seconds=round(time.perf_counter() - started, 3),
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json_atomic(run_dir / RUN_FILE, record)
+    set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
+    # run.json's per-epoch record also covers the epochs before a resume.
+    metrics = sorted({key for epoch in record["history"] for key in epoch if key != "epoch"})
+    merged = {key: [epoch.get(key) for epoch in record["history"]] for key in metrics}
+    return TrainResult(run_id, run_dir, merged, "completed")
+
+
+def _new_record(run_id: str, config: Config, version: DatasetVersion) -> dict[str, Any]:
+    """run.json at the start: everything needed to reproduce the run."""
+    return {
+        "run_id": run_id, "status": "running", "variant": config.model.variant, "seed": config.seed,
+        "dataset_version": version.version, "data_dir": str(version.data_dir),
+        "classes": list(version.manifest["classes"]), "config": config.model_dump(mode="json"),
+        "config_hash": config.hash(), "code_version": mmpipe.__version__, "git_commit": _git_commit(),
+        "packages": _package_versions(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "history": [],
+    }
+
+
+def adapt_vectorizer_for(config: Config, version: DatasetVersion):
+    if config.model.variant == "image":
+        return None
+    from mmpipe.model import adapt_vectorizer
+
+    return adapt_vectorizer(config.model, train_texts(version))
+
+
+def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion) -> tuple[Path, dict, int]:
+    """(run dir, its run.json, epochs done) of a run that can be continued; else TrainingError."""
+    run_dir = runs_dir / run_id
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+    except FileNotFoundError:
+        raise TrainingError(f"no run {run_id} in {runs_dir}; `ls {runs_dir}` shows the runs") from None
+    if record["status"] == "completed":
+        raise TrainingError(f"run {run_id} already completed; runs are never edited after they finish")
+    if record["dataset_version"] != version.version:
+        raise TrainingError(f"run {run_id} trained on dataset {record['dataset_version']}, "
+                            f"but {version.data_dir} now holds {version.version}")
+    done = sorted((run_dir / CHECKPOINTS).glob("epoch-*.keras"))
+    if not done:
+        raise TrainingError(f"run {run_id} has no completed epoch to resume from; start a new run")
+    return run_dir, record, int(done[-1].stem.split("-")[1])
+
+
+def _class_weights(version: DatasetVersion, classes: list[str]) -> dict[int, float]:
+    counts = version.manifest["counts"]["train"]
+    total = sum(counts.values())
+    return {i: total / (len(classes) * counts[name]) if counts.get(name) else 0.0 for i, name in enumerate(classes)}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _package_versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import pyarrow
+    import tensorflow
+
+    return {"python": platform.python_version(), "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
+            "os": f"{platform.system()} {os.uname().release}"}
+
+
+def _epoch_recorder(path: Path, record: dict):
+    """A callback that appends each finished epoch's metrics to run.json."""
+    import keras
+
+    class RecordEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record["history"] = [h for h in record["history"] if h["epoch"] != epoch + 1]
+            record["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            write_json_atomic(path, record)
+
+    return RecordEpochs()

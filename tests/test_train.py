@@ -1,0 +1,98 @@
+"""Training runs on the validated sample: run dir contents, refusal, resume, determinism."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from mmpipe.train import TrainingError, train
+from tests.conftest import SAMPLE_CLASSES, SMALL_SAMPLE_CONTRACTS, make_config
+
+TINY_MODEL = {"model.max_tokens": 100, "model.sequence_length": 8, "model.embedding_dim": 8, "model.lstm_units": 8,
+              "model.conv_filters": [4, 8], "model.dense_units": 8, "train.batch_size": 16}
+
+
+@pytest.fixture
+def data_dir(validated_sample, tmp_path):
+    shutil.copytree(validated_sample, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def run_config(data_dir, runs_dir, **overrides):
+    values = {"ingest.classes": SAMPLE_CLASSES, "runs_dir": str(runs_dir), "train.epochs": 1,
+              **SMALL_SAMPLE_CONTRACTS, **TINY_MODEL, **overrides}
+    return make_config(data_dir, **values)
+
+
+@pytest.mark.parametrize("variant", ["fused", "text", "image"])
+def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, variant):
+    result = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": variant}))
+    assert result.status == "completed" and result.run_dir.parent == tmp_path / "runs"
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["variant"] == variant
+    assert record["dataset_version"] == json.loads((data_dir / "dataset.json").read_text())["dataset_version"]
+    assert {"config", "config_hash", "seed", "packages", "git_commit", "seconds", "classes"} <= set(record)
+    assert record["packages"]["tensorflow"] and len(record["history"]) == 1
+    assert set(result.history) >= {"loss", "accuracy", "val_loss"}
+    assert (result.run_dir / "model.keras").is_file() and (result.run_dir / "history.csv").is_file()
+    assert (result.run_dir / "checkpoints" / "epoch-001.keras").is_file()
+    assert any((result.run_dir / "logs").rglob("*tfevents*"))
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    assert set(model.input) == {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
+
+
+def test_an_unvalidated_dataset_is_refused(ingested_sample, tmp_path):
+    shutil.copytree(ingested_sample, tmp_path / "data")
+    shutil.rmtree(tmp_path / "data" / "validation", ignore_errors=True)
+    with pytest.raises(TrainingError, match="mmpipe validate"):
+        train(run_config(tmp_path / "data", tmp_path / "runs"))
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt("simulated kill after epoch 1")
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(data_dir, tmp_path):
+    config = run_config(data_dir, tmp_path / "runs", **{"train.epochs": 2, "train.early_stopping_patience": 5})
+    whole = train(config)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[StopAfterFirstEpoch()])
+    interrupted = next(p for p in (tmp_path / "runs").iterdir() if p != whole.run_dir)
+    assert json.loads((interrupted / "run.json").read_text())["status"] == "failed"
+    resumed = train(config, resume=interrupted.name)
+    assert resumed.run_id == interrupted.name and len(resumed.history["loss"]) == 2
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4)
+    with pytest.raises(TrainingError, match="already completed"):
+        train(config, resume=interrupted.name)
+
+
+def test_same_data_config_and_seed_give_the_same_metrics(data_dir, tmp_path):
+    config = run_config(data_dir, tmp_path / "runs", **{"model.variant": "image"})
+    first, second = train(config), train(config)
+    assert first.run_id != second.run_id
+    np.testing.assert_allclose(first.history["loss"], second.history["loss"], rtol=1e-5)
+    other = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": "image", "seed": 7}))
+    assert other.history["loss"] != first.history["loss"]
+
+
+def test_train_flow_completes_with_the_run_summary(prefect_api, data_dir, tmp_path):
+    from flows.train import train_flow
+
+    config = run_config(data_dir, tmp_path / "runs", **{"model.variant": "text"})
+    state = train_flow(config, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["status"] == "completed" and set(summary) == {"run_id", "run_dir", "history", "status"}
+    assert json.loads((tmp_path / "runs" / summary["run_id"] / "run.json").read_text())["variant"] == "text"
+
+
+def test_cli_refuses_an_unknown_resume_in_one_line(data_dir, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_main
+
+    code, out, err = run_main(["train", "--data", str(data_dir), "--runs", str(tmp_path / "runs"), "--resume", "nope"],
+                              monkeypatch, capsys)
+    assert code == 2 and out == "" and "no run nope" in err and err.count("\n") == 1
