@@ -17,7 +17,7 @@ def test_every_reason_code_is_documented_once():
 
 def test_every_setting_appears_in_the_config_example():
     example = README.split("```toml", 1)[1].split("```", 1)[0]
-    for section in ("text", "image", "ingest", "contracts"):
+    for section in ("text", "image", "ingest", "contracts", "model", "train"):
         for name in type(getattr(Config(), section)).model_fields:
             assert re.search(rf"^#? ?{name} = ", example, flags=re.MULTILINE), f"{section}.{name} missing"
 
