@@ -31,16 +31,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow; [brackets] are not eaten as markup
 )
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML config file (default: ./mmpipe.toml if present). MMPIPE_* variables "
-                 "override it, e.g. MMPIPE_IMAGE__SIZE=32; flags override both.", show_default=False),
+    typer.Option("--config", help="TOML config file (default: ./mmpipe.toml if present). `MMPIPE_*` variables "
+                 "override it, e.g. `MMPIPE_IMAGE__SIZE=32`; flags override both.", show_default=False),
 ]
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json [default: ./mmpipe-data].",
+    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json (default: ./mmpipe-data).",
                  show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
@@ -57,18 +58,19 @@ def main() -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder <label>/<file>.",
+    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
                                            show_default=False)],
     data: DataOption = None,
     config: ConfigOption = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel chunk workers [default: one per core].",
+    workers: Annotated[int | None, typer.Option(help="Parallel chunk workers (default: one per core).",
                                                 show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Clean and standardize a raw source into Parquet shards, a quarantine and dataset.json.
 
     Every row read is accepted, quarantined with a reason, or counted as an exact duplicate.
-    Re-running on an unchanged source reuses the previous result; new files are processed alone.
+    Re-running on an unchanged source reuses the previous result; only chunks with new or
+    changed rows are cleaned again.
     Exit status: 0 done, 2 the source or config is unusable.
     """
     from mmpipe.config import load_config
@@ -96,7 +98,7 @@ def validate(
     """Check the current dataset version against the Great Expectations suites in data_contracts/.
 
     Critical expectations gate training; warnings (drift from the reference version) are reported.
-    Results and GX Data Docs go to DATA/validation/<dataset_version>/; an unchanged dataset and
+    Results and GX Data Docs go to `DATA/validation/DATASET_VERSION/`; an unchanged dataset and
     suite are not validated twice. Exit status: 0 all critical expectations pass, 1 one fails,
     2 no dataset or an unusable suite file.
     """
@@ -130,11 +132,11 @@ def validate(
 @app.command("train")
 def train_command(
     data: DataOption = None,
-    runs: Annotated[Path | None, typer.Option("--runs", help="Runs dir [default: ./mmpipe-runs].",
+    runs: Annotated[Path | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs).",
                                               show_default=False)] = None,
-    variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image [default: fused].",
+    variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image (default: fused).",
                                                 show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs [default: 10].", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 10).", show_default=False)] = None,
     resume: Annotated[str | None, typer.Option(help="Continue an interrupted run from its last finished epoch.",
                                                show_default=False)] = None,
     config: ConfigOption = None,
@@ -142,7 +144,7 @@ def train_command(
 ) -> None:
     """Train the fused Keras model on the current dataset version (it must pass `mmpipe validate`).
 
-    Writes RUNS/<run_id>/: run.json (config + hash, dataset version, seed, git commit, package
+    Writes `RUNS/RUN_ID/`: run.json (config + hash, dataset version, seed, git commit, package
     versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs and one
     checkpoint per epoch, so `--resume RUN_ID` continues an interrupted run. Exit status: 0 done,
     2 the dataset is missing or not validated, or the run cannot be resumed.
