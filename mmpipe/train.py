@@ -88,6 +88,9 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         run_dir, initial_epoch = runs_dir / new_run_id(), 0
         record = _new_record(run_dir.name, config, version)
     run_id = run_dir.name
+    # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
+    # makes weight initialization a function of the seed alone, not of what ran before.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
