@@ -89,8 +89,14 @@ def publish_ingest_artifacts(version: DatasetVersion) -> None:
 
 
 def run_ingest(source: str | Path, config: Config) -> dict:
-    """Run the flow with `config.ingest.workers` threads for the mapped chunk tasks."""
-    from prefect.task_runners import ThreadPoolTaskRunner
+    """Run the flow: chunk tasks on `config.ingest.workers` threads, or on the Dask cluster at
+    `config.ingest.dask_address` (same shards either way: results are gathered in chunk order)."""
+    if config.ingest.dask_address:
+        from prefect_dask import DaskTaskRunner
 
-    workers = config.ingest.workers or os.cpu_count() or 1
-    return ingest_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(str(source), config)
+        runner = DaskTaskRunner(address=config.ingest.dask_address)
+    else:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        runner = ThreadPoolTaskRunner(max_workers=config.ingest.workers or os.cpu_count() or 1)
+    return ingest_flow.with_options(task_runner=runner)(str(source), config)

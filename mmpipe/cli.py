@@ -26,7 +26,8 @@ EXIT_UNUSABLE_INPUT = 2
 
 app = typer.Typer(
     name="mmpipe",
-    help="Raw text + image data in; clean, versioned Parquet shards out, orchestrated by Prefect.\n\n"
+    help="Raw text + image data in: clean versioned Parquet shards, data contracts, a trained and evaluated "
+    "Keras classifier with a serving export out, orchestrated by Prefect.\n\n"
     "Start with `mmpipe sample demo` then `mmpipe ingest demo/manifest.csv --config demo/mmpipe.toml`.",
     no_args_is_help=True,
     add_completion=False,
@@ -43,6 +44,14 @@ DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="Data dir for shards, quarantine and dataset.json (default: ./mmpipe-data).",
                  show_default=False),
+]
+RunsOption = Annotated[
+    Path | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs).", show_default=False)
+]
+DaskOption = Annotated[
+    str | None,
+    typer.Option("--dask", help="Clean chunks on an existing Dask cluster, e.g. `tcp://scheduler:8786` "
+                 "(needs `pip install mmpipe[dask]`; default: local threads).", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
 
@@ -64,6 +73,7 @@ def ingest(
     config: ConfigOption = None,
     workers: Annotated[int | None, typer.Option(help="Parallel chunk workers (default: one per core).",
                                                 show_default=False)] = None,
+    dask: DaskOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Clean and standardize a raw source into Parquet shards, a quarantine and dataset.json.
@@ -76,7 +86,7 @@ def ingest(
     from mmpipe.config import load_config
     from mmpipe.sources import open_source
 
-    settings = load_config(config, {"data_dir": data, "ingest.workers": workers})
+    settings = load_config(config, {"data_dir": data, "ingest.workers": workers, "ingest.dask_address": dask})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
     _prepare_prefect()
     from flows.ingest import run_ingest
@@ -132,8 +142,7 @@ def validate(
 @app.command("train")
 def train_command(
     data: DataOption = None,
-    runs: Annotated[Path | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs).",
-                                              show_default=False)] = None,
+    runs: RunsOption = None,
     variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image (default: fused).",
                                                 show_default=False)] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 10).", show_default=False)] = None,
@@ -145,8 +154,9 @@ def train_command(
     """Train the fused Keras model on the current dataset version (it must pass `mmpipe validate`).
 
     Writes `RUNS/RUN_ID/`: run.json (config + hash, dataset version, seed, git commit, package
-    versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs and one
-    checkpoint per epoch, so `--resume RUN_ID` continues an interrupted run. Exit status: 0 done,
+    versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs, one
+    checkpoint per epoch (so `--resume RUN_ID` continues an interrupted run) and serving/, the
+    SavedModel `mmpipe predict` uses. Exit status: 0 done,
     2 the dataset is missing or not validated, or the run cannot be resumed.
     """
     from mmpipe.config import load_config
@@ -172,6 +182,309 @@ def train_command(
     typer.echo(f"run {summary['run_id']} {summary['status']} after {len(history.get('loss', []))} epoch(s): "
                + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
     typer.echo(f"run dir: {summary['run_dir']}")
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str | None, typer.Argument(help="The run whose serving export to use (default: the champion, "
+                                                 "see `mmpipe runs champion`).", show_default=False)] = None,
+    text: Annotated[str | None, typer.Option(help="Raw text; cleaned in the model exactly as at ingest.",
+                                             show_default=False)] = None,
+    image: Annotated[Path | None, typer.Option(help="A JPEG, PNG, WebP, GIF or BMP file.", show_default=False)] = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify one raw (text, image) pair with a run's serving export (RUNS/RUN_ID/serving).
+
+    The export is a TensorFlow SavedModel that cleans text and decodes, orients and resizes the
+    image in-graph like ingest does, so what you pass here is what a production caller sends.
+    A fused run needs both `--text` and `--image`; a text or image run needs only its own input.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.serving import predict_files
+
+    settings = load_config(config, {"runs_dir": runs})
+    runs_dir = Path(settings.runs_dir).absolute()
+    if run_id is None:
+        from mmpipe.runs import read_champion
+
+        run_id = (read_champion(runs_dir) or {}).get("run_id")
+        if run_id is None:
+            raise MmpipeError(f"no champion in {runs_dir} yet: give a RUN_ID, or `mmpipe evaluate RUN_ID` to pick one")
+    run_dir = runs_dir / run_id
+    if not (run_dir / "run.json").is_file():
+        raise MmpipeError(f"no run {run_id} in {runs_dir}; `mmpipe runs list --runs {runs_dir}` shows the runs")
+    result = predict_files(run_dir, text, image)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{result['label']}  (run {run_id}, {result['variant']} model)")
+    for name, probability in sorted(result["probabilities"].items(), key=lambda item: -item[1]):
+        typer.echo(f"  {name:<20} {probability:.4f}")
+
+
+@app.command("run")
+def run_command(
+    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
+                                           show_default=False)],
+    data: DataOption = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    dask: DaskOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the whole pipeline: ingest -> validate -> train -> evaluate -> promote.
+
+    One Prefect flow run (`pipeline`) with a subflow run per stage, so the UI shows each stage's
+    logs and artifacts. A critical data-contract failure stops it before training (exit 1).
+    Exit status: 0 done, 1 the data failed its contracts, 2 unusable input.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.sources import open_source
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask})
+    open_source(source)
+    summary = _run_pipeline(source, settings, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    _print_pipeline_summary(summary)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Folder for the sample, its data dir and runs dir.")] = Path(
+        "mmpipe-demo"),
+    rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample.")] = 400,
+) -> None:
+    """Generate the sample dataset and run the whole pipeline on it; prints where the report is.
+
+    Writes FOLDER/sample (raw files), FOLDER/data (shards), FOLDER/runs (the run, its report
+    and serving export). A few minutes on a 2-core laptop, CPU only.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.sample import SampleSpec, write_sample
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the demo")
+    manifest = write_sample(folder / "sample", SampleSpec(rows=rows, seed=0))
+    typer.echo(f"wrote the sample: {manifest}")
+    settings = load_config(folder / "sample" / "mmpipe.toml",
+                           {"data_dir": folder / "data", "runs_dir": folder / "runs"})
+    summary = _run_pipeline(manifest, settings, quiet=False)
+    _print_pipeline_summary(summary)
+    image = min((folder / "sample" / "images").iterdir())
+    typer.echo(f"next: mmpipe runs list --runs {folder / 'runs'}")
+    typer.echo(f"      mmpipe predict --runs {folder / 'runs'} --text 'a lantern at night' --image {image}")
+
+
+def _run_pipeline(source: Path, settings, quiet: bool) -> dict:
+    _prepare_prefect()
+    from flows.pipeline import pipeline_flow
+
+    try:
+        with _progress_bar("Pipeline", quiet=quiet):
+            return _run_flow(lambda: pipeline_flow(str(source.absolute()), settings))
+    except ContractViolation as violation:
+        typer.echo(f"mmpipe: the dataset failed its data contracts; nothing was trained: {violation}", err=True)
+        raise typer.Exit(EXIT_FAILED_CHECK) from None
+
+
+def _print_pipeline_summary(summary: dict) -> None:
+    metrics, promotion = summary["metrics"], summary["promotion"] or {}
+    ingest = summary["ingest"]
+    typer.echo(f"dataset {summary['dataset_version']}: {ingest['accepted']} accepted, "
+               f"{sum(ingest['quarantined'].values())} quarantined, {ingest['duplicates']} duplicates; "
+               "contracts passed")
+    typer.echo(f"run {summary['run_id']}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
+               f"(test split); {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
+    typer.echo(f"report: {summary['report']}")
+
+
+@app.command()
+def serve(
+    data: DataOption = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Register and serve the deployments `retrain`, `watch` and `on-new-data` until stopped (Ctrl-C).
+
+    `retrain` runs the pipeline on each `[serve] sources` entry on `serve.retrain_cron` (default
+    nightly, `serve.timezone`); `watch` looks at the sources every `serve.watch_interval_s` and
+    emits `mmpipe.source.changed` when new files have settled; `on-new-data` runs the pipeline on
+    that event, one run at a time. Needs a Prefect server: `prefect server start`, then
+    `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    """
+    from prefect.settings import get_current_settings
+
+    from mmpipe.config import load_config
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs})
+    if not get_current_settings().api.url:
+        raise MmpipeError("mmpipe serve needs a Prefect server (schedules and triggers do not fire on a temporary "
+                          "one): run `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    from deployments.serve import serve_forever
+
+    serve_forever(settings)
+
+
+@app.command()
+def evaluate(
+    run_id: Annotated[str, typer.Argument(help="The run to score (`mmpipe runs list`).", show_default=False)],
+    split: Annotated[str, typer.Option(help="Held-out split to score: test or val.")] = "test",
+    data: Annotated[Path | None, typer.Option("--data", help="Score on the dataset in this data dir instead of the "
+                                              "one the run trained on (e.g. a newly arrived batch).",
+                                              show_default=False)] = None,
+    runs: RunsOption = None,
+    promote_run: Annotated[bool, typer.Option("--promote/--no-promote", help="After scoring the run's own test "
+                                              "split, decide champion/challenger.")] = True,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a finished run on a held-out split and write its report.
+
+    The run's own test split goes to RUNS/RUN_ID/ (metrics.json, predictions.parquet,
+    confusion_matrix.png, report.html); other splits or `--data` go to
+    RUNS/RUN_ID/evaluations/VERSION-SPLIT/. Then, unless `--no-promote`, the run is compared with
+    the champion on the same test set and promoted if its macro F1 is better by
+    `evaluate.promote_margin` and no class's F1 drops by more than `evaluate.max_class_f1_drop`.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.evaluate import read_run
+
+    settings = load_config(config, {"runs_dir": runs})
+    read_run(Path(settings.runs_dir).absolute() / run_id)  # fail fast (exit 2) before starting Prefect
+    _prepare_prefect()
+    from flows.evaluate import evaluate_flow
+
+    summary = _run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,
+                                              promote_run))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    metrics = summary["metrics"]
+    typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({summary['n']} rows): "
+               f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
+               f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}")
+    if "promotion" in summary:
+        decision = summary["promotion"]
+        typer.echo(("promoted to champion: " if decision["promoted"] else "not promoted: ")
+                   + "; ".join(decision["reasons"]))
+    typer.echo(f"report: {Path(summary['out_dir']) / 'report.html'}")
+
+
+runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _runs_dir(runs: Path | None, config: Path | None) -> Path:
+    from mmpipe.config import load_config
+
+    return Path(load_config(config, {"runs_dir": runs}).runs_dir).absolute()
+
+
+@runs_app.command("list")
+def runs_list(
+    dataset: Annotated[str | None, typer.Option(help="Only runs trained on this dataset version.",
+                                                show_default=False)] = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*)."""
+    from mmpipe.runs import list_runs
+
+    rows = list_runs(_runs_dir(runs, config), dataset)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no runs yet: `mmpipe train` makes one")
+        return
+    typer.echo(f"  {'run':<24} {'started':<21} {'status':<10} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
+               f"{'macro F1':>8}")
+    for row in rows:
+        scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
+        typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at']:<21} "
+                   f"{row['status']:<10} {row['variant']:<8} {row['dataset_version']:<17} {scores[0]:>8} "
+                   f"{scores[1]:>8}")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id.", show_default=False)],
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A run's record: config, dataset lineage (shards and their hashes, validation), metrics, promotion."""
+    from mmpipe.runs import show_run
+
+    shown = show_run(_runs_dir(runs, config), run_id)
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    lineage = shown.get("lineage", {})
+    typer.echo(f"run {run_id}: {shown['status']}, {shown['variant']} model{', champion' if shown['champion'] else ''}")
+    typer.echo(f"  dataset {shown['dataset_version']} ({len(lineage.get('shards', []))} shards), validation passed: "
+               f"{lineage.get('validation', {}).get('success')}")
+    typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git {shown.get('git_commit')}")
+    if shown.get("error"):
+        typer.echo(f"  error: {shown['error']}")
+    evaluation = shown["evaluation"]
+    if evaluation:
+        typer.echo("  " + ", ".join(f"{key} {value:.4f}" for key, value in evaluation["metrics"].items()
+                                    if isinstance(value, float)))
+        typer.echo(f"  report: {Path(evaluation['out_dir']) / 'report.html'}")
+    if shown["promotion"]:
+        typer.echo(f"  promotion: {'promoted' if shown['promotion']['promoted'] else 'not promoted'}: "
+                   + "; ".join(shown["promotion"]["reasons"]))
+    typer.echo(f"  run dir: {shown['run_dir']}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_a: Annotated[str, typer.Argument(help="The baseline run.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="The run compared with it.", show_default=False)],
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """B minus A: metric deltas, per-class F1 deltas, config differences, dataset differences."""
+    from mmpipe.runs import compare_runs
+
+    diff = compare_runs(_runs_dir(runs, config), run_a, run_b)
+    if as_json:
+        typer.echo(json.dumps(diff))
+        return
+    typer.echo(f"{run_b} vs {run_a} (B - A)")
+    for key, change in diff["metrics"].items():
+        if change["delta"] is not None:
+            typer.echo(f"  {key:<26} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
+    for name, change in diff["per_class_f1"].items():
+        if change["delta"] is not None:
+            typer.echo(f"  F1 {name:<23} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
+    for key, change in diff["config"].items():
+        typer.echo(f"  config {key}: {change['a']!r} -> {change['b']!r}")
+    dataset = diff["dataset"]
+    typer.echo(f"  dataset: {'same' if dataset['same'] else dataset['a'] + ' -> ' + dataset['b']}")
+
+
+@runs_app.command("champion")
+def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The current champion (the run `mmpipe predict` uses by default)."""
+    from mmpipe.runs import read_champion
+
+    champion = read_champion(_runs_dir(runs, config))
+    if as_json:
+        typer.echo(json.dumps(champion))
+        return
+    if champion is None:
+        typer.echo("no champion yet: `mmpipe evaluate RUN_ID` promotes the first evaluated run")
+        return
+    typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
+               f"promoted {champion['promoted_at']}, previous {champion['previous']})")
 
 
 contracts_app = typer.Typer(help="Write the data contracts (Great Expectations suites) for your dataset.",

@@ -73,6 +73,7 @@ class IngestConfig(Section):
     shard_target_mb: float = Field(64.0, gt=0, description="approximate size of one shard file")
     chunk_rows: int = Field(256, ge=1, description="rows per unit of parallel and cached work")
     workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
+    dask_address: str | None = Field(None, description="clean chunks on this Dask scheduler, e.g. tcp://host:8786")
 
 
 class ContractsConfig(Section):
@@ -114,6 +115,26 @@ class TrainConfig(Section):
     shuffle_buffer: int = Field(2048, ge=1, description="rows; bounds memory, not the dataset size")
     early_stopping_patience: int = Field(3, ge=1, description="epochs without a better val loss")
     class_weights: bool = Field(False, description="weight classes inversely to their train counts")
+    export_serving: bool = Field(True, description="write RUNS/<run_id>/serving, the SavedModel `mmpipe predict` uses")
+
+
+class EvaluateConfig(Section):
+    """How runs are scored and when a challenger replaces the champion."""
+
+    batch_size: int = Field(64, ge=1)
+    top_k: int = Field(2, ge=1, description="top-k accuracy counts a hit in the k most probable classes")
+    ece_bins: int = Field(10, ge=1, description="confidence bins of the expected calibration error")
+    promote_margin: float = Field(0.01, ge=0, description="macro F1 must improve by at least this much")
+    max_class_f1_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
+
+
+class ServeConfig(Section):
+    """What `mmpipe serve` schedules and watches."""
+
+    sources: list[str] = Field(default_factory=list, description="manifests or folders to retrain on and watch")
+    retrain_cron: str = Field("0 2 * * *", description="when `retrain` runs (cron, default nightly at 02:00)")
+    timezone: str = Field("UTC", description="IANA timezone of retrain_cron, e.g. Europe/Berlin")
+    watch_interval_s: float = Field(60.0, gt=0, description="how often `watch` looks at the sources")
 
 
 class Config(Section):
@@ -128,10 +149,12 @@ class Config(Section):
     contracts: ContractsConfig = ContractsConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
 
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
-        ingest = self.ingest.model_dump(mode="json", exclude={"workers", "chunk_rows"})
+        ingest = self.ingest.model_dump(mode="json", exclude={"workers", "chunk_rows", "dask_address"})
         text, image = self.text.model_dump(mode="json"), self.image.model_dump(mode="json")
         return {"text": text, "image": image, "ingest": ingest}
 
@@ -140,8 +163,8 @@ class Config(Section):
         return stable_hash(self.ingest_settings())
 
     def hash(self) -> str:
-        """Stable hash of the whole config except where files go."""
-        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir"}))
+        """Stable hash of the whole config except where files go and how runs are scheduled."""
+        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "serve"}))
 
 
 def load_config(

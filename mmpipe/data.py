@@ -42,15 +42,18 @@ def image_view(column: pa.Array, image_size: int) -> np.ndarray:
     return data.reshape(len(column), image_size, image_size, 3)
 
 
-def read_arrays(path: Path, classes: list[str], image_size: int, variant: str) -> Iterator[tuple]:
-    """(text, image, label index) numpy arrays per record batch of one shard."""
-    columns = [*INPUTS[variant], "label"]
+def read_arrays(path: Path, classes: list[str], image_size: int, variant: str,
+                with_ids: bool = False) -> Iterator[dict]:
+    """{"text", "image", "label" index[, "id"]} numpy arrays per record batch of one shard."""
+    columns = [*INPUTS[variant], "label", *(["id"] if with_ids else [])]
     index = pa.array(classes)
     for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
         labels = pc.index_in(batch.column("label"), value_set=index)
         if labels.null_count:
             raise ValueError(f"{path.name} has labels outside the dataset's classes {classes}")
         arrays = {"label": labels.to_numpy(zero_copy_only=False).astype(np.int32)}
+        if with_ids:
+            arrays["id"] = batch.column("id").to_numpy(zero_copy_only=False).astype(object)
         if "text" in columns:
             arrays["text"] = batch.column("text").to_numpy(zero_copy_only=False).astype(object)
         if "image" in columns:
@@ -59,11 +62,12 @@ def read_arrays(path: Path, classes: list[str], image_size: int, variant: str) -
 
 
 def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, variant: str = "fused",
-                 shuffle_buffer: int = 0, seed: int = 0):
+                 shuffle_buffer: int = 0, seed: int = 0, with_ids: bool = False):
     """A tf.data.Dataset of ({input: tensor}, one-hot label) batches for one split.
 
     With `shuffle_buffer`, rows are shuffled within that many rows with a fixed `seed`, so the
-    same seed gives the same order; shards are interleaved in a fixed order.
+    same seed gives the same order; shards are interleaved in a fixed order. `with_ids` adds
+    each row's id as a third element (evaluation keeps predictions with their rows).
     """
     import tensorflow as tf
 
@@ -71,6 +75,8 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     size = version.manifest["image_shape"][0]
     paths = [str(path) for path in split_paths(version, split)]
     signature = {"label": tf.TensorSpec((None,), tf.int32)}
+    if with_ids:
+        signature["id"] = tf.TensorSpec((None,), tf.string)
     if "text" in INPUTS[variant]:
         signature["text"] = tf.TensorSpec((None,), tf.string)
     if "image" in INPUTS[variant]:
@@ -78,7 +84,8 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
 
     def shard(path):
         return tf.data.Dataset.from_generator(
-            lambda p: read_arrays(Path(p.decode()), classes, size, variant), args=(path,), output_signature=signature
+            lambda p: read_arrays(Path(p.decode()), classes, size, variant, with_ids), args=(path,),
+            output_signature=signature
         )
 
     rows = tf.data.Dataset.from_tensor_slices(paths or [""]).take(len(paths)).interleave(
@@ -87,9 +94,13 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     if shuffle_buffer:
         rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     one_hot = len(classes)
+
+    def to_model(row):
+        pair = ({name: row[name] for name in INPUTS[variant]}, tf.one_hot(row["label"], one_hot))
+        return (*pair, row["id"]) if with_ids else pair
+
     return rows.batch(batch_size).map(
-        lambda row: ({name: row[name] for name in INPUTS[variant]}, tf.one_hot(row["label"], one_hot)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     ).prefetch(tf.data.AUTOTUNE)
 
 

@@ -14,6 +14,7 @@ import platform
 import secrets
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,22 +118,30 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
             train_data = train_data.concatenate(more)  # epoch e's order depends on (seed, e) only
         validation = make_dataset(version, "val", batch_size=batch_size, variant=variant)
         checkpoints.mkdir(parents=True, exist_ok=True)
-        model.fit(
-            train_data, validation_data=validation if split_rows(version, "val") else None,
-            epochs=config.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=0,
-            class_weight=_class_weights(version, classes) if config.train.class_weights else None,
-            callbacks=[
-                keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.keras")),
-                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(initial_epoch)),
-                keras.callbacks.TensorBoard(str(run_dir / "logs")),
-                keras.callbacks.EarlyStopping(monitor="val_loss" if split_rows(version, "val") else "loss",
-                                              patience=config.train.early_stopping_patience,
-                                              restore_best_weights=True),
-                _epoch_recorder(run_dir / RUN_FILE, record),
-                *(callbacks or []),
-            ],
-        )
+        with warnings.catch_warnings():
+            # Both are benign here and alarm users: the validation set (a generator of unknown length)
+            # "runs out of data" the first time it ends, and fit's shuffle flag does not apply to
+            # tf.data (we shuffle in the pipeline).
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
+            model.fit(
+                train_data, validation_data=validation if split_rows(version, "val") else None,
+                epochs=config.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=0,
+                class_weight=_class_weights(version, classes) if config.train.class_weights else None,
+                callbacks=[
+                    keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.keras")),
+                    keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(initial_epoch)),
+                    keras.callbacks.TensorBoard(str(run_dir / "logs")),
+                    keras.callbacks.EarlyStopping(monitor="val_loss" if split_rows(version, "val") else "loss",
+                                                  patience=config.train.early_stopping_patience,
+                                                  restore_best_weights=True),
+                    _epoch_recorder(run_dir / RUN_FILE, record),
+                    *(callbacks or []),
+                ],
+            )
         model.save(run_dir / "model.keras")
+        if config.train.export_serving:
+            _export(model, run_dir, version)
     except BaseException as error:
         record.update(status="failed", error=f"{type(error).__name__}: {error}")
         write_json_atomic(run_dir / RUN_FILE, record)
@@ -155,8 +164,30 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> dict[st
         "classes": list(version.manifest["classes"]), "config": config.model_dump(mode="json"),
         "config_hash": config.hash(), "code_version": mmpipe.__version__, "git_commit": _git_commit(),
         "packages": _package_versions(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "history": [],
+        "lineage": _lineage(version), "history": [],
     }
+
+
+def _lineage(version: DatasetVersion) -> dict[str, Any]:
+    """What the run depends on, copied in: the data dir may hold another version tomorrow."""
+    result_path = validation_dir(version.data_dir, version.version) / RESULT_FILE
+    passed = json.loads(result_path.read_text())["success"]
+    manifest = version.manifest
+    return {
+        "dataset_version": version.version, "ingest_config_hash": manifest.get("config_hash"),
+        "counts": manifest["counts"], "shards": [dict(shard) for shard in manifest["shards"]],
+        "validation": {"success": passed, "result": str(result_path)},
+    }
+
+
+def _export(model, run_dir: Path, version: DatasetVersion) -> None:
+    """The serving export, cleaning with the settings the dataset was ingested with (not today's config)."""
+    from mmpipe.config import ImageConfig, TextConfig
+    from mmpipe.serving import export_serving
+
+    settings = version.manifest["config"]
+    export_serving(model, run_dir, list(version.manifest["classes"]), TextConfig(**settings["text"]),
+                   ImageConfig(**settings["image"]))
 
 
 def adapt_vectorizer_for(config: Config, version: DatasetVersion):

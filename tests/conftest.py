@@ -26,6 +26,17 @@ def prefect_api():
         yield
 
 
+async def artifact(flow_run_id, key: str):
+    """The artifact with `key` that a flow run published, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return next((a for a in found if a.key == key), None)
+
+
 @pytest.fixture(scope="session")
 def sample_manifest(tmp_path_factory) -> Path:
     """A 60-row sample (plus faults) with every format and mode; read-only for tests."""
@@ -69,6 +80,30 @@ def validated_sample(ingested_sample, tmp_path_factory) -> Path:
     config = make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES, **SMALL_SAMPLE_CONTRACTS})
     assert validate_dataset(data_dir, config).success
     return data_dir
+
+
+TINY_MODEL = {"model.max_tokens": 100, "model.sequence_length": 8, "model.embedding_dim": 8, "model.lstm_units": 8,
+              "model.conv_filters": [4, 8], "model.dense_units": 8, "train.batch_size": 16}
+
+
+def run_config(data_dir: Path, runs_dir: Path, **overrides) -> Config:
+    """A config that trains the tiny model for one epoch on the validated sample."""
+    values = {"ingest.classes": SAMPLE_CLASSES, "runs_dir": str(runs_dir), "train.epochs": 1,
+              "train.export_serving": False,  # tested where it matters: trained_run, test_train's variants
+              **SMALL_SAMPLE_CONTRACTS, **TINY_MODEL, **overrides}
+    return make_config(data_dir, **values)
+
+
+@pytest.fixture(scope="session")
+def trained_run(validated_sample, tmp_path_factory) -> Path:
+    """One finished fused run (with its serving export) on a copy of the validated sample; read-only."""
+    import shutil
+
+    from mmpipe.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(validated_sample, root / "data")
+    return train(run_config(root / "data", root / "runs", **{"train.export_serving": True})).run_dir
 
 
 @pytest.fixture

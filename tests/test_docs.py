@@ -17,7 +17,7 @@ def test_every_reason_code_is_documented_once():
 
 def test_every_setting_appears_in_the_config_example():
     example = README.split("```toml", 1)[1].split("```", 1)[0]
-    for section in ("text", "image", "ingest", "contracts", "model", "train"):
+    for section in ("text", "image", "ingest", "contracts", "model", "train", "evaluate", "serve"):
         for name in type(getattr(Config(), section)).model_fields:
             assert re.search(rf"^#? ?{name} = ", example, flags=re.MULTILINE), f"{section}.{name} missing"
 
@@ -36,4 +36,4 @@ def test_quick_start_has_exactly_two_commands():
     quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```bash\n(.+?)\n```", quick_start)
     assert len(commands) == 2
-    assert "mmpipe ingest" in commands[0] and commands[1].endswith("pytest")
+    assert commands[0].endswith("mmpipe demo") and commands[1].endswith("pytest")

@@ -5,15 +5,13 @@ import json
 import shutil
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from typer.testing import CliRunner
 
 from flows.artifacts import VALIDATION_REPORT
 from flows.validate import validate_flow
 from mmpipe.cli import app
 from mmpipe.errors import ContractViolation
-from tests.conftest import SAMPLE_CLASSES, make_config
+from tests.conftest import SAMPLE_CLASSES, artifact, make_config
 from tests.test_cli import run_main
 from tests.test_contracts import _duplicate_id, tamper
 
@@ -27,13 +25,6 @@ def data_dir(ingested_sample, tmp_path):
 @pytest.fixture
 def config(data_dir):
     return make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES, "contracts.split_tolerance": 0.25})
-
-
-async def artifact(flow_run_id, key):
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return next((a for a in found if a.key == key), None)
 
 
 def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):

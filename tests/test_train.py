@@ -1,5 +1,6 @@
 """Training runs on the validated sample: run dir contents, refusal, resume, determinism."""
 
+import io
 import json
 import shutil
 
@@ -7,11 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from mmpipe.serving import load_serving, predict_raw
 from mmpipe.train import TrainingError, train
-from tests.conftest import SAMPLE_CLASSES, SMALL_SAMPLE_CONTRACTS, make_config
-
-TINY_MODEL = {"model.max_tokens": 100, "model.sequence_length": 8, "model.embedding_dim": 8, "model.lstm_units": 8,
-              "model.conv_filters": [4, 8], "model.dense_units": 8, "train.batch_size": 16}
+from tests.conftest import run_config
+from tests.fixtures.files import gradient
 
 
 @pytest.fixture
@@ -20,15 +20,10 @@ def data_dir(validated_sample, tmp_path):
     return tmp_path / "data"
 
 
-def run_config(data_dir, runs_dir, **overrides):
-    values = {"ingest.classes": SAMPLE_CLASSES, "runs_dir": str(runs_dir), "train.epochs": 1,
-              **SMALL_SAMPLE_CONTRACTS, **TINY_MODEL, **overrides}
-    return make_config(data_dir, **values)
-
-
 @pytest.mark.parametrize("variant", ["fused", "text", "image"])
 def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, variant):
-    result = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": variant}))
+    result = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": variant,
+                                                              "train.export_serving": True}))
     assert result.status == "completed" and result.run_dir.parent == tmp_path / "runs"
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["variant"] == variant
@@ -40,7 +35,19 @@ def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, varia
     assert (result.run_dir / "checkpoints" / "epoch-001.keras").is_file()
     assert any((result.run_dir / "logs").rglob("*tfevents*"))
     model = keras.models.load_model(result.run_dir / "model.keras")
-    assert set(model.input) == {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
+    inputs = {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
+    assert set(model.input) == inputs
+    # The serving export takes exactly the variant's inputs, raw.
+    served = predict_raw(load_serving(result.run_dir), ["a sun"] if "text" in inputs else None,
+                         [png_bytes()] if "image" in inputs else None)
+    assert served["probabilities"].shape == (1, len(record["classes"]))
+    assert served["label"][0].decode() in record["classes"]
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    gradient(20, 12).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_an_unvalidated_dataset_is_refused(ingested_sample, tmp_path):

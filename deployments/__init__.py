@@ -1,0 +1,1 @@
+"""Prefect deployments of the mmpipe flows: `mmpipe serve` (serve.py) and prefect.yaml."""

@@ -1,0 +1,77 @@
+"""The evaluate flow: score a run on a held-out split, publish the numbers, decide promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DECISION
+from mmpipe.config import Config
+from mmpipe.evaluate import evaluate_run
+from mmpipe.promote import promote
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE, persist_result=False)
+def evaluate_task(run_dir: Path, config: Config, split: str, data_dir: Path | None) -> dict:
+    return evaluate_run(run_dir, config.evaluate, split=split, data_dir=data_dir).result
+
+
+@task(name="promote-run", cache_policy=NO_CACHE, persist_result=False)
+def promote_task(runs_dir: Path, run_id: str, config: Config) -> dict:
+    return promote(runs_dir, run_id, config.evaluate)
+
+
+@flow(name="evaluate", flow_run_name="evaluate {run_id}")
+def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Path | None = None,
+                  promote_run: bool = True) -> dict:
+    """Evaluate; publish `evaluation-report` and `evaluation-metrics`; on the run's own test split,
+    decide champion/challenger and publish `promotion-decision`."""
+    runs_dir = Path(config.runs_dir).absolute()
+    result = evaluate_task(runs_dir / run_id, config, split, data_dir)
+    create_markdown_artifact(key=EVALUATION_REPORT, markdown=evaluation_markdown(result),
+                             description=f"Run {run_id} on {result['split']} of {result['dataset_version']}")
+    create_table_artifact(key=EVALUATION_METRICS, table=metric_rows(result),
+                          description=f"Run {run_id}: metrics on {result['n']} {result['split']} rows")
+    logger = get_run_logger()
+    logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
+                result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
+                Path(result["out_dir"]) / "report.html")
+    summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "per_class",
+                                            "out_dir")}
+    if promote_run and result["primary"]:
+        decision = promote_task(runs_dir, run_id, config)
+        verdict = "promoted to champion" if decision["promoted"] else "not promoted"
+        create_markdown_artifact(key=PROMOTION_DECISION, description=f"Run {run_id}: {verdict}",
+                                 markdown=f"## Run {run_id}: {verdict}\n\n"
+                                 + "\n".join(f"* {reason}" for reason in decision["reasons"]))
+        logger.info("run %s %s: %s", run_id, verdict, "; ".join(decision["reasons"]))
+        summary["promotion"] = decision
+    return summary
+
+
+def metric_rows(result: dict) -> list[dict]:
+    """Flat rows for the table artifact (plain floats: artifacts go through json.dumps)."""
+    rows = []
+    for key, value in result["metrics"].items():
+        if isinstance(value, dict):
+            rows.extend({"metric": f"{key}_{inner}", "value": float(number)} for inner, number in value.items())
+        else:
+            rows.append({"metric": key, "value": float(value)})
+    return rows
+
+
+def evaluation_markdown(result: dict) -> str:
+    metrics = result["metrics"]
+    lines = [f"# Run {result['run_id']}: {result['split']} split of `{result['dataset_version']}`", "",
+             f"{result['n']} rows. Accuracy **{metrics['accuracy']:.4f}**, macro F1 **{metrics['macro_f1']:.4f}**, "
+             f"weighted F1 {metrics['weighted_f1']:.4f}, log loss {metrics['log_loss']:.4f}, "
+             f"ECE {metrics['ece']:.4f}.", "",
+             "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, scores in result["per_class"].items():
+        lines.append(f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} "
+                     f"| {scores['support']} |")
+    lines += ["", f"Report: `{Path(result['out_dir']) / 'report.html'}`"]
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""The pipeline: ingest -> validate -> train -> evaluate -> promote, each stage its own subflow run.
+
+A critical data-contract failure ends the run in `validate`, before any training, with a Failed
+state whose message names the expectation; the other stages' results come back as the return
+value and as the `pipeline-summary` artifact, and every stage publishes its own artifacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
+
+from flows.artifacts import PIPELINE_SUMMARY
+from flows.evaluate import evaluate_flow
+from flows.ingest import run_ingest
+from flows.train import train_flow
+from flows.validate import validate_flow
+from mmpipe.config import Config
+from mmpipe.files import exclusive_lock
+
+
+@flow(name="pipeline", flow_run_name="pipeline {source}")
+def pipeline_flow(source: str, config: Config) -> dict:
+    """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
+    logger = get_run_logger()
+    lock = Path(config.data_dir) / ".pipeline.lock"
+    waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
+    with exclusive_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
+        return _stages(source, config)
+
+
+def _stages(source: str, config: Config) -> dict:
+    logger = get_run_logger()
+    ingested = run_ingest(source, config)
+    version = ingested["dataset_version"]
+    _rename_this_run(f"pipeline {Path(source).name} -> {version}")
+    logger.info("dataset %s: %d accepted, %d quarantined, %d duplicates", version, ingested["accepted"],
+                sum(ingested["quarantined"].values()), ingested["duplicates"])
+    validated = validate_flow(str(config.data_dir), config)  # raises on a critical failure: no training
+    trained = train_flow(config)
+    evaluated = evaluate_flow(trained["run_id"], config)
+    summary = {"source": str(source), "dataset_version": version, "ingest": ingested, "validation": validated,
+               "run_id": trained["run_id"], "run_dir": trained["run_dir"], "metrics": evaluated["metrics"],
+               "promotion": evaluated.get("promotion"), "report": str(Path(evaluated["out_dir"]) / "report.html")}
+    create_markdown_artifact(key=PIPELINE_SUMMARY, markdown=summary_markdown(summary),
+                             description=f"{Path(source).name}: dataset {version}, run {trained['run_id']}")
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    metrics, promotion = summary["metrics"], summary["promotion"] or {}
+    verdict = "promoted to champion" if promotion.get("promoted") else "not promoted"
+    return "\n".join([
+        f"# Pipeline on `{summary['source']}`", "",
+        f"* **ingest**: dataset `{summary['dataset_version']}`, {summary['ingest']['accepted']} rows accepted, "
+        f"{sum(summary['ingest']['quarantined'].values())} quarantined, {summary['ingest']['duplicates']} duplicates",
+        f"* **validate**: passed{', with warnings' if summary['validation'].get('warnings') else ''}",
+        f"* **train**: run `{summary['run_id']}` in `{summary['run_dir']}`",
+        f"* **evaluate**: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}",
+        f"* **promote**: {verdict}: " + "; ".join(promotion.get("reasons", [])),
+        "", f"Report: `{summary['report']}`",
+    ])
+
+
+def _rename_this_run(name: str) -> None:
+    """Show the dataset version in the UI's run name as soon as it is known."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(get_run_context().flow_run.id, name=name)

@@ -1,0 +1,154 @@
+"""Score a finished run on a held-out split and persist the results beside it.
+
+The run's own test split (the dataset version it trained on) is its primary evaluation:
+RUNS/<run_id>/metrics.json, predictions.parquet, confusion_matrix.png, report.html. Any other
+split or dataset version (a newly arrived batch, say) goes to
+RUNS/<run_id>/evaluations/<dataset_version>-<split>/, so evaluating never edits run.json and a
+run's primary numbers never change under it. metrics.json is written last: when it exists, the
+evaluation is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmpipe.config import EvaluateConfig
+from mmpipe.data import make_dataset, split_rows
+from mmpipe.dataset import load_dataset
+from mmpipe.errors import MmpipeError
+from mmpipe.files import atomic_path, write_json_atomic
+from mmpipe.metrics import classification_metrics
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+EVALUATIONS = "evaluations"
+_LATENCY_SAMPLES = 20
+
+
+class EvaluationError(MmpipeError):
+    """The run or the data cannot be evaluated (unknown run, unfinished run, empty split, ...)."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    run_dir: Path
+    out_dir: Path
+    result: dict[str, Any]  # what metrics.json holds
+
+    def summary(self) -> dict[str, Any]:
+        """The object `mmpipe evaluate --json` prints."""
+        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "out_dir")
+        return {key: self.result[key] for key in keys}
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text())
+    except FileNotFoundError:
+        raise EvaluationError(f"no run at {run_dir}; `mmpipe runs list` shows the runs") from None
+
+
+def evaluation_dir(run_dir: Path, record: dict, dataset_version: str, split: str) -> Path:
+    """Where the evaluation of a run on (dataset version, split) lives."""
+    if dataset_version == record["dataset_version"] and split == "test":
+        return Path(run_dir)
+    return Path(run_dir) / EVALUATIONS / f"{dataset_version}-{split}"
+
+
+def existing_evaluation(run_dir: Path, dataset_version: str, split: str) -> dict[str, Any] | None:
+    path = evaluation_dir(run_dir, read_run(run_dir), dataset_version, split) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
+                 data_dir: Path | None = None) -> Evaluation:
+    """Predict `split` of the dataset in `data_dir` (default: the one the run trained from) and persist.
+
+    Raises:
+        EvaluationError: the run is not completed, the data dir holds no such split, or the
+            dataset has labels the model does not know and cannot be scored.
+    """
+    import keras
+
+    run_dir = Path(run_dir).absolute()
+    record = read_run(run_dir)
+    if record["status"] != "completed":
+        raise EvaluationError(f"run {record['run_id']} is {record['status']}; only completed runs can be evaluated")
+    version = load_dataset(Path(data_dir) if data_dir else Path(record["data_dir"]))
+    rows = split_rows(version, split)
+    if not rows:
+        raise EvaluationError(f"dataset {version.version} has no {split!r} rows to evaluate on")
+    model_classes = list(record["classes"])
+    data_classes = list(version.manifest["classes"])
+    unknown = sorted(set(data_classes) - set(model_classes))
+    if unknown:
+        raise EvaluationError(f"dataset {version.version} has labels the model of run {record['run_id']} was not "
+                              f"trained on: {', '.join(unknown)}; train a new run on it")
+    to_model_index = np.array([model_classes.index(name) for name in data_classes], dtype=np.int64)
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    batch_size = config.batch_size
+    dataset = make_dataset(version, split, batch_size=batch_size, variant=record["variant"], with_ids=True)
+    ids, labels, probabilities = [], [], []
+    started = time.perf_counter()
+    for inputs, one_hot, batch_ids in dataset:
+        probabilities.append(model.predict_on_batch(inputs))
+        labels.append(to_model_index[one_hot.numpy().argmax(axis=1)])
+        ids.append(batch_ids.numpy())
+    seconds = time.perf_counter() - started
+    probabilities = np.concatenate(probabilities).astype(np.float64)
+    labels, ids = np.concatenate(labels), np.concatenate(ids)
+    latency = _single_sample_latency_ms(model, inputs)
+
+    scored = classification_metrics(labels, probabilities, model_classes, top_k=config.top_k,
+                                     ece_bins=config.ece_bins)
+    scored["metrics"].update(throughput_samples_per_s=round(len(labels) / seconds, 2), latency_ms=latency)
+    out_dir = evaluation_dir(run_dir, record, version.version, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_predictions(out_dir / PREDICTIONS_FILE, ids, labels, probabilities, model_classes)
+    result = {
+        "run_id": record["run_id"], "split": split, "dataset_version": version.version,
+        "data_dir": str(version.data_dir), "primary": out_dir == run_dir, "classes": model_classes,
+        **scored, "out_dir": str(out_dir), "seconds": round(seconds, 3),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": config.model_dump(mode="json"),
+    }
+    from mmpipe.report import write_report
+
+    write_report(out_dir, record, result)
+    write_json_atomic(out_dir / METRICS_FILE, result)
+    return Evaluation(run_dir, out_dir, result)
+
+
+def _single_sample_latency_ms(model, inputs) -> dict[str, float]:
+    """Median and 95th percentile of one-row predictions (what an online caller waits)."""
+    one = {name: value[:1] for name, value in inputs.items()}
+    model.predict_on_batch(one)  # warm up the one-row shape
+    times = []
+    for _ in range(_LATENCY_SAMPLES):
+        started = time.perf_counter()
+        model.predict_on_batch(one)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50": round(float(np.percentile(times, 50)), 3), "p95": round(float(np.percentile(times, 95)), 3)}
+
+
+def _write_predictions(path: Path, ids, labels, probabilities, classes: list[str]) -> None:
+    names = np.array(classes, dtype=object)
+    table = pa.table({
+        "id": pa.array(ids.astype(str), pa.string()),
+        "label": pa.array(names[labels], pa.string()),
+        "predicted": pa.array(names[probabilities.argmax(axis=1)], pa.string()),
+        "probabilities": pa.FixedSizeListArray.from_arrays(
+            pa.array(probabilities.astype(np.float32).ravel()), len(classes)),
+    })
+    table = table.replace_schema_metadata({"classes": json.dumps(classes)})
+    with atomic_path(path) as temp:
+        pq.write_table(table, temp)

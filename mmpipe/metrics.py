@@ -1,0 +1,77 @@
+"""Classification metrics from predictions: one implementation, checked against hand-computed cases.
+
+Conventions (the same as scikit-learn's with `zero_division=0`): a class that is never predicted
+has precision 0; a class absent from the truth has recall 0 and support 0, and counts in the
+macro average (it is part of the model's class set) but not in the weighted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_EPSILON = 1e-15  # log loss clips probabilities away from 0 so one confident mistake stays finite
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], *,
+                           top_k: int = 2, ece_bins: int = 10) -> dict[str, Any]:
+    """Metrics of `probabilities` ([n, C], rows sum to 1) against integer `labels` ([n], in 0..C-1).
+
+    Returns {"n", "metrics": {...}, "per_class": {class: {...}}, "confusion_matrix": [[...]]}
+    where confusion_matrix[i][j] counts rows of true class i predicted as j.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    count, num_classes = len(labels), len(classes)
+    if probabilities.shape != (count, num_classes):
+        raise ValueError(f"probabilities have shape {probabilities.shape}, expected ({count}, {num_classes})")
+    predicted = probabilities.argmax(axis=1) if count else np.zeros(0, dtype=np.int64)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    true_positive = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted_count = confusion.sum(axis=0)
+    precision = _divide(true_positive, predicted_count)
+    recall = _divide(true_positive, support)
+    f1 = _divide(2 * precision * recall, precision + recall)
+    weights = support / count if count else np.zeros(num_classes)
+    k = min(top_k, num_classes)
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    metrics = {
+        "accuracy": float(true_positive.sum() / count) if count else 0.0,
+        "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "weighted_precision": float((precision * weights).sum()), "weighted_recall": float((recall * weights).sum()),
+        "weighted_f1": float((f1 * weights).sum()),
+        "log_loss": float(-np.log(np.clip(probabilities[np.arange(count), labels], _EPSILON, 1)).mean())
+        if count else 0.0,
+        f"top_{k}_accuracy": float((top == labels[:, None]).any(axis=1).mean()) if count else 0.0,
+        "ece": expected_calibration_error(labels, probabilities, ece_bins),
+    }
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(classes)}
+    return {"n": count, "metrics": metrics, "per_class": per_class, "confusion_matrix": confusion.tolist()}
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """Sum over equal-width confidence bins of (share of rows) x |accuracy - mean confidence|."""
+    if not len(labels):
+        return 0.0
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 goes to bin 0.
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total)
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0."""
+    out = np.zeros(np.shape(numerator), dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=np.asarray(denominator) != 0)
+    return out

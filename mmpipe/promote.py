@@ -1,0 +1,80 @@
+"""Champion / challenger: promote an evaluated run only if it beats the champion on the same test set.
+
+Rules (settings in [evaluate]): the first evaluated run becomes champion; after that a challenger
+is promoted when its macro F1 beats the champion's by at least `promote_margin` and no class's F1
+drops by more than `max_class_f1_drop`, both measured on the challenger's own test split (the
+champion is evaluated on it if it has not been). The decision and its reasons are written once to
+RUNS/<run_id>/promotion.json; the champion pointer changes under a lock.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mmpipe.config import EvaluateConfig
+from mmpipe.evaluate import METRICS_FILE, EvaluationError, evaluate_run, existing_evaluation
+from mmpipe.files import write_json_atomic
+from mmpipe.report import PROMOTION_FILE, write_report
+from mmpipe.runs import champion_lock, load_run, read_champion, read_json, set_champion
+
+
+def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, Any]:
+    """Decide (once) whether `run_id` replaces the champion; returns the decision.
+
+    Raises:
+        EvaluationError: the run has no primary evaluation yet (`mmpipe evaluate RUN_ID`).
+    """
+    runs_dir = Path(runs_dir).absolute()
+    run_dir = runs_dir / run_id
+    record = load_run(runs_dir, run_id)
+    decided = read_json(run_dir / PROMOTION_FILE)
+    if decided is not None:
+        return decided  # runs are immutable once decided
+    ours = read_json(run_dir / METRICS_FILE)
+    if ours is None:
+        raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
+    with champion_lock(runs_dir):
+        champion = read_champion(runs_dir)
+        promoted, reasons, theirs = _judge(runs_dir, ours, champion, config)
+        decision = {
+            "run_id": run_id, "promoted": promoted, "reasons": reasons,
+            "champion_before": champion["run_id"] if champion else None,
+            "test_set": {"dataset_version": ours["dataset_version"], "split": ours["split"], "n": ours["n"]},
+            "macro_f1": ours["metrics"]["macro_f1"], "champion_macro_f1": theirs,
+            "rules": {"promote_margin": config.promote_margin, "max_class_f1_drop": config.max_class_f1_drop},
+            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json_atomic(run_dir / PROMOTION_FILE, decision)
+        if promoted:
+            set_champion(runs_dir, {"run_id": run_id, "macro_f1": ours["metrics"]["macro_f1"],
+                                    "dataset_version": ours["dataset_version"], "variant": record["variant"],
+                                    "promoted_at": decision["decided_at"], "previous": decision["champion_before"]})
+    write_report(run_dir, record, ours)  # the report shows the decision
+    return decision
+
+
+def _judge(runs_dir: Path, ours: dict, champion: dict | None,
+           config: EvaluateConfig) -> tuple[bool, list[str], float | None]:
+    if champion is None:
+        return True, ["no champion yet: the first evaluated run becomes champion"], None
+    champion_dir = runs_dir / champion["run_id"]
+    try:
+        theirs = existing_evaluation(champion_dir, ours["dataset_version"], "test") or evaluate_run(
+            champion_dir, config, split="test", data_dir=Path(ours["data_dir"])).result
+    except EvaluationError as error:
+        return True, [f"the champion {champion['run_id']} cannot be scored on this test set ({error})"], None
+    mine, their_f1 = ours["metrics"]["macro_f1"], theirs["metrics"]["macro_f1"]
+    gain = mine - their_f1
+    where = f"on the test split of {ours['dataset_version']} ({ours['n']} rows)"
+    reasons = [f"macro F1 {mine:.4f} vs champion {champion['run_id']} {their_f1:.4f} {where}: {gain:+.4f} "
+               f"({'meets' if gain >= config.promote_margin else 'below'} the margin {config.promote_margin})"]
+    drops = []
+    for name, scores in ours["per_class"].items():
+        before = theirs["per_class"].get(name, {}).get("f1")
+        if before is not None and before - scores["f1"] > config.max_class_f1_drop:
+            drops.append(name)
+            reasons.append(f"class {name}: F1 drops from {before:.4f} to {scores['f1']:.4f} "
+                           f"(more than max_class_f1_drop {config.max_class_f1_drop})")
+    return gain >= config.promote_margin and not drops, reasons, their_f1

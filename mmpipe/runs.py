@@ -1,0 +1,124 @@
+"""The run store: RUNS/<run_id>/ directories, read-only views over them, and the champion pointer.
+
+There is no index to keep in step: each run's files are the truth (written atomically, so a
+reader never sees half a file), and listing reads only run.json and metrics.json. The champion
+pointer RUNS/champion.json changes only under an exclusive lock (see `champion_lock`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmpipe.errors import MmpipeError
+from mmpipe.evaluate import METRICS_FILE
+from mmpipe.files import exclusive_lock, write_json_atomic
+from mmpipe.report import PROMOTION_FILE
+
+RUN_FILE = "run.json"
+CHAMPION_FILE = "champion.json"
+_LOCK_FILE = ".champion.lock"
+
+
+class RunStoreError(MmpipeError):
+    """A run that is asked for does not exist or cannot be read."""
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def load_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
+    record = read_json(Path(runs_dir) / run_id / RUN_FILE)
+    if record is None:
+        raise RunStoreError(f"no run {run_id} in {runs_dir}; `mmpipe runs list --runs {runs_dir}` shows the runs")
+    return record
+
+
+def read_champion(runs_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(runs_dir) / CHAMPION_FILE)
+
+
+def champion_lock(runs_dir: Path):
+    """Exclusive across processes: read champion -> decide -> write pointer happens as one step."""
+    return exclusive_lock(Path(runs_dir) / _LOCK_FILE)
+
+
+def set_champion(runs_dir: Path, pointer: dict[str, Any]) -> None:
+    """Replace the champion pointer atomically; call inside `champion_lock`."""
+    write_json_atomic(Path(runs_dir) / CHAMPION_FILE, pointer)
+
+
+def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[str, Any]]:
+    """One row per run, newest first (run ids sort by start time); optionally only one dataset's runs."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    champion = (read_champion(runs_dir) or {}).get("run_id")
+    rows = []
+    for run_dir in sorted((path for path in runs_dir.iterdir() if path.is_dir()), reverse=True):
+        record = read_json(run_dir / RUN_FILE)
+        if record is None or (dataset_version and record["dataset_version"] != dataset_version):
+            continue
+        metrics = (read_json(run_dir / METRICS_FILE) or {}).get("metrics", {})
+        rows.append({
+            "run_id": record["run_id"], "started_at": record["started_at"], "status": record["status"],
+            "variant": record["variant"], "dataset_version": record["dataset_version"],
+            "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
+            "champion": record["run_id"] == champion,
+        })
+    return rows
+
+
+def show_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
+    """Everything recorded about a run: run.json, its primary metrics, promotion and other evaluations."""
+    run_dir = Path(runs_dir) / run_id
+    record = load_run(runs_dir, run_id)
+    evaluations = sorted(path.parent.name for path in (run_dir / "evaluations").glob(f"*/{METRICS_FILE}"))
+    return {**record, "run_dir": str(run_dir.absolute()), "evaluation": read_json(run_dir / METRICS_FILE),
+            "promotion": read_json(run_dir / PROMOTION_FILE), "other_evaluations": evaluations,
+            "champion": (read_champion(runs_dir) or {}).get("run_id") == run_id}
+
+
+def compare_runs(runs_dir: Path, first: str, second: str) -> dict[str, Any]:
+    """What changed from run `first` to run `second`: metrics, per-class F1, config, dataset."""
+    a, b = show_run(runs_dir, first), show_run(runs_dir, second)
+    metrics_a = (a["evaluation"] or {}).get("metrics", {})
+    metrics_b = (b["evaluation"] or {}).get("metrics", {})
+    deltas = {key: _delta(metrics_a.get(key), metrics_b.get(key))
+              for key in sorted(set(metrics_a) | set(metrics_b)) if not isinstance(metrics_a.get(key), dict)}
+    classes_a = (a["evaluation"] or {}).get("per_class", {})
+    classes_b = (b["evaluation"] or {}).get("per_class", {})
+    per_class = {name: _delta(classes_a.get(name, {}).get("f1"), classes_b.get(name, {}).get("f1"))
+                 for name in sorted(set(classes_a) | set(classes_b))}
+    config_a, config_b = _flatten(a["config"]), _flatten(b["config"])
+    config_diff = {key: {"a": config_a.get(key), "b": config_b.get(key)}
+                   for key in sorted(set(config_a) | set(config_b)) if config_a.get(key) != config_b.get(key)}
+    counts_a = a.get("lineage", {}).get("counts", {})
+    counts_b = b.get("lineage", {}).get("counts", {})
+    return {
+        "a": first, "b": second, "metrics": deltas, "per_class_f1": per_class, "config": config_diff,
+        "dataset": {"a": a["dataset_version"], "b": b["dataset_version"],
+                    "same": a["dataset_version"] == b["dataset_version"],
+                    "rows": {split: _delta(sum(counts_a.get(split, {}).values()), sum(counts_b.get(split, {}).values()))
+                             for split in sorted(set(counts_a) | set(counts_b))}},
+    }
+
+
+def _delta(a: Any, b: Any) -> dict[str, Any]:
+    change = round(b - a, 6) if isinstance(a, int | float) and isinstance(b, int | float) else None
+    return {"a": a, "b": b, "delta": change}
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, inner in value.items():
+        if isinstance(inner, dict):
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = inner
+    return flat

@@ -1,0 +1,99 @@
+"""Notice new data in a source: fingerprint its files, report a change once the burst has settled.
+
+A poll lists the source's files (a manifest's folder, or a `LABEL/FILE` tree) with sizes and
+mtimes, and hashes only files it has not seen with that size and mtime. A change is reported when
+the listing differs from the last one reported *and* has not moved since the previous poll: files
+arriving over several polls give one report, after the last file landed. State lives in
+DATA/watch/<source-hash>.json, so the watcher itself can restart at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mmpipe.files import exclusive_lock, sha256_file, stable_hash, write_json_atomic
+
+_SHOWN_FILES = 20
+
+
+def source_root(source: Path) -> Path:
+    """The folder whose files make up a source: a manifest's folder, or the tree itself."""
+    source = Path(source)
+    return source if source.is_dir() else source.parent
+
+
+def source_key(source: Path) -> str:
+    return stable_hash(str(Path(source).absolute()))
+
+
+def fingerprint(source: Path, known: dict[str, list] | None = None, exclude: tuple[Path, ...] = ()) -> dict[str, list]:
+    """{relative path: [size, mtime_ns, sha256]} of every file under the source's root.
+
+    A file whose size and mtime match `known` keeps its known hash instead of being read again.
+    Folders in `exclude` (mmpipe's own data and runs dirs, when they sit inside the source's
+    folder) are skipped: a run must not look like new data. A manifest that does not exist yet
+    has no files.
+    """
+    source = Path(source)
+    if not source.exists():
+        return {}
+    root, known = source_root(source), known or {}
+    skipped = {os.path.realpath(path) for path in exclude}
+    files = {}
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if os.path.realpath(Path(folder) / name) not in skipped]
+        for name in names:
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue  # editors' and uploaders' temporary files
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # deleted while listing
+            relative = str(path.relative_to(root))
+            previous = known.get(relative)
+            same = previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns
+            files[relative] = [stat.st_size, stat.st_mtime_ns, previous[2] if same else sha256_file(path)]
+    return files
+
+
+def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = ()) -> tuple[str, dict[str, Any] | None]:
+    """One look at `source`: ("changed", summary to announce), ("arriving", None) while files are
+    still moving, or ("unchanged", None)."""
+    state_path = Path(data_dir) / "watch" / f"{source_key(source)}.json"
+    with exclusive_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
+        return _poll(source, Path(data_dir), state_path, exclude)
+
+
+def _poll(source: Path, data_dir: Path, state_path: Path,
+          exclude: tuple[Path, ...]) -> tuple[str, dict[str, Any] | None]:
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"reported": {}, "seen": None}
+    files = fingerprint(source, state["seen"] or state["reported"], (Path(data_dir), *exclude))
+    settled = files == state["seen"]
+    new = _content(files) != _content(state["reported"])
+    status = ("changed" if files else "unchanged") if settled and new else "arriving" if new else "unchanged"
+    change = summarize(source, state["reported"], files) if status == "changed" else None
+    if settled:
+        state["reported"] = files  # a touched file with the same bytes is not new data
+    state["seen"] = files
+    write_json_atomic(state_path, state, pretty=False)
+    return status, change
+
+
+def _content(files: dict[str, list]) -> dict[str, tuple]:
+    return {path: (entry[0], entry[2]) for path, entry in files.items()}
+
+
+def summarize(source: Path, before: dict[str, list], after: dict[str, list]) -> dict[str, Any]:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(path for path in set(after) & set(before) if after[path][2] != before[path][2])
+    return {
+        "source": str(Path(source).absolute()), "fingerprint": stable_hash(after), "files": len(after),
+        "added": len(added), "changed": len(changed), "removed": len(removed),
+        "bytes": sum(entry[0] for entry in after.values()),
+        "examples": (added + changed + removed)[:_SHOWN_FILES],
+    }

@@ -1,0 +1,108 @@
+"""Evaluation of a real trained run: files, numbers that agree with the predictions, the flow."""
+
+import asyncio
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DECISION
+from flows.evaluate import evaluate_flow
+from mmpipe.cli import app
+from mmpipe.config import EvaluateConfig
+from mmpipe.data import split_paths
+from mmpipe.dataset import load_dataset
+from mmpipe.evaluate import EvaluationError, evaluate_run
+from mmpipe.metrics import classification_metrics
+from mmpipe.runs import read_champion
+from tests.conftest import artifact, run_config
+
+
+@pytest.fixture
+def run_dir(trained_run, tmp_path):
+    """A private copy of the session's trained run (its data dir is shared and only read)."""
+    shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    return tmp_path / "runs" / trained_run.name
+
+
+def test_primary_evaluation_writes_every_file_and_consistent_numbers(run_dir):
+    evaluation = evaluate_run(run_dir, EvaluateConfig())
+    assert evaluation.out_dir == run_dir
+    result = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "run.json").read_text())
+    test_ids = {i for path in split_paths(load_dataset(record["data_dir"]), "test")
+                for i in pq.read_table(path, columns=["id"])["id"].to_pylist()}
+    predictions = pq.read_table(run_dir / "predictions.parquet").to_pydict()
+    assert set(predictions["id"]) == test_ids and result["n"] == len(test_ids) > 0
+    # metrics.json is what the predictions file says, recomputed independently of the run.
+    classes = record["classes"]
+    labels = np.array([classes.index(label) for label in predictions["label"]])
+    again = classification_metrics(labels, np.array(predictions["probabilities"]), classes)
+    assert again["metrics"]["macro_f1"] == pytest.approx(result["metrics"]["macro_f1"])
+    assert again["confusion_matrix"] == result["confusion_matrix"]
+    assert {"accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "top_2_accuracy", "latency_ms",
+            "throughput_samples_per_s"} <= set(result["metrics"])
+    assert result["metrics"]["throughput_samples_per_s"] > 0 and result["metrics"]["latency_ms"]["p50"] > 0
+    with Image.open(run_dir / "confusion_matrix.png") as png:
+        assert png.format == "PNG" and png.width > 100
+    page = (run_dir / "report.html").read_text()
+    assert f"{result['metrics']['accuracy']:.4f}" in page and record["dataset_version"] in page
+    assert "data:image/png;base64," in page and "<svg" in page and "http" not in page.replace(
+        "http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched from the network
+    assert record["lineage"]["shards"][0]["sha256"] in page
+    assert summary_keys(evaluation.summary())
+
+
+def summary_keys(summary):
+    return {"run_id", "split", "n", "metrics", "per_class"} <= set(summary) and "macro_f1" in summary["metrics"]
+
+
+def test_other_splits_go_beside_the_primary_evaluation(run_dir):
+    evaluation = evaluate_run(run_dir, EvaluateConfig(), split="val")
+    assert evaluation.out_dir.parent == run_dir / "evaluations" and not evaluation.result["primary"]
+    assert (evaluation.out_dir / "report.html").is_file() and not (run_dir / "metrics.json").exists()
+
+
+def test_unfinished_run_and_empty_split_are_refused(run_dir):
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "status": "failed"}))
+    with pytest.raises(EvaluationError, match="only completed runs"):
+        evaluate_run(run_dir, EvaluateConfig())
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(EvaluationError, match="no 'holdout' rows"):
+        evaluate_run(run_dir, EvaluateConfig(), split="holdout")
+
+
+def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
+    config = run_config(run_dir.parent.parent / "unused-data", run_dir.parent)
+    state = evaluate_flow(run_dir.name, config, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["promotion"]["promoted"] and read_champion(run_dir.parent)["run_id"] == run_dir.name
+    flow_run = state.state_details.flow_run_id
+    report = asyncio.run(artifact(flow_run, EVALUATION_REPORT))
+    assert report is not None and f"{summary['metrics']['macro_f1']:.4f}" in report.data
+    table = asyncio.run(artifact(flow_run, EVALUATION_METRICS))
+    assert table is not None and "macro_f1" in str(table.data)
+    assert "promoted to champion" in asyncio.run(artifact(flow_run, PROMOTION_DECISION)).data
+    assert "Promotion: promoted to champion" in (run_dir / "report.html").read_text()
+
+
+def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir):
+    runner = CliRunner()
+    runs = ["--runs", str(run_dir.parent)]
+    result = runner.invoke(app, ["evaluate", run_dir.name, *runs, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run_id"] == run_dir.name and summary["n"] > 0 and "ece" in summary["metrics"]
+    listed = json.loads(runner.invoke(app, ["runs", "list", *runs, "--json"]).stdout)
+    assert listed[0]["run_id"] == run_dir.name and listed[0]["champion"] is True
+    assert listed[0]["macro_f1"] == summary["metrics"]["macro_f1"]
+    shown = json.loads(runner.invoke(app, ["runs", "show", run_dir.name, *runs, "--json"]).stdout)
+    assert shown["lineage"]["validation"]["success"] is True and shown["promotion"]["promoted"] is True
+    champion = runner.invoke(app, ["runs", "champion", *runs])
+    assert run_dir.name in champion.stdout

@@ -1,0 +1,68 @@
+"""The pipeline flow end to end against the session's Prefect API: stages, states, artifacts, failure."""
+
+import asyncio
+import csv
+import json
+import shutil
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY, VALIDATION_REPORT
+from flows.pipeline import pipeline_flow
+from mmpipe.runs import list_runs, read_champion
+from tests.conftest import artifact, run_config
+
+
+async def stage_runs(parent_id):
+    """The parent flow run and every subflow run under it (any depth), with their artifact keys."""
+    async with get_client() as client:
+        runs, frontier = [await client.read_flow_run(parent_id)], [parent_id]
+        while frontier:
+            children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+            runs += children
+            frontier = [child.id for child in children]
+    return runs
+
+
+def test_pipeline_runs_every_stage_and_publishes_their_artifacts(prefect_api, sample_manifest, tmp_path):
+    config = run_config(tmp_path / "data", tmp_path / "runs")
+    state = pipeline_flow(str(sample_manifest), config, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    runs = asyncio.run(stage_runs(state.state_details.flow_run_id))
+    assert all(run.state.is_completed() for run in runs)
+    assert runs[0].name == f"pipeline {sample_manifest.name} -> {summary['dataset_version']}"
+    found = {key for run in runs for key in (INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY)
+             if asyncio.run(artifact(run.id, key)) is not None}
+    assert found == {INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY}
+    record = json.loads((tmp_path / "runs" / summary["run_id"] / "run.json").read_text())
+    assert record["status"] == "completed" and record["dataset_version"] == summary["dataset_version"]
+    assert (tmp_path / "runs" / summary["run_id"] / "report.html").is_file()
+    assert read_champion(tmp_path / "runs")["run_id"] == summary["run_id"] and summary["promotion"]["promoted"]
+
+
+def without_class(manifest, label, folder):
+    """A copy of the sample (manifest and images) with every row of one class removed."""
+    shutil.copytree(manifest.parent, folder)
+    with open(manifest, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["label"] != label]
+    with open(folder / manifest.name, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / manifest.name
+
+
+def test_a_critical_contract_failure_stops_before_training(prefect_api, sample_manifest, tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "champion.json").write_text(json.dumps({"run_id": "20260101T000000Z-before"}))
+    # The run's config expects four classes; the source now has three.
+    broken = without_class(sample_manifest, "moon", tmp_path / "source")
+    state = pipeline_flow(str(broken), run_config(tmp_path / "data", runs_dir), return_state=True)
+    assert state.is_failed()
+    assert "failed 1 critical expectation(s): every class present" in state.message
+    assert [run for run in list_runs(runs_dir) if run["status"] == "completed"] == []
+    assert read_champion(runs_dir)["run_id"] == "20260101T000000Z-before"

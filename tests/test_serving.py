@@ -1,0 +1,161 @@
+"""The serving export: raw text + encoded image bytes in, the same answer as ingest + model."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from mmpipe.clean.image import standardize_image
+from mmpipe.clean.text import clean_text
+from mmpipe.config import ImageConfig, TextConfig
+from mmpipe.serving import Standardizer, export_serving, load_serving, predict_raw
+from tests.test_cli import run_main
+
+# Text that exercises every cleaning step: markup, NFKC (full-width, ligature, decomposed accents,
+# Hangul jamo), invisible and control characters, odd whitespace, the length cap.
+TEXTS = [
+    "A <b>bright</b> sun over the hills",
+    "ｆｕｌｌ　ｗｉｄｔｈ ﬁne moon",
+    "cafe\u0301 e\u0301te\u0301 lantern",
+    "zero\u200bwidth\x07bell\ttab\nnew line window",
+    "<!-- hidden -->x<p>a</p><p>b</p>",
+    "\u1100\u1161\u11a8 한 \u00a0nbsp\u2028line",
+    "a < b > c",
+    "",
+    "sun " * 400,
+]
+
+
+def textured(width: int, height: int, seed: int) -> Image.Image:
+    """Smooth noise: resizing and decoding differences show up, unlike on flat colours."""
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(noise).filter(ImageFilter.GaussianBlur(2))
+
+
+def mixed_files(folder):
+    """Real files of every format the export decodes, in the modes and shapes ingest meets."""
+    folder.mkdir()
+    base = textured(300, 200, 0)
+    files = []
+
+    def save(name, image, **options):
+        image.save(folder / name, **options)
+        files.append(folder / name)
+
+    save("large.jpg", base.resize((900, 600)), quality=85)  # decoded at 1/8 scale, like Pillow's draft
+    save("photo.jpg", base, quality=92)
+    save("gray.jpg", base.convert("L"))
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        save(f"rotated-{orientation}.jpg", base.resize((130, 77)), exif=exif)
+    rgba = np.array(base.convert("RGBA"))
+    rgba[..., 3] = np.random.default_rng(1).integers(0, 256, rgba.shape[:2])
+    save("alpha.png", Image.fromarray(rgba))
+    save("palette.png", base.convert("P"), transparency=3)
+    save("tall.png", base.resize((40, 130)))
+    save("tiny.png", base.resize((7, 11)))  # upscaled
+    save("sixteen-bit.png", Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+    save("photo.webp", base, quality=90)
+    save("anim.gif", base.convert("P"))
+    save("bitmap.bmp", base)
+    return files
+
+
+@pytest.fixture(scope="module")
+def parity_inputs(trained_run, tmp_path_factory):
+    record = json.loads((trained_run / "run.json").read_text())
+    files = mixed_files(tmp_path_factory.mktemp("parity") / "files")
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(files))]
+    return record, files, texts
+
+
+def sharpened_export(run_dir, record, target):
+    """The run's model with its logits scaled up, exported again: a decisive model, so that
+    "top class equal" is a real check and small input differences are amplified, not hidden."""
+    model = keras.models.load_model(run_dir / "model.keras")
+    head = model.get_layer("probabilities")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 40, bias * 40])
+    model.save(target / "model.keras")
+    (target / "run.json").write_text(json.dumps(record))
+    export_serving(model, target, record["classes"], TextConfig(**record["config"]["text"]),
+                   ImageConfig(**record["config"]["image"]))
+    return target
+
+
+@pytest.mark.parametrize("model_kind", ["as-trained", "sharpened"])
+def test_serving_matches_ingest_then_model(trained_run, parity_inputs, tmp_path, model_kind):
+    record, files, texts = parity_inputs
+    if model_kind == "sharpened":
+        trained_run = sharpened_export(trained_run, record, tmp_path)
+    image_config = ImageConfig(**record["config"]["image"])
+    text_config = TextConfig(**record["config"]["text"])
+    # The ingest path: Python cleaning and Pillow standardization, then the saved Keras model.
+    cleaned = [clean_text(text, lowercase=text_config.lowercase, max_chars=text_config.max_chars).text
+               for text in texts]
+    pixels = np.stack([np.frombuffer(standardize_image(path, image_config).pixels, np.uint8)
+                       .reshape(image_config.size, image_config.size, 3) for path in files])
+    model = keras.models.load_model(trained_run / "model.keras")
+    import tensorflow as tf
+
+    expected = model.predict({"text": tf.constant(cleaned), "image": pixels}, verbose=0)
+    # The serving path: raw strings and file bytes into the SavedModel.
+    serving = load_serving(trained_run)
+    raw_images = [path.read_bytes() for path in files]
+    seen = serving.standardize(text=tf.constant(texts), image=tf.constant(raw_images))
+    assert [value.decode() for value in seen["text"].numpy()] == cleaned
+    pixel_gap = np.abs(seen["image"].numpy().astype(int) - pixels.astype(int))
+    assert pixel_gap.max() <= 1, f"pixels differ by {pixel_gap.max()} (rounding differences are at most 1)"
+    served = predict_raw(serving, texts, raw_images)
+    gap = np.abs(served["probabilities"] - expected).max()
+    assert gap <= 1e-3, f"probabilities differ by up to {gap}"
+    if model_kind == "sharpened":  # far from uniform (0.25), so the gap above is not small by construction
+        assert expected.max(axis=1).min() > 0.35
+    classes = np.array(record["classes"])
+    assert list(served["label"].astype(str)) == list(classes[expected.argmax(axis=1)])
+    assert served["classes"].shape == expected.shape
+
+
+def test_standardizer_text_matches_clean_text_with_lowercase_and_a_short_cap():
+    config = TextConfig(lowercase=True, max_chars=12)
+    standardizer = Standardizer(config, ImageConfig(size=8))
+    import tensorflow as tf
+
+    got = [value.decode() for value in standardizer.text(tf.constant(TEXTS)).numpy()]
+    assert got == [clean_text(text, lowercase=True, max_chars=12).text for text in TEXTS]
+
+
+def test_standardizer_crop_fit_matches_ingest(tmp_path):
+    config = ImageConfig(size=12, fit="crop", background=(0, 0, 0))
+    standardizer = Standardizer(TextConfig(), config)
+    import tensorflow as tf
+
+    for path in mixed_files(tmp_path / "files"):
+        expected = np.frombuffer(standardize_image(path, config).pixels, np.uint8).reshape(12, 12, 3)
+        got = standardizer.image(tf.constant([path.read_bytes()])).numpy()[0]
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1, path.name
+
+
+def test_predict_cli_prints_one_json_object(trained_run, parity_inputs, monkeypatch, capsys):
+    _, files, _ = parity_inputs
+    code, out, err = run_main(["predict", trained_run.name, "--runs", str(trained_run.parent), "--text", "a sun",
+                               "--image", str(files[0]), "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["run_id"] == trained_run.name and result["label"] in result["probabilities"]
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+
+
+@pytest.mark.parametrize("case", ["missing-image", "tiff", "unknown-run"])
+def test_predict_refuses_unusable_input_in_one_line(trained_run, tmp_path, monkeypatch, capsys, case):
+    tiff = tmp_path / "image.tif"
+    textured(20, 20, 3).save(tiff)
+    args = {"missing-image": [trained_run.name, "--text", "a sun"],
+            "tiff": [trained_run.name, "--text", "a sun", "--image", str(tiff)],
+            "unknown-run": ["20000101T000000Z-abcdef", "--text", "a sun", "--image", str(tiff)]}[case]
+    code, out, err = run_main(["predict", *args, "--runs", str(trained_run.parent)], monkeypatch, capsys)
+    message = {"missing-image": "--text and --image", "tiff": "convert it", "unknown-run": "no run"}[case]
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
