@@ -20,6 +20,7 @@ from mmpipe.evaluate import EvaluationError, evaluate_run
 from mmpipe.metrics import classification_metrics
 from mmpipe.runs import read_champion
 from tests.conftest import artifact, run_config
+from tests.fixtures.files import gradient
 
 
 @pytest.fixture
@@ -106,3 +107,8 @@ def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir):
     assert shown["lineage"]["validation"]["success"] is True and shown["promotion"]["promoted"] is True
     champion = runner.invoke(app, ["runs", "champion", *runs])
     assert run_dir.name in champion.stdout
+    image = run_dir.parent / "query.png"
+    gradient(20, 14).save(image)
+    predicted = runner.invoke(app, ["predict", *runs, "--text", "a sun", "--image", str(image), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)["run_id"] == run_dir.name  # no RUN_ID: the champion

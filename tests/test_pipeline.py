@@ -4,14 +4,18 @@ import asyncio
 import csv
 import json
 import shutil
+import threading
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from typer.testing import CliRunner
 
 from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY, VALIDATION_REPORT
 from flows.pipeline import pipeline_flow
+from mmpipe.cli import app
+from mmpipe.files import exclusive_lock
 from mmpipe.runs import list_runs, read_champion
-from tests.conftest import artifact, run_config
+from tests.conftest import SAMPLE_CLASSES, artifact, run_config
 
 
 async def stage_runs(parent_id):
@@ -66,3 +70,31 @@ def test_a_critical_contract_failure_stops_before_training(prefect_api, sample_m
     assert "failed 1 critical expectation(s): every class present" in state.message
     assert [run for run in list_runs(runs_dir) if run["status"] == "completed"] == []
     assert read_champion(runs_dir)["run_id"] == "20260101T000000Z-before"
+
+
+def test_cli_run_exits_1_with_the_reason_when_contracts_fail(prefect_api, sample_manifest, tmp_path):
+    broken = without_class(sample_manifest, "moon", tmp_path / "source")
+    toml = tmp_path / "mmpipe.toml"
+    toml.write_text(f'[ingest]\nclasses = {json.dumps(SAMPLE_CLASSES)}\n[image]\nsize = 16\n'
+                    "[contracts]\nsplit_tolerance = 0.25\n")
+    result = CliRunner().invoke(app, ["run", str(broken), "--data", str(tmp_path / "data"), "--runs",
+                                      str(tmp_path / "runs"), "--config", str(toml), "--json"])
+    assert result.exit_code == 1 and "nothing was trained" in result.stderr and "every class present" in result.stderr
+    assert list_runs(tmp_path / "runs") == []
+
+
+def test_one_pipeline_per_data_dir_the_second_waits(tmp_path):
+    """The data-dir lock the pipeline holds: a second holder is told to wait and gets it after the first."""
+    lock, order, waited = tmp_path / ".pipeline.lock", [], threading.Event()
+
+    def second():
+        with exclusive_lock(lock, on_wait=waited.set):
+            order.append("second")
+
+    with exclusive_lock(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert waited.wait(timeout=10)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import SAMPLE_CLASSES
 
 BIN = Path(sys.executable).parent
-WATCH_INTERVAL_S = 4
+WATCH_INTERVAL_S = 3
 
 
 def free_port() -> int:
@@ -89,6 +89,7 @@ dense_units = 8
 [train]
 epochs = 1
 batch_size = 16
+export_serving = false
 [serve]
 sources = ["{source / 'manifest.csv'}"]
 retrain_cron = "30 3 * * *"
@@ -113,6 +114,8 @@ def test_serve_registers_schedule_and_runs_once_per_burst(server, sample_manifes
     source = tmp_path / "source"
     source.mkdir()
     config = write_config(tmp_path / "mmpipe.toml", source, tmp_path)
+    # The runner looks for due runs every 10 s by default; 2 s keeps the test short.
+    env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     with open(tmp_path / "serve.log", "w") as log:
         serving = subprocess.Popen([str(BIN / "mmpipe"), "serve", "--config", str(config)], env=env, cwd=tmp_path,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
