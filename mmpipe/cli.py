@@ -28,7 +28,7 @@ app = typer.Typer(
     name="mmpipe",
     help="Raw text + image data in: clean versioned Parquet shards, data contracts, a trained and evaluated "
     "Keras classifier with a serving export out, orchestrated by Prefect.\n\n"
-    "Start with `mmpipe sample demo` then `mmpipe ingest demo/manifest.csv --config demo/mmpipe.toml`.",
+    "Start with `mmpipe demo`: a sample dataset through the whole pipeline, in a few minutes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
