@@ -1,6 +1,7 @@
 """`mmpipe serve`: the three deployments, registered and served by one long-running process.
 
-* `retrain`: the pipeline on each configured source, on `serve.retrain_cron` in `serve.timezone`.
+* `retrain`: the pipeline on each configured source, on `serve.retrain_cron` in `serve.timezone`
+  (with several sources, each has its own data and runs dirs: see `Config.for_source`).
 * `watch`: every `serve.watch_interval_s`, fingerprint the sources and emit `mmpipe.source.changed`
   (resource id `mmpipe.source.<hash of the path>`, the change summary as payload) only when new
   files have arrived and settled, so a burst of files is one event.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from mmpipe.config import Config
+from mmpipe.config import Config, source_dir_name
 from mmpipe.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ def build_deployments(config: Config) -> list:
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     deployments = []
     for source in sources:
-        name = "retrain" if len(sources) == 1 else f"retrain-{Path(source).parent.name}-{Path(source).stem}"
+        name = "retrain" if len(sources) == 1 else f"retrain-{source_dir_name(source)}"
         deployments.append(pipeline_flow.to_deployment(
             name=name, schedules=[Cron(config.serve.retrain_cron, timezone=config.serve.timezone)],
             parameters={"source": source, "config": settings}, concurrency_limit=one_at_a_time,

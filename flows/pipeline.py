@@ -25,6 +25,7 @@ from mmpipe.files import exclusive_lock
 @flow(name="pipeline", flow_run_name="pipeline {source}")
 def pipeline_flow(source: str, config: Config) -> dict:
     """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
+    config = config.for_source(source)
     logger = get_run_logger()
     lock = Path(config.data_dir) / ".pipeline.lock"
     waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731

@@ -137,6 +137,12 @@ class ServeConfig(Section):
     watch_interval_s: float = Field(60.0, gt=0, description="how often `watch` looks at the sources")
 
 
+def source_dir_name(source: str | Path) -> str:
+    """A short, stable, readable name for a source: its file or folder name and a hash of its path."""
+    path = Path(source).absolute()
+    return f"{path.stem}-{stable_hash(str(path), 8)}"
+
+
 class Config(Section):
     """Everything that shapes mmpipe's outputs. Its hash is recorded with each output."""
 
@@ -161,6 +167,14 @@ class Config(Section):
     def ingest_hash(self) -> str:
         """Stable hash of `ingest_settings()`: same settings, same hash, on any machine."""
         return stable_hash(self.ingest_settings())
+
+    def for_source(self, source: str | Path) -> Config:
+        """The config a pipeline on `source` uses. With several `[serve] sources`, each gets its own
+        data and runs dirs (DIR/<name>-<hash>), so their datasets and champions never mix."""
+        if len(self.serve.sources) < 2:
+            return self
+        name = source_dir_name(source)
+        return self.model_copy(update={"data_dir": Path(self.data_dir) / name, "runs_dir": Path(self.runs_dir) / name})
 
     def hash(self) -> str:
         """Stable hash of the whole config except where files go and how runs are scheduled."""

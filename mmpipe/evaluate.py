@@ -83,6 +83,10 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     if record["status"] != "completed":
         raise EvaluationError(f"run {record['run_id']} is {record['status']}; only completed runs can be evaluated")
     version = load_dataset(Path(data_dir) if data_dir else Path(record["data_dir"]))
+    if data_dir is None and version.version != record["dataset_version"]:
+        raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
+                              f"{record['dataset_version']} that run {record['run_id']} trained on; pass --data DIR "
+                              "to score it on another dataset")
     rows = split_rows(version, split)
     if not rows:
         raise EvaluationError(f"dataset {version.version} has no {split!r} rows to evaluate on")
@@ -95,6 +99,11 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     to_model_index = np.array([model_classes.index(name) for name in data_classes], dtype=np.int64)
 
     model = keras.models.load_model(run_dir / "model.keras")
+    size = version.manifest["image_shape"][0]
+    image_input = model.input.get("image") if isinstance(model.input, dict) else None
+    if image_input is not None and tuple(image_input.shape[1:3]) != (size, size):
+        raise EvaluationError(f"run {record['run_id']} takes {image_input.shape[1]} px images; dataset "
+                              f"{version.version} holds {size} px images")
     batch_size = config.batch_size
     dataset = make_dataset(version, split, batch_size=batch_size, variant=record["variant"], with_ids=True)
     ids, labels, probabilities = [], [], []
@@ -143,7 +152,7 @@ def _single_sample_latency_ms(model, inputs) -> dict[str, float]:
 def _write_predictions(path: Path, ids, labels, probabilities, classes: list[str]) -> None:
     names = np.array(classes, dtype=object)
     table = pa.table({
-        "id": pa.array(ids.astype(str), pa.string()),
+        "id": pa.array([value.decode("utf-8") for value in ids], pa.string()),
         "label": pa.array(names[labels], pa.string()),
         "predicted": pa.array(names[probabilities.argmax(axis=1)], pa.string()),
         "probabilities": pa.FixedSizeListArray.from_arrays(

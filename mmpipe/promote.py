@@ -36,8 +36,14 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
     if ours is None:
         raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
     with champion_lock(runs_dir):
+        decided = read_json(run_dir / PROMOTION_FILE)  # again: another process may have decided meanwhile
+        if decided is not None:
+            return decided
         champion = read_champion(runs_dir)
-        promoted, reasons, theirs = _judge(runs_dir, ours, champion, config)
+        if champion and champion["run_id"] == run_id:
+            promoted, reasons, theirs = True, ["already the champion"], ours["metrics"]["macro_f1"]
+        else:
+            promoted, reasons, theirs = _judge(runs_dir, ours, champion, config)
         decision = {
             "run_id": run_id, "promoted": promoted, "reasons": reasons,
             "champion_before": champion["run_id"] if champion else None,
@@ -65,13 +71,18 @@ def _judge(runs_dir: Path, ours: dict, champion: dict | None,
             champion_dir, config, split="test", data_dir=Path(ours["data_dir"])).result
     except EvaluationError as error:
         return True, [f"the champion {champion['run_id']} cannot be scored on this test set ({error})"], None
-    mine, their_f1 = ours["metrics"]["macro_f1"], theirs["metrics"]["macro_f1"]
+    # Macro F1 over the classes this test set has: a class only one model knows (absent here)
+    # would count as F1 0 against it and skew the comparison.
+    present = [name for name, scores in ours["per_class"].items() if scores["support"] > 0]
+    mine = sum(ours["per_class"][name]["f1"] for name in present) / max(1, len(present))
+    their_f1 = sum(theirs["per_class"].get(name, {}).get("f1", 0.0) for name in present) / max(1, len(present))
     gain = mine - their_f1
-    where = f"on the test split of {ours['dataset_version']} ({ours['n']} rows)"
+    where = f"on the test split of {ours['dataset_version']} ({ours['n']} rows, {len(present)} classes)"
     reasons = [f"macro F1 {mine:.4f} vs champion {champion['run_id']} {their_f1:.4f} {where}: {gain:+.4f} "
                f"({'meets' if gain >= config.promote_margin else 'below'} the margin {config.promote_margin})"]
     drops = []
-    for name, scores in ours["per_class"].items():
+    for name in present:
+        scores = ours["per_class"][name]
         before = theirs["per_class"].get(name, {}).get("f1")
         if before is not None and before - scores["f1"] > config.max_class_f1_drop:
             drops.append(name)

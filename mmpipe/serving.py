@@ -20,7 +20,8 @@ How close the two paths are, and where they differ (tests/test_serving.py measur
   file's Orientation tag, alpha over the background, the same antialiased bilinear filter and
   the same pad/crop geometry. Pixels can differ by a rounding step where Pillow uses fixed-point
   arithmetic and rounds between its two resize passes; 16-bit images keep the high byte
-  instead of Pillow's rounding. TIFF is not decodable by TensorFlow.
+  instead of Pillow's rounding. TIFF is not decodable by TensorFlow, and its GIF decoder drops
+  transparency (ingest composites it over the background; `mmpipe predict` refuses such GIFs).
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def export_serving(model, run_dir: Path, classes: list[str], text: TextConfig, i
     archive.add_endpoint("standardize", _keyword_function(standardize, names),
                          input_signature=[signature[n] for n in names])
     final = run_dir / SERVING_DIR
-    temp = run_dir / f".{SERVING_DIR}.tmp"
-    shutil.rmtree(temp, ignore_errors=True)
+    temp, old = run_dir / f".{SERVING_DIR}.tmp", run_dir / f".{SERVING_DIR}.old"
+    for leftover in (temp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
     archive.write_out(str(temp), verbose=False)
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():
+        final.rename(old)  # a reader sees the old export or the new one, never a half-deleted one
     temp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -97,8 +101,8 @@ def load_serving(run_dir: Path):
     """The loaded SavedModel of a run; ServingError if the run has none."""
     path = Path(run_dir) / SERVING_DIR
     if not (path / "saved_model.pb").is_file():
-        raise ServingError(f"run {Path(run_dir).name} has no serving export at {path}; it was trained before "
-                           "exports existed or did not finish: train a new run")
+        raise ServingError(f"run {Path(run_dir).name} has no serving export at {path}: it was trained with "
+                           "train.export_serving = false, before exports existed, or did not finish; train a new run")
     return tf.saved_model.load(str(path))
 
 
@@ -131,7 +135,10 @@ def predict_files(run_dir: Path, text: str | None, image: Path | None) -> dict[s
     serving = load_serving(run_dir)
     texts = [text] if "text" in needed else None
     images = [_read_image(image, ImageConfig(**record["config"]["image"]))] if "image" in needed else None
-    result = predict_raw(serving, texts, images)
+    try:
+        result = predict_raw(serving, texts, images)
+    except tf.errors.InvalidArgumentError as error:
+        raise ServingError(f"the serving export could not read the input: {error.message.splitlines()[0]}") from None
     classes = [name.decode() for name in result["classes"][0]]
     probabilities = {name: round(float(p), 6) for name, p in zip(classes, result["probabilities"][0], strict=True)}
     return {"run_id": run_dir.name, "variant": variant, "label": result["label"][0].decode(),
@@ -152,12 +159,18 @@ def _read_image(path: Path, config: ImageConfig) -> bytes:
         raise ServingError(f"{path} is not a {', '.join(SERVING_FORMATS)} file (TIFF is not decodable by the "
                            "serving export): convert it, e.g. to PNG")
     try:
-        with Image.open(path) as header:
-            width, height = header.size
-    except Exception as error:  # noqa: BLE001 - any parser failure on untrusted bytes is the file's fault
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > config.max_pixels:
+                raise ServingError(f"{path} is {width}x{height} pixels, over image.max_pixels = {config.max_pixels:,}")
+            if image.format == "GIF" and "transparency" in image.info:
+                raise ServingError(f"{path} is a GIF with transparency, which TensorFlow's GIF decoder drops "
+                                   "(ingest composites it over the background): convert it to PNG")
+            image.load()  # a truncated or corrupt file fails here, with a clear message, not in the graph
+    except ServingError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder failure on untrusted bytes is the file's fault
         raise ServingError(f"{path} cannot be decoded: {error}") from None
-    if width * height > config.max_pixels:
-        raise ServingError(f"{path} is {width}x{height} pixels, over image.max_pixels = {config.max_pixels:,}")
     return data
 
 
@@ -263,7 +276,8 @@ class Standardizer(tf.Module):
         shape = tf.image.extract_jpeg_shape(data)
         scale = tf.minimum(shape[1] // self.image_config.size, shape[0] // self.image_config.size)
         branch = tf.cast(scale >= 2, tf.int32) + tf.cast(scale >= 4, tf.int32) + tf.cast(scale >= 8, tf.int32)
-        return tf.switch_case(branch, [lambda r=ratio: tf.io.decode_jpeg(data, channels=3, ratio=r)
+        return tf.switch_case(branch, [lambda r=ratio: tf.io.decode_jpeg(
+            data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE")  # libjpeg's default, as in Pillow
                                        for ratio in (1, 2, 4, 8)])
 
     def _decode_other(self, data):

@@ -139,7 +139,9 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
                     *(callbacks or []),
                 ],
             )
-        model.save(run_dir / "model.keras")
+        temp = run_dir / ".model.tmp.keras"  # Keras wants the .keras suffix; the rename makes it atomic
+        model.save(temp)
+        os.replace(temp, run_dir / "model.keras")
         if config.train.export_serving:
             _export(model, run_dir, version)
     except BaseException as error:
@@ -160,7 +162,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> dict[st
     """run.json at the start: everything needed to reproduce the run."""
     return {
         "run_id": run_id, "status": "running", "variant": config.model.variant, "seed": config.seed,
-        "dataset_version": version.version, "data_dir": str(version.data_dir),
+        "dataset_version": version.version, "data_dir": str(Path(version.data_dir).absolute()),
         "classes": list(version.manifest["classes"]), "config": config.model_dump(mode="json"),
         "config_hash": config.hash(), "code_version": mmpipe.__version__, "git_commit": _git_commit(),
         "packages": _package_versions(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -47,3 +47,16 @@ def test_prefect_yaml_describes_the_same_deployments(tmp_path):
     on_new_data = next(d for d in described if d["name"] == "on-new-data")
     assert on_new_data["triggers"][0]["expect"] == [SOURCE_CHANGED]
     assert load_config(None, {**on_new_data["parameters"]["config"]}, environ={}).serve.sources
+
+
+def test_several_sources_get_their_own_dirs_and_deployments(tmp_path):
+    sources = [str(tmp_path / "a" / "manifest.csv"), str(tmp_path / "b" / "manifest.csv")]
+    config = load_config(None, {"data_dir": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"),
+                                "serve.sources": sources}, environ={})
+    first, second = (config.for_source(source) for source in sources)
+    assert first.data_dir != second.data_dir and first.data_dir.parent == tmp_path / "data"
+    assert first.runs_dir != second.runs_dir and first.runs_dir.parent == tmp_path / "runs"
+    names = [deployment.name for deployment in build_deployments(config)]
+    assert len(set(names)) == len(names) == 4  # two retrains (distinct names), watch, on-new-data
+    one = config.model_copy(update={"serve": config.serve.model_copy(update={"sources": sources[:1]})})
+    assert one.for_source(sources[0]) is one  # a single source keeps the configured dirs

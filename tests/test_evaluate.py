@@ -73,6 +73,9 @@ def test_unfinished_run_and_empty_split_are_refused(run_dir):
     (run_dir / "run.json").write_text(json.dumps({**record, "status": "failed"}))
     with pytest.raises(EvaluationError, match="only completed runs"):
         evaluate_run(run_dir, EvaluateConfig())
+    (run_dir / "run.json").write_text(json.dumps({**record, "dataset_version": "an-older-version"}))
+    with pytest.raises(EvaluationError, match="pass --data DIR"):  # the data dir moved on since training
+        evaluate_run(run_dir, EvaluateConfig())
     (run_dir / "run.json").write_text(json.dumps(record))
     with pytest.raises(EvaluationError, match="no 'holdout' rows"):
         evaluate_run(run_dir, EvaluateConfig(), split="holdout")

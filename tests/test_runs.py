@@ -19,8 +19,10 @@ from mmpipe.runs import RunStoreError, compare_runs, list_runs, read_champion, s
 CLASSES = ["cat", "dog"]
 
 
-def make_run(runs_dir: Path, run_id: str, f1: dict[str, float] | None, *, status="completed", epochs=1):
-    """A finished run dir; `f1` per class gives its metrics.json (None: not evaluated)."""
+def make_run(runs_dir: Path, run_id: str, f1: dict[str, float] | None, *, status="completed", epochs=1,
+             absent=()):
+    """A finished run dir; `f1` per class gives its metrics.json (None: not evaluated); classes in
+    `absent` have no rows in the test set."""
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     record = {"run_id": run_id, "status": status, "variant": "fused", "seed": 1, "dataset_version": "v1",
@@ -29,7 +31,8 @@ def make_run(runs_dir: Path, run_id: str, f1: dict[str, float] | None, *, status
               "started_at": run_id, "history": [], "lineage": {"counts": {"test": {"cat": 5, "dog": 5}}}}
     (run_dir / "run.json").write_text(json.dumps(record))
     if f1 is not None:
-        per_class = {name: {"precision": f1[name], "recall": f1[name], "f1": f1[name], "support": 5} for name in f1}
+        per_class = {name: {"precision": f1[name], "recall": f1[name], "f1": f1[name],
+                            "support": 0 if name in absent else 5} for name in f1}
         macro = sum(f1.values()) / len(f1)
         (run_dir / "metrics.json").write_text(json.dumps({
             "run_id": run_id, "split": "test", "dataset_version": "v1", "data_dir": record["data_dir"], "n": 10,
@@ -67,6 +70,16 @@ def test_challenger_rules(tmp_path, challenger, promoted, reason):
     # The decision is recorded in the run and made once: asking again gives the same answer.
     assert json.loads((tmp_path / "20260102T000000Z-b" / "promotion.json").read_text()) == decision
     assert promote(tmp_path, "20260102T000000Z-b", RULES) == decision
+
+
+def test_a_class_absent_from_the_test_set_does_not_skew_the_comparison(tmp_path):
+    # The champion knows "bird", which this test set lacks (F1 0, support 0): counting it would put the
+    # champion at (0.6 + 0.6 + 0) / 3 = 0.4 and promote a challenger that is only 0.005 better.
+    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6, "bird": 0.0}, absent=("bird",))
+    promote(tmp_path, "20260101T000000Z-a", RULES)
+    make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.605, "dog": 0.605})
+    decision = promote(tmp_path, "20260102T000000Z-b", RULES)
+    assert not decision["promoted"] and "below the margin" in decision["reasons"][0]
 
 
 def test_unevaluated_run_cannot_be_promoted(tmp_path):

@@ -44,6 +44,8 @@ def mixed_files(folder):
         image.save(folder / name, **options)
         files.append(folder / name)
 
+    sharp = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    save("sharp.jpg", Image.fromarray(sharp), quality=95)  # high frequencies: the DCT method shows here
     save("large.jpg", base.resize((900, 600)), quality=85)  # decoded at 1/8 scale, like Pillow's draft
     save("photo.jpg", base, quality=92)
     save("gray.jpg", base.convert("L"))
@@ -149,13 +151,19 @@ def test_predict_cli_prints_one_json_object(trained_run, parity_inputs, monkeypa
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
 
 
-@pytest.mark.parametrize("case", ["missing-image", "tiff", "unknown-run"])
+@pytest.mark.parametrize("case", ["missing-image", "tiff", "unknown-run", "truncated", "transparent-gif"])
 def test_predict_refuses_unusable_input_in_one_line(trained_run, tmp_path, monkeypatch, capsys, case):
-    tiff = tmp_path / "image.tif"
+    tiff, png, gif = tmp_path / "image.tif", tmp_path / "image.png", tmp_path / "image.gif"
     textured(20, 20, 3).save(tiff)
+    textured(40, 40, 4).save(png)
+    png.write_bytes(png.read_bytes()[:200])
+    noise = np.random.default_rng(5).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(noise).convert("P").save(gif, transparency=0)  # palette index 0 is transparent
+    image = {"tiff": tiff, "truncated": png, "transparent-gif": gif}.get(case, tiff)
     args = {"missing-image": [trained_run.name, "--text", "a sun"],
-            "tiff": [trained_run.name, "--text", "a sun", "--image", str(tiff)],
-            "unknown-run": ["20000101T000000Z-abcdef", "--text", "a sun", "--image", str(tiff)]}[case]
+            "unknown-run": ["20000101T000000Z-abcdef", "--text", "a sun", "--image", str(tiff)]}.get(
+        case, [trained_run.name, "--text", "a sun", "--image", str(image)])
     code, out, err = run_main(["predict", *args, "--runs", str(trained_run.parent)], monkeypatch, capsys)
-    message = {"missing-image": "--text and --image", "tiff": "convert it", "unknown-run": "no run"}[case]
+    message = {"missing-image": "--text and --image", "tiff": "convert it", "unknown-run": "no run",
+               "truncated": "cannot be decoded", "transparent-gif": "convert it to PNG"}[case]
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
