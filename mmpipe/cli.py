@@ -212,10 +212,7 @@ def predict(
         run_id = (read_champion(runs_dir) or {}).get("run_id")
         if run_id is None:
             raise MmpipeError(f"no champion in {runs_dir} yet: give a RUN_ID, or `mmpipe evaluate RUN_ID` to pick one")
-    run_dir = runs_dir / run_id
-    if not (run_dir / "run.json").is_file():
-        raise MmpipeError(f"no run {run_id} in {runs_dir}; `mmpipe runs list --runs {runs_dir}` shows the runs")
-    result = predict_files(run_dir, text, image)
+    result = predict_files(runs_dir / run_id, text, image)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -351,10 +348,10 @@ def evaluate(
     `evaluate.promote_margin` and no class's F1 drops by more than `evaluate.max_class_f1_drop`.
     """
     from mmpipe.config import load_config
-    from mmpipe.evaluate import read_run
+    from mmpipe.runs import load_run
 
     settings = load_config(config, {"runs_dir": runs})
-    read_run(Path(settings.runs_dir).absolute() / run_id)  # fail fast (exit 2) before starting Prefect
+    load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
     _prepare_prefect()
     from flows.evaluate import evaluate_flow
 

@@ -26,8 +26,8 @@ from mmpipe.dataset import load_dataset
 from mmpipe.errors import MmpipeError
 from mmpipe.files import atomic_path, write_json_atomic
 from mmpipe.metrics import classification_metrics
+from mmpipe.runs import METRICS_FILE, load_run
 
-METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 EVALUATIONS = "evaluations"
 _LATENCY_SAMPLES = 20
@@ -49,13 +49,6 @@ class Evaluation:
         return {key: self.result[key] for key in keys}
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / "run.json").read_text())
-    except FileNotFoundError:
-        raise EvaluationError(f"no run at {run_dir}; `mmpipe runs list` shows the runs") from None
-
-
 def evaluation_dir(run_dir: Path, record: dict, dataset_version: str, split: str) -> Path:
     """Where the evaluation of a run on (dataset version, split) lives."""
     if dataset_version == record["dataset_version"] and split == "test":
@@ -64,7 +57,8 @@ def evaluation_dir(run_dir: Path, record: dict, dataset_version: str, split: str
 
 
 def existing_evaluation(run_dir: Path, dataset_version: str, split: str) -> dict[str, Any] | None:
-    path = evaluation_dir(run_dir, read_run(run_dir), dataset_version, split) / METRICS_FILE
+    path = evaluation_dir(run_dir, load_run(Path(run_dir).parent, Path(run_dir).name), dataset_version,
+                          split) / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -79,7 +73,7 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     import keras
 
     run_dir = Path(run_dir).absolute()
-    record = read_run(run_dir)
+    record = load_run(run_dir.parent, run_dir.name)
     if record["status"] != "completed":
         raise EvaluationError(f"run {record['run_id']} is {record['status']}; only completed runs can be evaluated")
     version = load_dataset(Path(data_dir) if data_dir else Path(record["data_dir"]))

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.config import EvaluateConfig
-from mmpipe.evaluate import METRICS_FILE, EvaluationError, evaluate_run, existing_evaluation
+from mmpipe.evaluate import EvaluationError, evaluate_run, existing_evaluation
 from mmpipe.files import write_json_atomic
-from mmpipe.report import PROMOTION_FILE, write_report
-from mmpipe.runs import champion_lock, load_run, read_champion, read_json, set_champion
+from mmpipe.report import write_report
+from mmpipe.runs import (
+    METRICS_FILE,
+    PROMOTION_FILE,
+    RunStoreError,
+    champion_lock,
+    load_run,
+    read_champion,
+    read_json,
+    set_champion,
+)
 
 
 def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, Any]:
@@ -69,7 +78,7 @@ def _judge(runs_dir: Path, ours: dict, champion: dict | None,
     try:
         theirs = existing_evaluation(champion_dir, ours["dataset_version"], "test") or evaluate_run(
             champion_dir, config, split="test", data_dir=Path(ours["data_dir"])).result
-    except EvaluationError as error:
+    except (EvaluationError, RunStoreError) as error:  # e.g. other classes or image size, or its dir deleted
         return True, [f"the champion {champion['run_id']} cannot be scored on this test set ({error})"], None
     # Macro F1 over the classes this test set has: a class only one model knows (absent here)
     # would count as F1 0 against it and skew the comparison.

@@ -15,10 +15,10 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from mmpipe.files import atomic_path
+from mmpipe.runs import PROMOTION_FILE
 
 MATRIX_FILE = "confusion_matrix.png"
 REPORT_FILE = "report.html"
-PROMOTION_FILE = "promotion.json"
 _CELL = 44
 _MARGIN = 110
 

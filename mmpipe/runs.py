@@ -1,4 +1,4 @@
-"""The run store: RUNS/<run_id>/ directories, read-only views over them, and the champion pointer.
+"""The run store: the layout of RUNS/<run_id>/, read-only views over it, and the champion pointer.
 
 There is no index to keep in step: each run's files are the truth (written atomically, so a
 reader never sees half a file), and listing reads only run.json and metrics.json. The champion
@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.errors import MmpipeError
-from mmpipe.evaluate import METRICS_FILE
 from mmpipe.files import exclusive_lock, write_json_atomic
-from mmpipe.report import PROMOTION_FILE
 
+# The files a run dir holds (train writes run.json, evaluate metrics.json, promote promotion.json)
+# and the champion pointer beside the runs.
 RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+PROMOTION_FILE = "promotion.json"
 CHAMPION_FILE = "champion.json"
 _LOCK_FILE = ".champion.lock"
 

@@ -122,10 +122,10 @@ def predict_files(run_dir: Path, text: str | None, image: Path | None) -> dict[s
     The inputs the run's variant needs must be given; the image is checked like ingest checks it
     (file size, format, pixel count) before the graph sees it, so bad files give a clear error.
     """
-    import json
+    from mmpipe.runs import load_run
 
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / "run.json").read_text())
+    record = load_run(run_dir.parent, run_dir.name)
     variant = record["variant"]
     needed = {"fused": ("text", "image"), "text": ("text",), "image": ("image",)}[variant]
     missing = [name for name in needed if {"text": text, "image": image}[name] is None]

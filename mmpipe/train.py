@@ -26,8 +26,8 @@ from mmpipe.data import make_dataset, split_rows, train_texts
 from mmpipe.dataset import DatasetVersion, load_dataset
 from mmpipe.errors import MmpipeError
 from mmpipe.files import write_json_atomic
+from mmpipe.runs import RUN_FILE
 
-RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 
 
