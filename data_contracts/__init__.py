@@ -1,1 +1,1 @@
-"""The project's data contracts, shipped with mmpipe as the default suites (see README.md here)."""
+"""The project contracts: the suites every mmpipe dataset must pass, shipped with mmpipe (see README.md here)."""

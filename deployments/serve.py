@@ -31,7 +31,7 @@ def build_deployments(config: Config) -> list:
     from flows.pipeline import pipeline_flow
     from flows.watch import SOURCE_CHANGED, watch_flow
 
-    sources = [str(Path(source).absolute()) for source in config.serve.sources]
+    sources = [str(Path(entry.path).absolute()) for entry in config.serve.sources]
     if not sources:
         raise ConfigError("mmpipe serve needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
                           "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")

@@ -1,4 +1,4 @@
-"""The validate flow: check the current dataset version against data_contracts/ and gate on it."""
+"""The validate flow: check the current dataset version against its contracts (project + source) and gate on it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def validate_flow(data_dir: str, config: Config) -> dict:
     create_markdown_artifact(key=VALIDATION_REPORT, markdown=report.to_markdown(),
                              description=f"Contracts on dataset {report.dataset_version}")
     logger = get_run_logger()
+    logger.info("suites: %s", report.contracts_line)
+    if report.notice:
+        logger.warning(report.notice)
     for warning in report.warnings:
         logger.warning("contract warning: %s observed %s", warning.expectation, warning.observed)
     if not report.success:

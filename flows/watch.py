@@ -19,12 +19,12 @@ def source_resource(source: str) -> dict[str, str]:
             "prefect.resource.name": str(Path(source).absolute())}
 
 
-@flow(name="watch", flow_run_name="watch {config.serve.sources}")
+@flow(name="watch")
 def watch_flow(config: Config) -> list[dict]:
     """Poll every configured source; an event per source whose files changed and settled."""
     logger = get_run_logger()
     changes = []
-    for source in config.serve.sources:
+    for source in (entry.path for entry in config.serve.sources):
         status, change = poll(Path(source), Path(config.data_dir), exclude=(Path(config.runs_dir),))
         if change is None:
             logger.info("%s: %s", source, "files still arriving, waiting for them to settle"

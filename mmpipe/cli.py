@@ -54,6 +54,12 @@ DaskOption = Annotated[
                  "(needs `pip install mmpipe[dask]`; default: local threads).", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
+ContractsOption = Annotated[
+    Path | None,
+    typer.Option("--contracts", help="Folder of exported source suites (shards.json, dataset.json) to validate with, "
+                 "instead of the ones inferred into `DATA/contracts/` (sets `contracts.suites_dir`).",
+                 show_default=False),
+]
 
 
 def main() -> None:
@@ -102,23 +108,27 @@ def ingest(
 @app.command()
 def validate(
     data: DataOption = None,
+    contracts: ContractsOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the current dataset version against the Great Expectations suites in data_contracts/.
+    """Check the current dataset version against its data contracts (Great Expectations suites).
 
-    Critical expectations gate training; warnings (drift from the reference version) are reported.
-    Results and GX Data Docs go to `DATA/validation/DATASET_VERSION/`; an unchanged dataset and
-    suite are not validated twice. Exit status: 0 all critical expectations pass, 1 one fails,
-    2 no dataset or an unusable suite file.
+    Two layers: the project suites shipped with mmpipe (what holds for every dataset) and the
+    source suites (this source's classes, ranges and drift). A data dir without source suites
+    gets them inferred from its first version that passes the project suites, into
+    `DATA/contracts/`; review them with `mmpipe contracts show`. Critical expectations gate
+    training; warnings are reported. Results and GX Data Docs go to
+    `DATA/validation/DATASET_VERSION/`; an unchanged dataset and suite are not validated twice.
+    Exit status: 0 all critical expectations pass, 1 one fails, 2 no dataset or an unusable suite file.
     """
     from mmpipe.config import load_config
-    from mmpipe.contracts.suites import read_suites
+    from mmpipe.contracts.suites import load_contracts
     from mmpipe.dataset import load_dataset
 
-    settings = load_config(config, {"data_dir": data})
+    settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
     load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
-    read_suites(settings)
+    load_contracts(settings.data_dir, settings)
     _prepare_prefect()
     from flows.validate import validate_flow
 
@@ -132,11 +142,26 @@ def validate(
         raise typer.Exit(EXIT_FAILED_CHECK) from None
     if as_json:
         typer.echo(json.dumps(summary, default=str))
+        _print_notice(summary)
         return
     typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
                f"({len(summary['warnings'])} warning(s)); report: {summary['report']}")
+    _print_contracts(summary)
     for warning in summary["warnings"]:
-        typer.echo(f"  warning: {warning['expectation']} observed {warning['observed']}")
+        typer.echo(f"  warning: {warning['expectation']}: {warning['observed']}")
+
+
+def _print_contracts(validation: dict) -> None:
+    """Which suites were used; when they were just inferred, the loud notice on stderr too."""
+    from mmpipe.contracts.infer import source_origin_line
+
+    typer.echo(f"  {source_origin_line(validation['contracts'])}")
+    _print_notice(validation)
+
+
+def _print_notice(validation: dict) -> None:
+    if validation.get("notice"):
+        typer.secho(f"mmpipe: {validation['notice']}", err=True, bold=True)
 
 
 @app.command("train")
@@ -227,6 +252,7 @@ def run_command(
                                            show_default=False)],
     data: DataOption = None,
     runs: RunsOption = None,
+    contracts: ContractsOption = None,
     config: ConfigOption = None,
     dask: DaskOption = None,
     as_json: JsonOption = False,
@@ -234,17 +260,21 @@ def run_command(
     """Run the whole pipeline: ingest -> validate -> train -> evaluate -> promote.
 
     One Prefect flow run (`pipeline`) with a subflow run per stage, so the UI shows each stage's
-    logs and artifacts. A critical data-contract failure stops it before training (exit 1).
-    Exit status: 0 done, 1 the data failed its contracts, 2 unusable input.
+    logs and artifacts. On a data dir's first run the source contracts are inferred from the data
+    (and said so); later versions are checked against them. A critical data-contract failure
+    stops it before training (exit 1). Exit status: 0 done, 1 the data failed its contracts,
+    2 unusable input.
     """
     from mmpipe.config import load_config
     from mmpipe.sources import open_source
 
-    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask})
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask,
+                                    "contracts.suites_dir": contracts})
     open_source(source)
     summary = _run_pipeline(source, settings, quiet=as_json)
     if as_json:
         typer.echo(json.dumps(summary))
+        _print_notice(summary["validation"])
         return
     _print_pipeline_summary(summary)
 
@@ -293,7 +323,8 @@ def _print_pipeline_summary(summary: dict) -> None:
     ingest = summary["ingest"]
     typer.echo(f"dataset {summary['dataset_version']}: {ingest['accepted']} accepted, "
                f"{sum(ingest['quarantined'].values())} quarantined, {ingest['duplicates']} duplicates; "
-               "contracts passed")
+               f"contracts passed ({len(summary['validation']['warnings'])} warning(s))")
+    _print_contracts(summary["validation"])
     typer.echo(f"run {summary['run_id']}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
                f"(test split); {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
     typer.echo(f"report: {summary['report']}")
@@ -484,31 +515,131 @@ def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json:
                f"promoted {champion['promoted_at']}, previous {champion['previous']})")
 
 
-contracts_app = typer.Typer(help="Write the data contracts (Great Expectations suites) for your dataset.",
+contracts_app = typer.Typer(help="The data contracts of a data dir: show, export, infer, accept new classes.",
                             no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
+
+
+@contracts_app.command("show")
+def contracts_show(
+    data: DataOption = None,
+    contracts: ContractsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which suites apply to the data dir, where they come from, and what the source suites expect.
+
+    Project suites ship with mmpipe and hold for every dataset; source suites are this source's
+    (inferred into `DATA/contracts/` from its first good version, or exported ones given by
+    `--contracts DIR`).
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.infer import source_origin_line
+    from mmpipe.contracts.suites import describe_expectation, load_contracts
+
+    settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
+    loaded = load_contracts(settings.data_dir, settings)
+    described = loaded.describe()
+    layers = {"project": loaded.project, "source": loaded.source or {}}
+    if as_json:
+        for name, suites in layers.items():
+            described[name]["expectations"] = {kind: suite.expectations for kind, suite in suites.items()}
+        typer.echo(json.dumps(described, default=str))
+        return
+    typer.echo(f"project contracts: built-in, {described['project']['dir']}")
+    typer.echo(source_origin_line(described))
+    for name, suites in layers.items():
+        for kind, suite in suites.items():
+            typer.echo(f"\n{name}/{kind} ({suite.path}):")
+            for entry in suite.expectations:
+                kwargs = {key: value for key, value in entry.get("kwargs", {}).items() if key != "column"}
+                shown = ", ".join(f"{key}={_brief(value)}" for key, value in kwargs.items())
+                typer.echo(f"  {entry['severity']:<8} {describe_expectation(entry)}" + (f": {shown}" if shown else ""))
+    typer.echo("\n<name> values are filled in at validation from the dataset's settings and the drift reference")
+    if loaded.source is None:
+        typer.echo("next: `mmpipe validate` infers the source contracts from the current version")
+    elif described["source"]["origin"] == "inferred":
+        typer.echo("keep them under version control: `mmpipe contracts export DIR`, then `--contracts DIR` "
+                   "(or contracts.suites_dir)")
+
+
+def _brief(value: Any, limit: int = 400) -> str:
+    """A suite argument as a reviewer reads it: parameters as <name> (filled in from the settings)."""
+    if isinstance(value, dict) and set(value) == {"$PARAMETER"}:
+        return f"<{value['$PARAMETER']}>"
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contracts_app.command("export")
+def contracts_export(
+    out: Annotated[Path, typer.Argument(help="Folder to write shards.json and dataset.json into.",
+                                        show_default=False)],
+    data: DataOption = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing suite files.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Copy the data dir's source suites to a folder, to review and keep under version control.
+
+    Then use them with `--contracts DIR` (or `contracts.suites_dir = "DIR"` in mmpipe.toml, or a
+    `[serve] sources` entry's `contracts`): exported suites win over the inferred ones.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.infer import export_source_suites
+
+    settings = load_config(config, {"data_dir": data})
+    for path in export_source_suites(settings.data_dir, settings, out, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"use them with `--contracts {out}` or `contracts.suites_dir = \"{out}\"` in mmpipe.toml")
 
 
 @contracts_app.command("init")
 def contracts_init(
     data: DataOption = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for shards.json and dataset.json (default: the data "
+                                             "dir's `contracts/`, where validation finds them).",
+                                             show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing suite files (re-infer).")] = False,
     config: ConfigOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for shards.json and dataset.json.")] = Path("data_contracts"),
-    force: Annotated[bool, typer.Option(help="Overwrite existing suite files.")] = False,
 ) -> None:
-    """Profile the current dataset and write starting suites, like TFX SchemaGen.
+    """Infer source suites from the current dataset version, like TFX SchemaGen (the explicit form).
 
-    The class set and observed ranges (with a margin) are written as literal values for you to
-    review; sizes and drift bounds stay parameters that mmpipe fills in from the config and the
-    reference dataset. mmpipe uses ./data_contracts when it exists (or contracts.suites_dir).
+    `mmpipe validate` does this by itself on a data dir's first good version; use this to
+    re-infer (`--force`) after the data has changed on purpose, or to write them elsewhere.
+    The class set is critical; observed ranges (with a margin), formats, class coverage and
+    drift are warnings; sizes and drift bounds stay parameters filled in from the config.
     """
     from mmpipe.config import load_config
-    from mmpipe.contracts.profile import write_starting_suites
+    from mmpipe.contracts.infer import init_source_suites
 
     settings = load_config(config, {"data_dir": data})
-    for path in write_starting_suites(settings.data_dir, settings, out, force=force):
+    for path in init_source_suites(settings.data_dir, settings, out, force=force):
         typer.echo(f"wrote {path}")
     typer.echo("review them (severity: critical stops training, warning reports), then run `mmpipe validate`")
+
+
+@contracts_app.command("accept-classes")
+def contracts_accept_classes(
+    data: DataOption = None,
+    contracts: ContractsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Accept the classes of the current dataset version that the source contracts do not know.
+
+    A later version with a new class fails validation on purpose (a new class changes the model's
+    output); this records the decision in the source suites (the data dir's, or the exported
+    ones given by `--contracts`). Then run `mmpipe validate` (or the pipeline) again.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.infer import accept_classes
+
+    settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
+    added, path = accept_classes(settings.data_dir, settings)
+    if not added:
+        typer.echo(f"nothing to accept: {path} already knows every class of the current version")
+        return
+    typer.echo(f"accepted {', '.join(f'{name!r} ({rows} rows)' for name, rows in added.items())} into {path}")
+    typer.echo("next: `mmpipe validate` (or `mmpipe run`)")
 
 
 @app.command()

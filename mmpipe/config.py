@@ -80,10 +80,11 @@ class ContractsConfig(Section):
     """What the data contracts (Great Expectations suites) compare against."""
 
     suites_dir: Path | None = Field(
-        None, description="folder with shards.json and dataset.json; default ./data_contracts, else the built-in"
+        None, description="folder of exported source suites (shards.json, dataset.json) that win over the ones "
+        "inferred into the data dir; the project suites always apply"
     )
-    min_train_per_class: int = Field(5, ge=0, description="fewer train rows in any class is a critical failure")
-    split_tolerance: float = Field(0.1, ge=0, le=1, description="allowed |share - ratio| per split")
+    min_train_per_class: int = Field(5, ge=0, description="fewer train rows in a class is a warning")
+    split_tolerance: float = Field(0.1, ge=0, le=1, description="allowed |share - ratio| per split (a warning)")
     kl_threshold: float = Field(0.1, gt=0, description="label drift vs the reference beyond this KL is a warning")
     stats_tolerance: float = Field(0.25, gt=0, description="relative band around the reference's medians")
     max_orig_side: int = Field(20_000, ge=1, description="original width/height above this is a failure")
@@ -128,13 +129,36 @@ class EvaluateConfig(Section):
     max_class_f1_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
 
 
+class SourceEntry(Section):
+    """One source `mmpipe serve` watches, optionally with its own exported contracts."""
+
+    path: str = Field(description="a manifest or a LABEL/FILE folder")
+    contracts: Path | None = Field(None, description="folder of this source's exported suites (`mmpipe contracts "
+                                   "export`); default: the ones inferred into its data dir")
+
+
 class ServeConfig(Section):
     """What `mmpipe serve` schedules and watches."""
 
-    sources: list[str] = Field(default_factory=list, description="manifests or folders to retrain on and watch")
+    sources: list[SourceEntry] = Field(
+        default_factory=list, description='manifests or folders to retrain on and watch: "path" or '
+        '{ path = "...", contracts = "DIR" }')
     retrain_cron: str = Field("0 2 * * *", description="when `retrain` runs (cron, default nightly at 02:00)")
     timezone: str = Field("UTC", description="IANA timezone of retrain_cron, e.g. Europe/Berlin")
     watch_interval_s: float = Field(60.0, gt=0, description="how often `watch` looks at the sources")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _paths_are_entries(cls, value: Any) -> Any:
+        """A plain string is a source without its own contracts."""
+        if isinstance(value, list):
+            return [{"path": str(item)} if isinstance(item, str | Path) else item for item in value]
+        return value
+
+    def entry_for(self, source: str | Path) -> SourceEntry | None:
+        """The configured entry of `source` (compared as absolute paths), if it is one."""
+        wanted = Path(source).absolute()
+        return next((entry for entry in self.sources if Path(entry.path).absolute() == wanted), None)
 
 
 def source_dir_name(source: str | Path) -> str:
@@ -170,11 +194,18 @@ class Config(Section):
 
     def for_source(self, source: str | Path) -> Config:
         """The config a pipeline on `source` uses. With several `[serve] sources`, each gets its own
-        data and runs dirs (DIR/<name>-<hash>), so their datasets and champions never mix."""
+        data and runs dirs (DIR/<name>-<hash>), so their datasets, contracts and champions never mix;
+        a source entry's own `contracts` folder is its exported source suites."""
+        config = self
+        entry = self.serve.entry_for(source)
+        if entry is not None and entry.contracts is not None:
+            contracts = self.contracts.model_copy(update={"suites_dir": entry.contracts})
+            config = config.model_copy(update={"contracts": contracts})
         if len(self.serve.sources) < 2:
-            return self
+            return config
         name = source_dir_name(source)
-        return self.model_copy(update={"data_dir": Path(self.data_dir) / name, "runs_dir": Path(self.runs_dir) / name})
+        return config.model_copy(update={"data_dir": Path(self.data_dir) / name,
+                                         "runs_dir": Path(self.runs_dir) / name})
 
     def hash(self) -> str:
         """Stable hash of the whole config except where files go and how runs are scheduled."""

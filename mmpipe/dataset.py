@@ -1,8 +1,9 @@
 """The dataset version: processed chunks in, deduplicated shards + quarantine + dataset.json out.
 
-Finalizing is where rows meet each other: exact duplicates are dropped and counted, content seen
-with two labels is quarantined as `label_conflict`, an id reused for other content as
-`id_conflict`. Every row read ends up in exactly one of: a shard, the quarantine, the duplicates.
+Finalizing is where rows meet each other: a repeated (image, text) pair with the same label is
+dropped and counted as a duplicate (whatever its id), content seen with two labels is
+quarantined as `label_conflict`, an id reused for other content as `id_conflict`. Every row
+read ends up in exactly one of: a shard, the quarantine, the duplicates.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import mmpipe
 from mmpipe.chunks import ChunkPlan, ChunkResult, code_fingerprint
 from mmpipe.config import SPLITS, Config
 from mmpipe.errors import DataDirError
-from mmpipe.files import stable_hash, write_json_atomic
+from mmpipe.files import sha256_file, stable_hash, write_json_atomic
 from mmpipe.reasons import Reason
 from mmpipe.schema import QUARANTINE_SCHEMA, quarantine_rows, shard_schema
 from mmpipe.shards import ShardWriter
@@ -120,9 +121,20 @@ def reusable_dataset(data_dir: Path, key: str) -> DatasetVersion | None:
     except DataDirError:
         return None
     files = existing.manifest.get("shards", []) + existing.manifest.get("quarantine", [])
-    if existing.manifest.get("inputs_key") != key or not all((data_dir / f["path"]).is_file() for f in files):
+    if existing.manifest.get("inputs_key") != key or not all(_unchanged(data_dir, entry) for entry in files):
         return None
     return existing
+
+
+def _unchanged(data_dir: Path, entry: dict[str, Any]) -> bool:
+    """The file is still the one written: same size and mtime (else same sha256, e.g. after a copy)."""
+    try:
+        stat = (Path(data_dir) / entry["path"]).stat()
+    except FileNotFoundError:
+        return False
+    if (stat.st_size, stat.st_mtime_ns) == (entry.get("bytes"), entry.get("mtime_ns")):
+        return True
+    return stat.st_size == entry.get("bytes") and sha256_file(Path(data_dir) / entry["path"]) == entry["sha256"]
 
 
 def finalize_dataset(
@@ -198,7 +210,7 @@ class _Tally:
     """Cross-chunk state of one finalize: ids and rows seen, and every count the manifest reports."""
 
     def __init__(self) -> None:
-        self.seen_rows: set[tuple[str, str, str]] = set()
+        self.seen_contents: set[str] = set()  # content keys (cleaned text + image sha256) accepted
         self.id_sources: dict[str, str] = {}
         self.rows_read = 0
         self.duplicates = 0
@@ -221,10 +233,15 @@ class _Tally:
             reason, detail = columns["reason"][index], columns["detail"][index]
             row_id, key, label = columns["id"][index], columns["content_key"][index], columns["label"][index]
             if reason is None:
-                reason, detail = self._conflict(row_id, key, label, labels_by_content, sources[index])
-            if reason is None and (row_id, key, label) in self.seen_rows:
+                reason, detail = self._label_conflict(key, labels_by_content)
+            # The (image, text) pair is the unit of uniqueness: the same pair again, under any id,
+            # is a duplicate (it would only weigh twice in training, or leak across splits).
+            if reason is None and key in self.seen_contents:
                 self.duplicates += 1
                 continue
+            if reason is None and row_id in self.id_sources:
+                reason = Reason.ID_CONFLICT.value
+                detail = f"id {row_id!r} is already used by {self.id_sources[row_id]} with other content"
             if reason is not None:
                 rejected.append(index)
                 reasons.append(reason)
@@ -233,21 +250,19 @@ class _Tally:
                 if len(self.examples[reason]) < EXAMPLES_PER_REASON:
                     self.examples[reason].append({"id": row_id, "source": sources[index], "detail": detail})
                 continue
-            self.seen_rows.add((row_id, key, label))
+            self.seen_contents.add(key)
             self.id_sources[row_id] = sources[index]
             self.counts[columns["split"][index]][label] += 1
             self.truncated += bool(columns["text_truncated"][index])
             accepted.append(index)
         return accepted, rejected, reasons, details
 
-    def _conflict(self, row_id, key, label, labels_by_content, source) -> tuple[str | None, str | None]:
+    @staticmethod
+    def _label_conflict(key, labels_by_content) -> tuple[str | None, str | None]:
         labels = labels_by_content[key]
         if isinstance(labels, set):
             shown = ", ".join(repr(name) for name in sorted(labels))
             return Reason.LABEL_CONFLICT.value, f"the same text and image are labelled {shown}"
-        if (row_id, key, label) not in self.seen_rows and row_id in self.id_sources:
-            first = self.id_sources[row_id]
-            return Reason.ID_CONFLICT.value, f"id {row_id!r} is already used by {first} with other content"
         return None, None
 
 

@@ -45,7 +45,7 @@ class Evaluation:
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe evaluate --json` prints."""
-        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "out_dir")
+        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "low_support", "out_dir")
         return {key: self.result[key] for key in keys}
 
 
@@ -120,7 +120,8 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     result = {
         "run_id": record["run_id"], "split": split, "dataset_version": version.version,
         "data_dir": str(version.data_dir), "primary": out_dir == run_dir, "classes": model_classes,
-        **scored, "out_dir": str(out_dir), "seconds": round(seconds, 3),
+        **scored, "low_support": low_support_classes(record), "out_dir": str(out_dir),
+        "seconds": round(seconds, 3),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": config.model_dump(mode="json"),
     }
@@ -129,6 +130,15 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     write_report(out_dir, record, result)
     write_json_atomic(out_dir / METRICS_FILE, result)
     return Evaluation(run_dir, out_dir, result)
+
+
+def low_support_classes(record: dict[str, Any]) -> dict[str, Any]:
+    """Classes the run saw fewer than `contracts.min_train_per_class` train rows of (with their train
+    rows): their numbers rest on little evidence, and the report says so."""
+    minimum = record["config"]["contracts"]["min_train_per_class"]
+    train = record["lineage"]["counts"]["train"]
+    return {"min_train_rows": minimum,
+            "classes": {name: int(train.get(name, 0)) for name in record["classes"] if train.get(name, 0) < minimum}}
 
 
 def _single_sample_latency_ms(model, inputs) -> dict[str, float]:

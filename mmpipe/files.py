@@ -66,8 +66,13 @@ def exclusive_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Ite
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def json_text(value: Any, pretty: bool = True) -> str:
+    """JSON as mmpipe writes it: pretty (indented, sorted keys) for people, compact for caches."""
+    return json.dumps(value, indent=2 if pretty else None, sort_keys=pretty, ensure_ascii=False) + "\n"
+
+
 def write_json_atomic(path: Path, value: Any, pretty: bool = True) -> None:
-    """Write JSON via a temp file and a rename; pretty for people, compact for caches."""
-    text = json.dumps(value, indent=2 if pretty else None, sort_keys=pretty, ensure_ascii=False)
+    """Write JSON via a temp file and a rename."""
     with atomic_path(path) as temp:
-        temp.write_text(text + "\n", encoding="utf-8")
+        temp.write_text(json_text(value, pretty), encoding="utf-8")
+

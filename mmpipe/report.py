@@ -69,6 +69,11 @@ def render_html(record: dict[str, Any], result: dict[str, Any], png: bytes, deci
     per_class = "".join(
         f"<tr><td>{escape(name)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
         f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>" for name, v in result["per_class"].items())
+    low = result.get("low_support") or {"classes": {}}
+    low_support = (f"<p><b>Low-support classes</b> (fewer than {low['min_train_rows']} train rows, so their numbers "
+                   "rest on little evidence): " + ", ".join(f"{escape(name)} ({count} train rows)"
+                                                            for name, count in low["classes"].items())
+                   + "</p>") if low["classes"] else ""
     promotion = ""
     if decision:
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"
@@ -86,7 +91,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 {promotion}
 <h2>Metrics</h2><table>{rows}</table>
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
-{per_class}</table>
+{per_class}</table>{low_support}
 <h2>Confusion matrix</h2><img alt="confusion matrix" src="data:image/png;base64,{image}">
 <h2>Training curves</h2>{training_curves_svg(record.get("history", []))}
 <h2>Lineage</h2>{lineage_html(record)}

@@ -37,15 +37,20 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 @dataclass(frozen=True)
 class ShardFile:
-    """A finished file: its path relative to the data dir, content hash and row count."""
+    """A finished file: its path relative to the data dir, content hash, row count, size and mtime.
+
+    Size and mtime let a reader re-check cheaply that the file is still the one that was hashed.
+    """
 
     path: str
     sha256: str
     rows: int
     bytes: int
+    mtime_ns: int
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "rows": self.rows, "bytes": self.bytes}
+        return {"path": self.path, "sha256": self.sha256, "rows": self.rows, "bytes": self.bytes,
+                "mtime_ns": self.mtime_ns}
 
 
 class ShardWriter:
@@ -99,8 +104,9 @@ class ShardWriter:
         digest = sha256_file(self._temp)
         final = self.folder / f"{self.prefix}-{len(self.files):05d}-{digest[:12]}.parquet"
         os.replace(self._temp, final)
-        size = final.stat().st_size
-        self.files.append(ShardFile(str(final.relative_to(self.data_dir)), digest, self._rows, size))
+        stat = final.stat()
+        self.files.append(ShardFile(str(final.relative_to(self.data_dir)), digest, self._rows, stat.st_size,
+                                    stat.st_mtime_ns))
         self._writer, self._temp = None, None
 
     def _abandon_file(self) -> None:

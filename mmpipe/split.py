@@ -8,7 +8,7 @@ from mmpipe.config import SPLITS, SplitRatios
 
 
 def assign_split(key: str, ratios: SplitRatios) -> str:
-    """Map `key` (the row's group, else its id) to train/val/test with the given ratios."""
+    """Map `key` (the row's group, else its image's sha256) to train/val/test with the given ratios."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     cumulative = 0.0

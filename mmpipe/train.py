@@ -173,12 +173,13 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> dict[st
 def _lineage(version: DatasetVersion) -> dict[str, Any]:
     """What the run depends on, copied in: the data dir may hold another version tomorrow."""
     result_path = validation_dir(version.data_dir, version.version) / RESULT_FILE
-    passed = json.loads(result_path.read_text())["success"]
+    result = json.loads(result_path.read_text())
     manifest = version.manifest
     return {
         "dataset_version": version.version, "ingest_config_hash": manifest.get("config_hash"),
         "counts": manifest["counts"], "shards": [dict(shard) for shard in manifest["shards"]],
-        "validation": {"success": passed, "result": str(result_path)},
+        "validation": {"success": result["success"], "result": str(result_path),
+                       "contracts": result.get("contracts")},
     }
 
 

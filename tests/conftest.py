@@ -65,7 +65,7 @@ def ingested_sample(sample_manifest, tmp_path_factory) -> Path:
 
 
 # 49 accepted rows: a split share can be 0.1 off by chance alone.
-SMALL_SAMPLE_CONTRACTS = {"contracts.split_tolerance": 0.25, "contracts.suites_dir": "data_contracts"}
+SMALL_SAMPLE_CONTRACTS = {"contracts.split_tolerance": 0.25}
 
 
 @pytest.fixture(scope="session")

@@ -58,5 +58,13 @@ def test_several_sources_get_their_own_dirs_and_deployments(tmp_path):
     assert first.runs_dir != second.runs_dir and first.runs_dir.parent == tmp_path / "runs"
     names = [deployment.name for deployment in build_deployments(config)]
     assert len(set(names)) == len(names) == 4  # two retrains (distinct names), watch, on-new-data
-    one = config.model_copy(update={"serve": config.serve.model_copy(update={"sources": sources[:1]})})
+    one = load_config(None, {"data_dir": str(tmp_path / "data"), "serve.sources": sources[:1]}, environ={})
     assert one.for_source(sources[0]) is one  # a single source keeps the configured dirs
+
+
+def test_a_source_entry_can_name_its_own_exported_contracts(tmp_path):
+    sources = [str(tmp_path / "a.csv"), {"path": str(tmp_path / "b.csv"), "contracts": str(tmp_path / "reviewed")}]
+    config = load_config(None, {"data_dir": str(tmp_path / "data"), "serve.sources": sources}, environ={})
+    assert config.for_source(tmp_path / "a.csv").contracts.suites_dir is None
+    assert config.for_source(tmp_path / "b.csv").contracts.suites_dir == tmp_path / "reviewed"
+    assert [entry.path for entry in config.serve.sources] == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]

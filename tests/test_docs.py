@@ -26,7 +26,7 @@ def test_every_suite_parameter_is_documented():
     from mmpipe.contracts.frames import STAT_COLUMNS
 
     section = README.split("## Data contracts", 1)[1].split("\n## ", 1)[0]
-    for name in ("classes", "splits", "image_bytes", "text_min_chars", "text_max_chars", "orig_side_max",
+    for name in ("splits", "image_bytes", "text_min_chars", "text_max_chars", "orig_side_max",
                  "min_train_per_class", "split_tolerance", "kl_threshold", "reference_label_partition"):
         assert f"`{name}`" in section
     assert all(f"`{column}`" in section for column in STAT_COLUMNS)

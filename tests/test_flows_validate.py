@@ -33,6 +33,7 @@ def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):
     assert state.result()["success"] is True
     report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
     assert report is not None and "passed" in report.data and "expect_column_values_to_be_unique" in report.data
+    assert "contracts inferred from dataset" in report.data  # the first version: said loudly
 
 
 def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, config):
@@ -40,7 +41,8 @@ def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, c
     duplicate = table["id"][0].as_py()
     state = validate_flow(str(data_dir), config, return_state=True)
     assert state.is_failed()
-    assert "expect_column_values_to_be_unique(id)" in state.message and duplicate in state.message
+    assert "ids unique in the shard" in state.message and duplicate in state.message
+    assert "expect_column_values_to_be_unique(id)" in state.message
     with pytest.raises(ContractViolation):
         state.result()
     report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
@@ -58,13 +60,16 @@ def test_cli_validate_exit_codes_and_json(prefect_api, data_dir, tmp_path, monke
     toml = write_toml(tmp_path / "mmpipe.toml", data_dir)
     ok = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["success"] is True
+    passed = json.loads(ok.stdout)
+    assert passed["success"] is True and passed["inferred"] and passed["contracts"]["source"]["origin"] == "inferred"
+    assert "contracts inferred from dataset" in ok.stderr
     tamper(data_dir, _duplicate_id)
     bad = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
     assert bad.exit_code == 1
     summary = json.loads(bad.stdout)
     assert summary["success"] is False
-    assert summary["failed"][0]["expectation"] == "expect_column_values_to_be_unique(id)"
-    assert summary["failed"][0]["examples"] and summary["failed"][0]["severity"] == "critical"
+    failed = {item["expectation"]: item for item in summary["failed"]}
+    assert failed["ids unique in the shard"]["check"] == "expect_column_values_to_be_unique(id)"
+    assert failed["ids unique in the shard"]["examples"] and failed["ids unique in the shard"]["severity"] == "critical"
     code, _, err = run_main(["validate", "--data", str(tmp_path / "nothing")], monkeypatch, capsys)
     assert code == 2 and "mmpipe ingest" in err and "Traceback" not in err

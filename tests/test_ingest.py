@@ -13,7 +13,7 @@ from mmpipe.reasons import Reason
 from mmpipe.schema import QUARANTINE_SCHEMA, shard_schema
 from mmpipe.shards import ShardWriter
 from tests.conftest import make_config
-from tests.fixtures.files import gradient, save, write_manifest_csv
+from tests.fixtures.files import distinct_images, gradient, save, write_manifest, write_manifest_csv
 
 
 def read_files(data_dir, entries):
@@ -195,3 +195,41 @@ def test_a_failed_finalize_leaves_the_previous_dataset_intact(sample_manifest, c
     for entry in after.manifest["shards"]:
         assert sha256_file(config.data_dir / entry["path"]) == entry["sha256"]
     assert not list(config.data_dir.glob("shards/*.tmp")) and not list(config.data_dir.glob("shards/.*"))
+
+
+def test_no_image_is_in_two_splits_and_new_rows_move_none(tmp_path):
+    """Several captions per image are ordinary: all rows of one image share a split, by default."""
+    images = distinct_images(tmp_path / "src" / "images", 40, seed=11)
+    rows = [{"text": f"caption {n} of {name}", "image": f"images/{name}", "label": f"class{i % 3}"}
+            for i, name in enumerate(images) for n in range(4)]
+    manifest = write_manifest(tmp_path / "src" / "m.csv", rows)
+    config = make_config(tmp_path / "data")
+    first = ingest(manifest, config)
+    assert first.manifest["accepted"] == 160 and all(first.manifest["splits"].values())
+    splits_of_image: dict[str, set[str]] = {}
+    for table in read_files(config.data_dir, first.manifest["shards"]):
+        for sha, split in zip(table["image_sha256"].to_pylist(), table["split"].to_pylist(), strict=True):
+            splits_of_image.setdefault(sha, set()).add(split)
+    assert len(splits_of_image) == 40 and all(len(splits) == 1 for splits in splits_of_image.values())
+    before = dict(_ids_and_splits(config.data_dir, first.manifest))
+    more = distinct_images(tmp_path / "src" / "more", 10, seed=12)
+    rows += [{"text": f"new caption {n}", "image": f"more/{name}", "label": "class0"}
+             for name in more for n in range(2)]
+    rows += [{"text": "one more caption", "image": f"images/{images[0]}", "label": "class0"}]
+    second = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config)
+    after = dict(_ids_and_splits(config.data_dir, second.manifest))
+    assert all(after[row_id] == split for row_id, split in before.items())
+    assert len(after) == len(before) + 21
+    first_image = {split for table in read_files(config.data_dir, second.manifest["shards"])
+                   for sha, split in zip(table["image_sha256"].to_pylist(), table["split"].to_pylist(), strict=True)
+                   if sha == sha256_file(tmp_path / "src" / "images" / images[0])}
+    assert len(first_image) == 1  # the new caption joined its image's split
+
+
+def test_a_given_group_decides_the_split_over_the_image(tmp_path):
+    images = distinct_images(tmp_path / "src" / "images", 30, seed=13)
+    rows = [{"text": f"caption {n}", "image": f"images/{images[n % 30]}", "label": "x", "group": "g1"}
+            for n in range(60)]
+    config = make_config(tmp_path / "data")
+    m = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config).manifest
+    assert sum(1 for count in m["splits"].values() if count) == 1  # one group, one split, 30 images

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mmpipe.contracts.profile import write_starting_suites
 from mmpipe.contracts.validate import validate_dataset
 from mmpipe.data import make_dataset
 from mmpipe.dataset import load_dataset
@@ -57,15 +56,13 @@ def write_source(folder, informative: str):
 @pytest.mark.parametrize("informative", ["image", "text"])
 def test_the_informative_branch_beats_chance(tmp_path, informative):
     manifest = write_source(tmp_path / "source", informative)
-    values = {"image.size": 16, "runs_dir": str(tmp_path / "runs"), "contracts.suites_dir": str(tmp_path / "suites"),
-              "contracts.split_tolerance": 0.25, "contracts.min_train_per_class": 1,
+    values = {"image.size": 16, "runs_dir": str(tmp_path / "runs"),
               "model.variant": informative, "model.conv_filters": [8, 16], "model.lstm_units": 16,
               "model.embedding_dim": 16, "model.sequence_length": 6, "model.dense_units": 16,
               "train.epochs": 12, "train.batch_size": 16, "train.early_stopping_patience": 12,
               "model.learning_rate": 0.01}
     config = make_config(tmp_path / "data", **values)
     ingest(manifest, config)
-    write_starting_suites(config.data_dir, config, tmp_path / "suites")
     assert validate_dataset(config.data_dir, config).success
     result = train(config)
     model = keras.models.load_model(result.run_dir / "model.keras")

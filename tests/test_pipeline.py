@@ -15,7 +15,7 @@ from flows.pipeline import pipeline_flow
 from mmpipe.cli import app
 from mmpipe.files import exclusive_lock
 from mmpipe.runs import list_runs, read_champion
-from tests.conftest import SAMPLE_CLASSES, artifact, run_config
+from tests.conftest import artifact, run_config
 
 
 async def stage_runs(parent_id):
@@ -59,27 +59,38 @@ def without_class(manifest, label, folder):
     return folder / manifest.name
 
 
+def with_known_classes_without(label, manifest, tmp_path):
+    """A data dir whose source contracts were inferred from the sample without `label`; its config."""
+    from mmpipe.contracts.validate import validate_dataset
+    from mmpipe.ingest import ingest
+
+    config = run_config(tmp_path / "data", tmp_path / "runs", **{"ingest.classes": None})
+    ingest(without_class(manifest, label, tmp_path / "earlier"), config)
+    assert validate_dataset(config.data_dir, config).success
+    return config
+
+
 def test_a_critical_contract_failure_stops_before_training(prefect_api, sample_manifest, tmp_path):
+    config = with_known_classes_without("moon", sample_manifest, tmp_path)
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     (runs_dir / "champion.json").write_text(json.dumps({"run_id": "20260101T000000Z-before"}))
-    # The run's config expects four classes; the source now has three.
-    broken = without_class(sample_manifest, "moon", tmp_path / "source")
-    state = pipeline_flow(str(broken), run_config(tmp_path / "data", runs_dir), return_state=True)
+    state = pipeline_flow(str(sample_manifest), config, return_state=True)  # the source now has a new class
     assert state.is_failed()
-    assert "failed 1 critical expectation(s): every class present" in state.message
+    assert "failed 1 critical expectation(s): label is a known class" in state.message
+    assert "'moon' (" in state.message and "accept-classes" in state.message
     assert [run for run in list_runs(runs_dir) if run["status"] == "completed"] == []
     assert read_champion(runs_dir)["run_id"] == "20260101T000000Z-before"
 
 
 def test_cli_run_exits_1_with_the_reason_when_contracts_fail(prefect_api, sample_manifest, tmp_path):
-    broken = without_class(sample_manifest, "moon", tmp_path / "source")
+    config = with_known_classes_without("moon", sample_manifest, tmp_path)
     toml = tmp_path / "mmpipe.toml"
-    toml.write_text(f'[ingest]\nclasses = {json.dumps(SAMPLE_CLASSES)}\n[image]\nsize = 16\n'
-                    "[contracts]\nsplit_tolerance = 0.25\n")
-    result = CliRunner().invoke(app, ["run", str(broken), "--data", str(tmp_path / "data"), "--runs",
+    toml.write_text("[image]\nsize = 16\n")
+    result = CliRunner().invoke(app, ["run", str(sample_manifest), "--data", str(config.data_dir), "--runs",
                                       str(tmp_path / "runs"), "--config", str(toml), "--json"])
-    assert result.exit_code == 1 and "nothing was trained" in result.stderr and "every class present" in result.stderr
+    assert result.exit_code == 1 and "nothing was trained" in result.stderr
+    assert "label is a known class" in result.stderr and "'moon' (" in result.stderr
     assert list_runs(tmp_path / "runs") == []
 
 

@@ -77,7 +77,9 @@ def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dic
         "image_brightness": image.brightness,
         "image_colourfulness": image.colourfulness,
         "label": label,
-        "split": given_split or assign_split(group or row_id, config.ingest.split_ratios),
+        # Grouped by image content by default: one image with several captions is ordinary, and
+        # none of its rows may sit in train while another sits in test.
+        "split": given_split or assign_split(group or image.sha256, config.ingest.split_ratios),
         "group": group,
         "text_truncated": truncated,
         "content_key": content_key,

@@ -1,9 +1,10 @@
 """The tables Great Expectations checks: derived from shards without touching the pixels.
 
-A shard frame keeps every shard column but replaces `text` by `text_length` and `image` by
+A shard frame keeps every shard column but replaces `text` by `text_length` and `text_hash` (a
+64-bit hash, so (image, text) pairs can be compared without carrying the text) and `image` by
 `image_bytes` (its length, from the schema when the type is fixed-size), so the suite can check
 the exact column set and sizes while reading only small columns. The dataset frame adds, per row,
-facts that depend on the whole version (class counts, split shares).
+facts that depend on the whole version (class counts, split shares, splits per image).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pyarrow.parquet as pq
 from mmpipe.config import SPLITS, Config
 from mmpipe.dataset import DatasetVersion
 
-DATASET_COLUMNS = ["id", "image_sha256", "label", "split", "text_length", "image_brightness", "image_colourfulness"]
+DATASET_COLUMNS = ["id", "image_sha256", "text_hash", "label", "split", "text_length", "image_brightness",
+                   "image_colourfulness"]
 STAT_COLUMNS = ("text_length", "image_brightness", "image_colourfulness")
 # Reference weights are smoothed so that a class absent from the reference gives a large, finite KL.
 KL_SMOOTHING = 1e-4
@@ -34,6 +36,7 @@ def shard_table(path) -> pa.Table:
     for name in schema.names:
         if name == "text":
             derived["text_length"] = pc.utf8_length(table["text"])
+            derived["text_hash"] = _text_hashes(table["text"])
         elif name == "image":
             derived["image_bytes"] = _image_lengths(path, schema.field("image").type, table.num_rows)
         else:
@@ -50,6 +53,12 @@ def _widen(column):
     return column
 
 
+def _text_hashes(texts: pa.ChunkedArray) -> pa.Array:
+    """A 64-bit hash per text (pandas' vectorized SipHash): equal texts, equal hashes."""
+    hashes = pd.util.hash_pandas_object(texts.to_pandas(), index=False).to_numpy().view("int64")
+    return pa.array(hashes, pa.int64())
+
+
 def _image_lengths(path, image_type: pa.DataType, rows: int) -> pa.Array:
     if pa.types.is_fixed_size_binary(image_type):
         return pa.array([image_type.byte_width] * rows, pa.int64())  # known from the schema, no read
@@ -62,18 +71,21 @@ def frame_of(tables: list[pa.Table]) -> pd.DataFrame:
 
 
 def dataset_frame(shard_tables: list[pa.Table], config: Config) -> pd.DataFrame:
-    """One row per accepted example, with the per-class train count and its split's share error."""
+    """One row per accepted example, with the per-class train count, its split's share error and
+    the number of splits its image appears in."""
     tables = [t.select([c for c in DATASET_COLUMNS if c in t.column_names]) for t in shard_tables]
     if not tables:  # no accepted rows: an empty frame, so the suite reports what is missing
         return pd.DataFrame({name: pd.Series(dtype="object") for name in DATASET_COLUMNS}
                             | {"train_count_of_label": pd.Series(dtype="int64"),
-                               "split_share_error": pd.Series(dtype="float64")})
+                               "split_share_error": pd.Series(dtype="float64"),
+                               "image_split_count": pd.Series(dtype="int64")})
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     train_counts = frame.loc[frame["split"] == "train", "label"].value_counts()
     frame["train_count_of_label"] = frame["label"].map(train_counts).fillna(0).astype("int64")
     shares = frame["split"].value_counts(normalize=True)
     ratios = config.ingest.split_ratios.model_dump()  # the dataset's own ratios (see contract_parameters)
     frame["split_share_error"] = (frame["split"].map(shares) - frame["split"].map(ratios).fillna(0.0)).abs()
+    frame["image_split_count"] = frame.groupby("image_sha256")["split"].transform("nunique").astype("int64")
     return frame
 
 
@@ -109,7 +121,6 @@ def contract_parameters(version: DatasetVersion, config: Config, reference: dict
     labels = labels or [""]
     tolerance = config.contracts.stats_tolerance
     parameters: dict[str, Any] = {
-        "classes": list(version.manifest["classes"]),
         "splits": [split for split in SPLITS if ratios[split] > 0],
         "image_bytes": size * size * 3,
         "text_min_chars": 0 if config.text.allow_empty else 1,

@@ -1,10 +1,15 @@
-"""Validate a dataset version against the suites, apply the severity policy, cache and persist.
+"""Validate a dataset version against both layers of contracts, apply the severity policy, cache, persist.
 
-Shards are validated with the `shards` suite and the version as a whole with the `dataset` suite.
-Shards that share a column set are validated together in one GX run (GX's fixed cost per run is
-~0.3 s; per shard it would dominate); only when such a batch fails are its shards re-run one by
-one, so each failure is pinned to its shard. Results are cached by (shard hash, suite file hash,
-the parameters the suite uses), so an unchanged shard under an unchanged suite costs nothing.
+Shards are validated with the `shards` suites and the version as a whole with the `dataset` suites;
+the project and source suites of one kind run together in one GX pass. Shards that share a column
+set are validated together too (GX's fixed cost per run is ~0.3 s; per shard it would dominate);
+only when such a batch fails are its shards re-run one by one, so each failure is pinned to its
+shard. Results are cached by (shard content hash, suite file hashes, the parameters the suites use),
+so an unchanged shard under unchanged suites costs nothing; a shard is re-hashed whenever its size
+or mtime differs from what ingest recorded, so a stored verdict never outlives the file it describes.
+
+A data dir without source suites gets them inferred from this version (see infer.py) when it
+passes the project suites; the inferred suites run in the same pass and must pass on it.
 GX is imported only when something has to be validated, and runs in this thread only.
 """
 
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +30,34 @@ from mmpipe.contracts.frames import (
     frame_of,
     shard_table,
 )
-from mmpipe.contracts.suites import INDEX_META, SuiteFile, build_gx_suite, describe_expectation, read_suites
+from mmpipe.contracts.infer import inferred_suites, save_suites, source_origin_line
+from mmpipe.contracts.suites import (
+    INDEX_META,
+    INFERRED,
+    NOT_YET,
+    SOURCE,
+    SUITE_META,
+    Contracts,
+    SuiteFile,
+    build_gx_suite,
+    class_set_entry,
+    describe_expectation,
+    load_contracts,
+)
 from mmpipe.dataset import DatasetVersion, load_dataset
 from mmpipe.errors import DataDirError
-from mmpipe.files import stable_hash, write_json_atomic
+from mmpipe.files import sha256_file, stable_hash, write_json_atomic
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"
 RESULT_FILE = "result.json"
+# Shard files re-hashed because their mtime changed (a copy, a touch): path -> bytes, mtime_ns, sha256.
+FILES_CACHE = "files.json"
+# Part of every cache key: results written by an older layout of this module are never reused.
+CACHE_FORMAT = 2
 EXAMPLES = 10
 RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["id"], "partial_unexpected_count": 20}
+INTEGRITY = "files"
 
 
 @dataclass
@@ -48,10 +71,13 @@ class Outcome:
     observed: Any
     examples: list[str] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)
+    check: str = ""
+    hint: str = ""
 
     def describe(self) -> dict[str, Any]:
-        return {"expectation": self.expectation, "severity": self.severity, "observed": self.observed,
-                "examples": self.examples, "suite": self.suite, "shards": self.shards}
+        return {"expectation": self.expectation, "check": self.check, "severity": self.severity,
+                "observed": self.observed, "examples": self.examples, "suite": self.suite, "shards": self.shards,
+                "hint": self.hint}
 
 
 @dataclass
@@ -64,6 +90,8 @@ class ValidationReport:
     report: Path
     docs: Path
     reference: str
+    contracts: dict[str, Any]
+    inferred: bool = False
     reused: bool = False
     seconds: float = 0.0
 
@@ -75,6 +103,20 @@ class ValidationReport:
     def warnings(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.success and o.severity == "warning"]
 
+    @property
+    def notice(self) -> str | None:
+        """The loud line a user must see when this validation inferred the source contracts."""
+        if not self.inferred:
+            return None
+        data_dir = Path(self.report).parents[2]  # DATA/validation/<version>/result.json
+        return (f"contracts inferred from dataset {self.dataset_version}: review them with `mmpipe contracts show "
+                f"--data {data_dir}`, keep them with `mmpipe contracts export DIR --data {data_dir}`")
+
+    @property
+    def contracts_line(self) -> str:
+        """Which suites were used, in one line."""
+        return f"project contracts built-in ({self.contracts['project']['dir']}); {source_origin_line(self.contracts)}"
+
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe validate --json` prints."""
         return {
@@ -83,29 +125,38 @@ class ValidationReport:
             "failed": [o.describe() for o in self.failed],
             "warnings": [o.describe() for o in self.warnings],
             "report": str(self.report),
+            "contracts": self.contracts,
+            "inferred": self.inferred,
+            "notice": self.notice,
         }
 
     def failure_message(self) -> str:
-        """One paragraph naming each failed critical expectation, what was observed and offending ids."""
+        """One paragraph naming each failed critical expectation, what was observed, offending ids, what to do."""
         parts = []
         for outcome in self.failed:
             ids = f"; ids: {', '.join(outcome.examples)}" if outcome.examples else ""
-            parts.append(f"{outcome.expectation} [{outcome.suite}] observed {_short(outcome.observed)}{ids}")
+            hint = f" ({outcome.hint})" if outcome.hint else ""
+            parts.append(f"{outcome.expectation} [{outcome.suite}: {outcome.check}] observed "
+                         f"{_short(outcome.observed, 300)}{ids}{hint}")
         return (f"dataset {self.dataset_version} failed {len(parts)} critical expectation(s): "
                 + " | ".join(parts) + f". Details: {self.report}")
 
     def to_markdown(self) -> str:
         verdict = "passed" if self.success else "FAILED"
-        lines = [f"# Validation of dataset `{self.dataset_version}`: {verdict}", "",
-                 f"{len(self.failed)} critical failure(s), {len(self.warnings)} warning(s), "
-                 f"{len(self.outcomes)} expectations. Drift reference: `{self.reference}`. Report: `{self.report}`.",
-                 "", "| suite | expectation | severity | result | observed | examples |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"# Validation of dataset `{self.dataset_version}`: {verdict}", ""]
+        if self.notice:
+            lines += [f"**{self.notice}**", ""]
+        lines += [f"{len(self.failed)} critical failure(s), {len(self.warnings)} warning(s), "
+                  f"{len(self.outcomes)} expectations. Drift reference: `{self.reference}`. Report: `{self.report}`.",
+                  "", f"Suites: {self.contracts_line}.",
+                  "", "| suite | expectation | severity | result | observed | examples |",
+                  "|---|---|---|---|---|---|"]
         for o in sorted(self.outcomes, key=lambda o: (o.success, o.severity != "critical")):
             mark = "pass" if o.success else ("**FAIL**" if o.severity == "critical" else "warn")
             examples = ", ".join(f"`{e}`" for e in o.examples[:5])
             observed = _short(o.observed)
-            lines.append(f"| {o.suite} | `{o.expectation}` | {o.severity} | {mark} | {observed} | {examples} |")
+            lines.append(f"| {o.suite} | {o.expectation} (`{o.check}`) | {o.severity} | {mark} | {observed} "
+                         f"| {examples} |")
         return "\n".join(lines) + "\n"
 
 
@@ -140,38 +191,58 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     """Validate the data dir's current dataset version; never raises for failed expectations.
 
     Raises:
-        DataDirError: no dataset in `data_dir`.
+        DataDirError: no dataset in `data_dir`, or a shard it lists is missing.
         ContractFileError: a suite file is missing, malformed or rejected by GX.
     """
     started = time.perf_counter()
     data_dir = Path(data_dir).absolute()
     version = load_dataset(data_dir)
     config = dataset_config(version, config)
-    suites = read_suites(config)
+    contracts = load_contracts(data_dir, config)
     reference = read_reference(data_dir)
     out_dir = validation_dir(data_dir, version.version)
-    run_key = stable_hash([version.version, [entry["sha256"] for entry in version.manifest["shards"]],
-                           {k: s.sha256 for k, s in suites.items()},
-                           config.contracts.model_dump(mode="json", exclude={"suites_dir"}),
-                           config.image.size, config.text.model_dump(), config.ingest.split_ratios.model_dump(),
-                           reference["dataset_version"] if reference else version.version])
+    shard_hashes = _current_shard_hashes(data_dir, version)
+
+    def run_key(contracts: Contracts) -> str:
+        return stable_hash([CACHE_FORMAT, version.version, shard_hashes, contracts.hashes(),
+                            config.contracts.model_dump(mode="json", exclude={"suites_dir"}),
+                            config.image.size, config.text.model_dump(), config.ingest.split_ratios.model_dump(),
+                            reference["dataset_version"] if reference else version.version])
+
     previous = _read_json(out_dir / RESULT_FILE)
-    if previous is not None and previous.get("run_key") == run_key:
+    if previous is not None and previous.get("run_key") == run_key(contracts):
         return _report_from(previous, out_dir, reused=True, seconds=time.perf_counter() - started)
-    run = _Run(data_dir, version, config, suites)
+    run = _Run(data_dir, version, config, shard_hashes)
+    inferring = contracts.source is None and run.dataset_frame().shape[0] > 0  # nothing to learn from no rows
+    if inferring:  # candidates: kept only if this version passes the project suites
+        candidates = inferred_suites(contracts.source_dir, version, run.tables(), run.dataset_frame())
+        contracts = replace(contracts, source=candidates, source_origin=INFERRED)
     statistics = dataset_statistics(run.dataset_frame())
     reference_used = reference or {"dataset_version": "self", **statistics}
     parameters = contract_parameters(version, config, reference_used)
-    shard_results = run.validate_shards(parameters)
-    dataset_result = run.validate_dataset(parameters)
-    outcomes = _outcomes(suites["shards"], shard_results) + _outcomes(suites["dataset"], {"dataset": dataset_result})
+    shard_results = run.validate_shards(contracts.suites("shards"), parameters)
+    dataset_result = run.validate_dataset(contracts.suites("dataset"), parameters)
+    outcomes = _integrity_outcomes(version, shard_hashes)
+    for kind, results in (("shards", shard_results), ("dataset", {"dataset": dataset_result})):
+        outcomes += [o for suite in contracts.suites(kind) for o in _outcomes(suite, results)]
+    if inferring:
+        if all(o.success for o in outcomes if o.severity == "critical" and not o.suite.startswith(SOURCE)):
+            save_suites(contracts.source)
+        else:  # a version that fails the project suites teaches nothing about its source
+            outcomes = [o for o in outcomes if not o.suite.startswith(SOURCE)]
+            shard_results = {scope: _without_source(result) for scope, result in shard_results.items()}
+            dataset_result = _without_source(dataset_result)
+            contracts = replace(contracts, source=None, source_origin=NOT_YET)
+            inferring = False
+    _explain_new_classes(outcomes, contracts, run, data_dir)
+    _explain_small_classes(outcomes, run, config.contracts.min_train_per_class)
     success = all(o.success for o in outcomes if o.severity == "critical")
     docs = _write_docs(out_dir / "docs", shard_results, dataset_result)
     result = {
-        "run_key": run_key, "dataset_version": version.version, "success": success,
+        "run_key": run_key(contracts), "dataset_version": version.version, "success": success,
         "outcomes": [asdict(o) for o in outcomes], "reference": reference_used["dataset_version"],
-        "statistics": statistics, "parameters": parameters,
-        "suites": {kind: {"path": str(s.path), "sha256": s.sha256} for kind, s in suites.items()},
+        "statistics": statistics, "parameters": parameters, "contracts": contracts.describe(),
+        "inferred": inferring, "shards": shard_hashes,
         "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "docs": str(docs),
     }
     write_json_atomic(out_dir / RESULT_FILE, result)
@@ -180,11 +251,85 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     return _report_from(result, out_dir, reused=False, seconds=time.perf_counter() - started)
 
 
+def _without_source(result: dict) -> dict:
+    """A GX result without the source suites' entries (candidates that were not kept)."""
+    kept = [item for item in result["results"]
+            if not str(item["expectation_config"]["meta"].get(SUITE_META, "")).startswith(SOURCE)]
+    return {**result, "results": kept, "success": all(item["success"] for item in kept)}
+
+
+def _current_shard_hashes(data_dir: Path, version: DatasetVersion) -> dict[str, str]:
+    """Each listed shard's sha256 as the file is now: trusted from dataset.json (or the re-hash cache)
+    only while its size and mtime are unchanged, else hashed again."""
+    cache_path = data_dir / VALIDATION_DIR / "cache" / FILES_CACHE
+    cache = _read_json(cache_path) or {}
+    hashes: dict[str, str] = {}
+    rehashed = False
+    for entry in version.manifest["shards"]:
+        path = data_dir / entry["path"]
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise DataDirError(f"shard {entry['path']} listed in {data_dir / 'dataset.json'} is missing; re-run "
+                               "`mmpipe ingest` to rebuild the dataset") from None
+        stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        known = next((c for c in (entry, cache.get(entry["path"], {}))
+                      if (c.get("bytes"), c.get("mtime_ns")) == (stamp["bytes"], stamp["mtime_ns"])), None)
+        if known is None:
+            known = cache[entry["path"]] = {**stamp, "sha256": sha256_file(path)}
+            rehashed = True
+        hashes[entry["path"]] = known["sha256"]
+    if rehashed:
+        write_json_atomic(cache_path, cache, pretty=False)
+    return hashes
+
+
+def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -> list[Outcome]:
+    """A critical outcome: every shard file is still the one ingest wrote (a changed shard is named)."""
+    changed = [entry["path"] for entry in version.manifest["shards"] if shard_hashes[entry["path"]] != entry["sha256"]]
+    observed = (f"{len(changed)} shard(s) differ from the sha256 recorded in dataset.json: {', '.join(changed)}"
+                if changed else "every shard matches its recorded sha256")
+    return [Outcome(suite=INTEGRITY, expectation="shard files unchanged since ingest", severity="critical",
+                    success=not changed, observed=observed, shards=changed,
+                    check="sha256(shard file) == dataset.json",
+                    hint="something rewrote them after ingest; run `mmpipe ingest` again to rebuild the dataset"
+                    if changed else "")]
+
+
+def _explain_small_classes(outcomes: list[Outcome], run: _Run, minimum: int) -> None:
+    """A failed train-count check names the classes and their train rows instead of GX's row count."""
+    for outcome in outcomes:
+        if outcome.check.endswith("(train_count_of_label)") and not outcome.success:
+            frame = run.dataset_frame()
+            counts = frame.groupby("label")["train_count_of_label"].first()
+            small = ", ".join(f"{label!r} ({count})" for label, count in sorted(counts.items()) if count < minimum)
+            outcome.observed = f"train rows per class under {minimum}: {small}"
+
+
+def _explain_new_classes(outcomes: list[Outcome], contracts: Contracts, run: _Run, data_dir: Path) -> None:
+    """A failed class-set check names the unknown classes, their row counts and the command that accepts them."""
+    if contracts.source is None:
+        return
+    entry = class_set_entry(contracts.source["shards"])
+    if entry is None:
+        return
+    name = describe_expectation(entry)
+    for outcome in outcomes:
+        if outcome.suite == contracts.source["shards"].label and outcome.expectation == name and not outcome.success:
+            counts = run.dataset_frame()["label"].value_counts()
+            known = set(entry["kwargs"].get("value_set") or [])
+            unknown = {str(label): int(count) for label, count in counts.items() if label not in known}
+            shown = ", ".join(f"{label!r} ({count} rows)" for label, count in sorted(unknown.items()))
+            outcome.observed = f"classes the source contracts do not know: {shown}"
+            outcome.hint = (f"if they are real classes, accept them with `mmpipe contracts accept-classes --data "
+                            f"{data_dir}`; otherwise fix their labels and ingest again")
+
+
 class _Run:
     """State of one validation: frames read once, GX started only if a cache misses."""
 
-    def __init__(self, data_dir: Path, version: DatasetVersion, config: Config, suites: dict[str, SuiteFile]):
-        self.data_dir, self.version, self.config, self.suites = data_dir, version, config, suites
+    def __init__(self, data_dir: Path, version: DatasetVersion, config: Config, shard_hashes: dict[str, str]):
+        self.data_dir, self.version, self.config, self.shard_hashes = data_dir, version, config, shard_hashes
         self.cache_dir = data_dir / VALIDATION_DIR / "cache"
         self._tables: dict[str, Any] = {}
         self._dataset_frame = None
@@ -192,17 +337,15 @@ class _Run:
 
     def table(self, shard_path: str):
         if shard_path not in self._tables:
-            try:
-                self._tables[shard_path] = shard_table(self.data_dir / shard_path)
-            except FileNotFoundError:
-                raise DataDirError(f"shard {shard_path} listed in dataset.json is missing; re-run `mmpipe ingest`"
-                                   ) from None
+            self._tables[shard_path] = shard_table(self.data_dir / shard_path)
         return self._tables[shard_path]
+
+    def tables(self) -> list:
+        return [self.table(entry["path"]) for entry in self.version.manifest["shards"]]
 
     def dataset_frame(self):
         if self._dataset_frame is None:
-            shards = [self.table(e["path"]) for e in self.version.manifest["shards"]]
-            self._dataset_frame = dataset_frame(shards, self.config)
+            self._dataset_frame = dataset_frame(self.tables(), self.config)
         return self._dataset_frame
 
     @property
@@ -211,13 +354,13 @@ class _Run:
             self._gx = _GreatExpectations()
         return self._gx
 
-    def validate_shards(self, parameters: dict[str, Any]) -> dict[str, dict]:
-        suite = self.suites["shards"]
-        used = _parameters_used(suite, parameters)
+    def validate_shards(self, suites: list[SuiteFile], parameters: dict[str, Any]) -> dict[str, dict]:
+        used = _parameters_used(suites, parameters)
+        hashes = [suite.sha256 for suite in suites]
         results: dict[str, dict] = {}
         pending: dict[tuple, list[dict]] = {}
         for entry in self.version.manifest["shards"]:
-            key = stable_hash([entry["sha256"], suite.sha256, used])
+            key = stable_hash([CACHE_FORMAT, self.shard_hashes[entry["path"]], hashes, used])
             cached = _read_json(self.cache_dir / f"shard-{key}.json")
             if cached is not None:
                 results[entry["path"]] = cached
@@ -225,29 +368,29 @@ class _Run:
             table = self.table(entry["path"])
             pending.setdefault((tuple(table.column_names), table.num_rows == 0), []).append({**entry, "key": key})
         for entries in pending.values():
-            together = self.gx.run(suite, frame_of([self.table(e["path"]) for e in entries]), used)
+            together = self.gx.run(suites, frame_of([self.table(e["path"]) for e in entries]), used)
             for entry in entries:
                 # A clean batch result is true of each shard in it; anything else is pinned per shard.
                 shared = together["success"] or len(entries) == 1
-                alone = together if shared else self.gx.run(suite, frame_of([self.table(entry["path"])]), used)
+                alone = together if shared else self.gx.run(suites, frame_of([self.table(entry["path"])]), used)
                 write_json_atomic(self.cache_dir / f"shard-{entry['key']}.json", alone, pretty=False)
                 results[entry["path"]] = alone
         return results
 
-    def validate_dataset(self, parameters: dict[str, Any]) -> dict:
-        suite = self.suites["dataset"]
-        used = _parameters_used(suite, parameters)
-        key = stable_hash([self.version.version, suite.sha256, used])
+    def validate_dataset(self, suites: list[SuiteFile], parameters: dict[str, Any]) -> dict:
+        used = _parameters_used(suites, parameters)
+        key = stable_hash([CACHE_FORMAT, self.version.version, list(self.shard_hashes.values()),
+                           [suite.sha256 for suite in suites], used])
         cached = _read_json(self.cache_dir / f"dataset-{key}.json")
         if cached is not None:
             return cached
-        result = self.gx.run(suite, self.dataset_frame(), used)
+        result = self.gx.run(suites, self.dataset_frame(), used)
         write_json_atomic(self.cache_dir / f"dataset-{key}.json", result, pretty=False)
         return result
 
 
 class _GreatExpectations:
-    """An ephemeral GX context: one pandas batch definition, one validation definition per suite."""
+    """An ephemeral GX context: one pandas batch definition, one validation definition per set of suites."""
 
     def __init__(self) -> None:
         import great_expectations as gx
@@ -260,72 +403,92 @@ class _GreatExpectations:
         self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
         self._definitions: dict[str, Any] = {}
 
-    def run(self, suite: SuiteFile, frame, parameters: dict[str, Any]) -> dict:
+    def run(self, suites: list[SuiteFile], frame, parameters: dict[str, Any]) -> dict:
+        """Run several suite files' entries as one GX suite over `frame` (one pass over the data)."""
+        key = stable_hash([suite.sha256 for suite in suites], 12)
         # A ValidationDefinition loads the batch once (Batch.validate loads and fingerprints it twice).
-        if suite.sha256 not in self._definitions:
-            gx_suite = build_gx_suite(suite)
-            gx_suite.name = f"{suite.name}-{suite.sha256[:12]}"
+        if key not in self._definitions:
+            name = "+".join(suite.label for suite in suites) + f"-{key}"
             definition = self.gx.ValidationDefinition(
-                name=gx_suite.name, data=self.batch_definition, suite=self.context.suites.add(gx_suite)
+                name=name, data=self.batch_definition, suite=self.context.suites.add(build_gx_suite(name, suites))
             )
-            self._definitions[suite.sha256] = self.context.validation_definitions.add(definition)
-        result = self._definitions[suite.sha256].run(
+            self._definitions[key] = self.context.validation_definitions.add(definition)
+        result = self._definitions[key].run(
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format=RESULT_FORMAT
         )
         return json.loads(json.dumps(result.to_json_dict(), default=str))  # plain JSON types only
 
 
-def _parameters_used(suite: SuiteFile, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Only the parameters a suite refers to: a reference change must not invalidate shard results."""
-    text = json.dumps(suite.expectations)
+def _parameters_used(suites: list[SuiteFile], parameters: dict[str, Any]) -> dict[str, Any]:
+    """Only the parameters the suites refer to: a reference change must not invalidate shard results."""
+    text = json.dumps([suite.expectations for suite in suites])
     return {name: value for name, value in parameters.items() if f'"$PARAMETER": "{name}"' in text}
 
 
 def _outcomes(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
     """One Outcome per expectation of `suite`, merged over the scopes (shards) it ran on."""
-    by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]}
+    by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]
+                        if item["expectation_config"]["meta"].get(SUITE_META) == suite.label}
                 for scope, result in results.items()}
     outcomes = []
     if not by_index:
-        return outcomes  # no shards: only the dataset suite speaks
+        return outcomes  # no shards: only the dataset suites speak
     for index, entry in enumerate(suite.expectations):
         failing = [(scope, items[index]) for scope, items in by_index.items() if not items[index]["success"]]
-        first = failing[0][1] if failing else next(iter(by_index.values()))[index]
         examples: list[str] = []
         for _, item in failing:
             for row in item["result"].get("partial_unexpected_index_list", []):
                 if "id" in row and str(row["id"]) not in examples:
                     examples.append(str(row["id"]))
+        observed = (_observed([item for _, item in failing]) if failing
+                    else _observed([next(iter(by_index.values()))[index]]))
         outcomes.append(Outcome(
-            suite=suite.kind, expectation=describe_expectation(entry), severity=entry["severity"],
-            success=not failing, observed=_observed(first), examples=examples[:EXAMPLES],
-            shards=[scope for scope, _ in failing if scope != "dataset"],
+            suite=suite.label, expectation=describe_expectation(entry), severity=entry["severity"],
+            success=not failing, observed=observed, examples=examples[:EXAMPLES],
+            shards=[scope for scope, _ in failing if scope != "dataset"], check=_check_name(entry),
+            hint=str((entry.get("meta") or {}).get("hint", "")) if failing else "",
         ))
     return outcomes
 
 
-def _observed(item: dict) -> Any:
-    info = item["exception_info"]
-    # GX reports one error directly, or several keyed by the metric that raised them.
-    errors = [info] if "raised_exception" in info else list(info.values())
+def _check_name(entry: dict[str, Any]) -> str:
+    """`type(column)`: what GX checked, whatever the entry's human name."""
+    kwargs = entry.get("kwargs", {})
+    target = kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or "table"
+    return f"{entry['type']}({target})"
+
+
+def _observed(items: list[dict]) -> Any:
+    """What GX observed, summed over the scopes (shards) an expectation ran on."""
+    errors = []
+    for item in items:
+        info = item["exception_info"]
+        # GX reports one error directly, or several keyed by the metric that raised them.
+        errors += [info] if "raised_exception" in info else list(info.values())
     messages = sorted({e.get("exception_message") for e in errors if e.get("raised_exception")})
     if messages:
         return "error: " + "; ".join(str(message) for message in messages)
-    result = item["result"]
-    if "observed_value" in result:
-        return result["observed_value"]
-    if "unexpected_count" in result:
-        values = result.get("partial_unexpected_list", [])[:5]
+    results = [item["result"] for item in items]
+    if all("unexpected_count" in result for result in results):
+        unexpected = sum(result["unexpected_count"] for result in results)
+        total = sum(result.get("element_count") or 0 for result in results)
+        values = [value for result in results for value in result.get("partial_unexpected_list", [])][:5]
         examples = f", e.g. {values}" if values else ""
-        return f"{result['unexpected_count']} of {result.get('element_count')} rows unexpected{examples}"
-    return result
+        return f"{unexpected} of {total} rows unexpected{examples}"
+    if "partial_missing_list" in results[0]:  # "contains the set": GX reports what is missing, not what was seen
+        missing = results[0]["partial_missing_list"]
+        return f"missing: {', '.join(map(str, missing))}" if missing else "none missing"
+    if "observed_value" in results[0]:
+        return results[0]["observed_value"]
+    return results[0]
 
 
 def _report_from(result: dict, out_dir: Path, reused: bool, seconds: float) -> ValidationReport:
     return ValidationReport(
         dataset_version=result["dataset_version"], success=result["success"],
         outcomes=[Outcome(**o) for o in result["outcomes"]], report=out_dir / RESULT_FILE,
-        docs=Path(result["docs"]), reference=result["reference"], reused=reused, seconds=round(seconds, 3),
+        docs=Path(result["docs"]), reference=result["reference"], contracts=result["contracts"],
+        inferred=result["inferred"] and not reused, reused=reused, seconds=round(seconds, 3),
     )
 
 
