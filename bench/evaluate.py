@@ -36,9 +36,9 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
     import keras
 
     from mmpipe.config import load_config
-    from mmpipe.data import train_texts
-    from mmpipe.dataset import load_dataset
-    from mmpipe.model import adapt_vectorizer, build_model
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train.inputs import train_texts
+    from mmpipe.train.model import adapt_vectorizer, build_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
@@ -66,9 +66,9 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     import tensorflow as tf
 
     from mmpipe.config import EvaluateConfig
-    from mmpipe.data import make_dataset
-    from mmpipe.dataset import load_dataset
     from mmpipe.evaluate import evaluate_run
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train.inputs import make_dataset
 
     settings = EvaluateConfig()
     version = load_dataset(data_dir)
@@ -103,7 +103,7 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
 
 def measure_listing(template_run: Path, runs_dir: Path) -> dict:
     """1,000 run dirs with a real-sized run.json and metrics.json; list them in-process and by command."""
-    from mmpipe.runs import list_runs
+    from mmpipe.runs.store import list_runs
 
     record = json.loads((template_run / "run.json").read_text())
     metrics = (template_run / "evaluations" / f"{record['dataset_version']}-train" / "metrics.json").read_text()

@@ -36,9 +36,9 @@ def measure(data_dir: Path) -> dict:
     import tensorflow as tf
 
     from mmpipe.config import load_config
-    from mmpipe.data import make_dataset, split_rows, train_texts
-    from mmpipe.dataset import load_dataset
-    from mmpipe.model import adapt_vectorizer, build_model
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train.inputs import make_dataset, split_rows, train_texts
+    from mmpipe.train.model import adapt_vectorizer, build_model
 
     version = load_dataset(data_dir)
     rows = split_rows(version, "train")
@@ -84,9 +84,9 @@ def streaming_epoch(data_dir: Path) -> dict:
     import keras
 
     from mmpipe.config import load_config
-    from mmpipe.data import make_dataset, split_rows, train_texts
-    from mmpipe.dataset import load_dataset
-    from mmpipe.model import adapt_vectorizer, build_model
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train.inputs import make_dataset, split_rows, train_texts
+    from mmpipe.train.model import adapt_vectorizer, build_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})

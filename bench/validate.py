@@ -50,12 +50,12 @@ def build_dataset(rows: int) -> tuple[Path, float]:
     import pyarrow.parquet as pq
 
     from mmpipe.config import load_config
-    from mmpipe.dataset import DATASET_FILE
     from mmpipe.files import write_json_atomic
     from mmpipe.ingest import ingest
+    from mmpipe.ingest.schema import shard_schema
+    from mmpipe.ingest.shards import ShardWriter
+    from mmpipe.ingest.version import DATASET_FILE
     from mmpipe.sample import SampleSpec
-    from mmpipe.schema import shard_schema
-    from mmpipe.shards import ShardWriter
 
     large = generated("validate-large", SampleSpec(rows=400, seed=3, min_side=300, max_side=800, fault_rate=0.0,
                                                    kinds=(("JPEG", "RGB", "jpg"), ("PNG", "RGB", "png"))))

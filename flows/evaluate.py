@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DECISION
 from mmpipe.config import Config
 from mmpipe.evaluate import evaluate_run
-from mmpipe.promote import promote
+from mmpipe.evaluate.promote import promote
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE, persist_result=False)

@@ -21,11 +21,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
-from mmpipe.chunks import ChunkPlan, ChunkResult, process_chunk
-from mmpipe.clean.record import SourceLocation
 from mmpipe.config import SPLITS, Config
-from mmpipe.dataset import DatasetVersion
 from mmpipe.ingest import IngestPlan, finish_ingest, plan_ingest
+from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
+from mmpipe.ingest.clean.record import SourceLocation
+from mmpipe.ingest.version import DatasetVersion
 
 # Read by the CLI's progress bar from the flow's log records.
 PROGRESS_EXTRA = "mmpipe_progress"

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from mmpipe.config import Config
-from mmpipe.watch import poll, source_key
+from mmpipe.ingest.watch import poll, source_key
 
 SOURCE_CHANGED = "mmpipe.source.changed"
 

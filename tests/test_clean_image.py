@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmpipe.clean import Rejection
-from mmpipe.clean.image import StandardImage, resolve_image_path, standardize_image, to_rgb
 from mmpipe.config import ImageConfig
-from mmpipe.reasons import Reason
+from mmpipe.ingest.clean import Rejection
+from mmpipe.ingest.clean.image import StandardImage, resolve_image_path, standardize_image, to_rgb
+from mmpipe.ingest.reasons import Reason
 from tests.fixtures.files import bad_file_corpus, gradient, save
 
 SIZE = 16

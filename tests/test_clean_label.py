@@ -1,6 +1,6 @@
-from mmpipe.clean import Rejection
-from mmpipe.clean.label import clean_label
-from mmpipe.reasons import Reason
+from mmpipe.ingest.clean import Rejection
+from mmpipe.ingest.clean.label import clean_label
+from mmpipe.ingest.reasons import Reason
 
 
 def test_label_is_stripped():

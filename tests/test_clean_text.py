@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmpipe.clean.text import clean_text
+from mmpipe.ingest.clean.text import clean_text
 
 
 def test_nfkc_folds_compatibility_characters():

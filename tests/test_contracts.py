@@ -11,10 +11,10 @@ import pytest
 from mmpipe.contracts.infer import accept_classes, export_source_suites, init_source_suites
 from mmpipe.contracts.suites import SOURCE_SUITES_DIR, load_contracts, project_suites_dir, read_suite
 from mmpipe.contracts.validate import read_reference, validate_dataset
-from mmpipe.dataset import DATASET_FILE
 from mmpipe.errors import ContractFileError
 from mmpipe.files import sha256_file
 from mmpipe.ingest import ingest
+from mmpipe.ingest.version import DATASET_FILE
 from tests.conftest import SAMPLE_CLASSES, make_config
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmpipe.data import image_view, make_dataset, split_paths, split_rows
-from mmpipe.dataset import load_dataset
+from mmpipe.ingest.version import load_dataset
+from mmpipe.train.inputs import image_view, make_dataset, split_paths, split_rows
 
 
 def test_image_view_is_zero_copy_and_respects_offsets():

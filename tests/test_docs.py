@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from mmpipe.config import Config
-from mmpipe.reasons import REASON_MEANINGS, Reason
+from mmpipe.ingest.reasons import REASON_MEANINGS, Reason
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 

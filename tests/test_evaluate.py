@@ -14,11 +14,11 @@ from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DEC
 from flows.evaluate import evaluate_flow
 from mmpipe.cli import app
 from mmpipe.config import EvaluateConfig
-from mmpipe.data import split_paths
-from mmpipe.dataset import load_dataset
 from mmpipe.evaluate import EvaluationError, evaluate_run
-from mmpipe.metrics import classification_metrics
-from mmpipe.runs import read_champion
+from mmpipe.evaluate.metrics import classification_metrics
+from mmpipe.ingest.version import load_dataset
+from mmpipe.runs.store import read_champion
+from mmpipe.train.inputs import split_paths
 from tests.conftest import artifact, run_config
 from tests.fixtures.files import gradient
 

@@ -8,7 +8,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from flows.ingest import ingest_flow, run_ingest
-from mmpipe.dataset import load_dataset
+from mmpipe.ingest.version import load_dataset
 from tests.conftest import make_config
 
 

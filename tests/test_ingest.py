@@ -6,12 +6,12 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from mmpipe.dataset import load_dataset
 from mmpipe.files import sha256_file
 from mmpipe.ingest import ingest
-from mmpipe.reasons import Reason
-from mmpipe.schema import QUARANTINE_SCHEMA, shard_schema
-from mmpipe.shards import ShardWriter
+from mmpipe.ingest.reasons import Reason
+from mmpipe.ingest.schema import QUARANTINE_SCHEMA, shard_schema
+from mmpipe.ingest.shards import ShardWriter
+from mmpipe.ingest.version import load_dataset
 from tests.conftest import make_config
 from tests.fixtures.files import distinct_images, gradient, save, write_manifest, write_manifest_csv
 

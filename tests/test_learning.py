@@ -13,11 +13,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mmpipe.contracts.validate import validate_dataset
-from mmpipe.data import make_dataset
-from mmpipe.dataset import load_dataset
 from mmpipe.ingest import ingest
+from mmpipe.ingest.version import load_dataset
 from mmpipe.sample import DAY_WORDS, NIGHT_WORDS, encode_image
 from mmpipe.train import train
+from mmpipe.train.inputs import make_dataset
 from tests.conftest import make_config
 
 ROWS = 160

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmpipe.metrics import classification_metrics, expected_calibration_error
+from mmpipe.evaluate.metrics import classification_metrics, expected_calibration_error
 
 
 def one_hot_like(predicted, num_classes, confidence=0.8):

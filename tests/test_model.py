@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmpipe.config import ModelConfig
-from mmpipe.model import adapt_vectorizer, build_model
+from mmpipe.train.model import adapt_vectorizer, build_model
 
 TINY = {"max_tokens": 50, "sequence_length": 6, "embedding_dim": 4, "lstm_units": 4, "conv_filters": (4, 8),
         "dense_units": 8}

@@ -14,7 +14,7 @@ from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY,
 from flows.pipeline import pipeline_flow
 from mmpipe.cli import app
 from mmpipe.files import exclusive_lock
-from mmpipe.runs import list_runs, read_champion
+from mmpipe.runs.store import list_runs, read_champion
 from tests.conftest import artifact, run_config
 
 

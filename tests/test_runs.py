@@ -13,8 +13,8 @@ import pytest
 
 from mmpipe.config import EvaluateConfig
 from mmpipe.evaluate import EvaluationError
-from mmpipe.promote import promote
-from mmpipe.runs import RunStoreError, compare_runs, list_runs, read_champion, show_run
+from mmpipe.evaluate.promote import promote
+from mmpipe.runs.store import RunStoreError, compare_runs, list_runs, read_champion, show_run
 
 CLASSES = ["cat", "dog"]
 
@@ -92,7 +92,7 @@ PROMOTE_IN_A_PROCESS = """
 import sys
 from pathlib import Path
 from mmpipe.config import EvaluateConfig
-from mmpipe.promote import promote
+from mmpipe.evaluate.promote import promote
 promote(Path(sys.argv[1]), sys.argv[2], EvaluateConfig())
 """
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from mmpipe.clean.image import standardize_image
-from mmpipe.clean.text import clean_text
 from mmpipe.config import ImageConfig, TextConfig
-from mmpipe.serving import Standardizer, export_serving, load_serving, predict_raw
+from mmpipe.ingest.clean.image import standardize_image
+from mmpipe.ingest.clean.text import clean_text
+from mmpipe.serving.export import Standardizer, export_serving, load_serving, predict_raw
 from tests.test_cli import run_main
 
 # Text that exercises every cleaning step: markup, NFKC (full-width, ligature, decomposed accents,

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmpipe.files import atomic_path, sha256_file
-from mmpipe.shards import ShardWriter
+from mmpipe.ingest.shards import ShardWriter
 
 SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("image", pa.binary(3), nullable=False)])
 

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmpipe.errors import SourceError
-from mmpipe.reasons import Reason
-from mmpipe.sources import open_source
+from mmpipe.ingest.reasons import Reason
+from mmpipe.ingest.sources import open_source
 from tests.fixtures.files import gradient, save, write_manifest_csv
 
 

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from mmpipe.config import SplitRatios
-from mmpipe.split import assign_split
+from mmpipe.ingest.split import assign_split
 
 
 def test_split_is_a_pure_function_of_the_key():

@@ -2,7 +2,7 @@
 
 import os
 
-from mmpipe.watch import poll
+from mmpipe.ingest.watch import poll
 
 
 def test_a_burst_of_files_is_reported_once_after_it_settles(tmp_path):

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmpipe.config import SPLITS, Config
-from mmpipe.dataset import DatasetVersion
+from mmpipe.ingest.version import DatasetVersion
 
 DATASET_COLUMNS = ["id", "image_sha256", "text_hash", "label", "split", "text_length", "image_brightness",
                    "image_colourfulness"]

@@ -30,8 +30,8 @@ from mmpipe.contracts.suites import (
     unwritten_suite,
     write_suite,
 )
-from mmpipe.dataset import DatasetVersion, load_dataset
 from mmpipe.errors import ContractFileError
+from mmpipe.ingest.version import DatasetVersion, load_dataset
 
 # Observed ranges are widened by this factor (down and up) before they become warnings.
 RANGE_MARGIN = 2.0

@@ -44,9 +44,9 @@ from mmpipe.contracts.suites import (
     describe_expectation,
     load_contracts,
 )
-from mmpipe.dataset import DatasetVersion, load_dataset
 from mmpipe.errors import DataDirError
 from mmpipe.files import sha256_file, stable_hash, write_json_atomic
+from mmpipe.ingest.version import DatasetVersion, load_dataset
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"

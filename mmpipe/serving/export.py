@@ -1,7 +1,7 @@
 """The serving export: a SavedModel that takes raw UTF-8 text and encoded image bytes.
 
 RUNS/<run_id>/serving/ holds the trained model wrapped with the ingest's cleaning rewritten as
-TensorFlow ops (mmpipe.clean.text and mmpipe.clean.image are the reference), so a caller sends
+TensorFlow ops (mmpipe.ingest.clean.text and mmpipe.ingest.clean.image are the reference), so a caller sends
 what it has (a string, the bytes of a JPEG/PNG/WebP/GIF/BMP file) and gets class probabilities
 and class names, with no Python, Pillow or mmpipe on the serving side. Endpoints:
 
@@ -34,9 +34,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from mmpipe.clean.text import _MARKUP, _MAX_PASSES, _RAW_FACTOR
 from mmpipe.config import ImageConfig, TextConfig
 from mmpipe.errors import MmpipeError
+from mmpipe.ingest.clean.text import _MARKUP, _MAX_PASSES, _RAW_FACTOR
 
 SERVING_DIR = "serving"
 SERVING_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
@@ -122,7 +122,7 @@ def predict_files(run_dir: Path, text: str | None, image: Path | None) -> dict[s
     The inputs the run's variant needs must be given; the image is checked like ingest checks it
     (file size, format, pixel count) before the graph sees it, so bad files give a clear error.
     """
-    from mmpipe.runs import load_run
+    from mmpipe.runs.store import load_run
 
     run_dir = Path(run_dir)
     record = load_run(run_dir.parent, run_dir.name)
@@ -208,7 +208,7 @@ class Standardizer(tf.Module):
 
     # ---- text -------------------------------------------------------------------------------
     def text(self, texts):
-        """mmpipe.clean.text.clean_text on a batch of raw strings."""
+        """mmpipe.ingest.clean.text.clean_text on a batch of raw strings."""
         max_chars = self.text_config.max_chars
         texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace")
         texts = tf.strings.substr(texts, 0, _RAW_FACTOR * max_chars + 64, unit="UTF8_CHAR")
@@ -261,7 +261,7 @@ class Standardizer(tf.Module):
 
     # ---- images -----------------------------------------------------------------------------
     def image(self, images):
-        """mmpipe.clean.image.standardize_image on a batch of encoded images: [B, S, S, 3] uint8."""
+        """mmpipe.ingest.clean.image.standardize_image on a batch of encoded images: [B, S, S, 3] uint8."""
         size = self.image_config.size
         return tf.map_fn(self._one_image, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
 
@@ -388,7 +388,7 @@ def _nfkc_tables() -> tuple[dict[int, str], dict[int, int]]:
 
 @functools.cache
 def _dropped_code_points() -> tuple[int, ...]:
-    """What mmpipe.clean.text._keep drops: control characters other than whitespace, format characters."""
+    """What mmpipe.ingest.clean.text._keep drops: control characters other than whitespace, format characters."""
     dropped = []
     for code in range(_UNICODE_END):
         if _is_char(code):

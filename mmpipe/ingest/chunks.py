@@ -19,13 +19,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import mmpipe.clean
-from mmpipe.clean.record import SourceLocation, clean_record
+import mmpipe.ingest.clean
 from mmpipe.config import Config
 from mmpipe.files import stable_hash
-from mmpipe.schema import RAW_SCHEMA, chunk_schema
-from mmpipe.shards import write_table
-from mmpipe.sources import RawSource
+from mmpipe.ingest.clean.record import SourceLocation, clean_record
+from mmpipe.ingest.schema import RAW_SCHEMA, chunk_schema
+from mmpipe.ingest.shards import write_table
+from mmpipe.ingest.sources import RawSource
 
 CACHE_DIR = "cache"
 REJECTED_KEY = b"mmpipe.rejected"
@@ -60,7 +60,7 @@ def code_fingerprint() -> str:
     import numpy
     import PIL
 
-    package = Path(mmpipe.clean.__file__).parent
+    package = Path(mmpipe.ingest.clean.__file__).parent
     files = [*sorted(package.glob("*.py")), *(package.parent / name for name in ("split.py", "schema.py"))]
     digest = hashlib.sha256(f"pillow {PIL.__version__} numpy {numpy.__version__}".encode())
     for file in files:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmpipe.dataset import DatasetVersion
+from mmpipe.ingest.version import DatasetVersion
 
 READ_BATCH_ROWS = 1024
 INPUTS = {"fused": ("text", "image"), "text": ("text",), "image": ("image",)}

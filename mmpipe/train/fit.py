@@ -22,11 +22,11 @@ from typing import Any
 import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
-from mmpipe.data import make_dataset, split_rows, train_texts
-from mmpipe.dataset import DatasetVersion, load_dataset
 from mmpipe.errors import MmpipeError
 from mmpipe.files import write_json_atomic
-from mmpipe.runs import RUN_FILE
+from mmpipe.ingest.version import DatasetVersion, load_dataset
+from mmpipe.runs.store import RUN_FILE
+from mmpipe.train.inputs import make_dataset, split_rows, train_texts
 
 CHECKPOINTS = "checkpoints"
 
@@ -105,7 +105,7 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
             model = keras.models.load_model(checkpoints / f"epoch-{initial_epoch:03d}.keras")
         else:
             vectorizer = adapt_vectorizer_for(config, version)
-            from mmpipe.model import build_model
+            from mmpipe.train.model import build_model
 
             model = build_model(config.model, len(classes), size, vectorizer)
         batch_size = config.train.batch_size
@@ -186,7 +186,7 @@ def _lineage(version: DatasetVersion) -> dict[str, Any]:
 def _export(model, run_dir: Path, version: DatasetVersion) -> None:
     """The serving export, cleaning with the settings the dataset was ingested with (not today's config)."""
     from mmpipe.config import ImageConfig, TextConfig
-    from mmpipe.serving import export_serving
+    from mmpipe.serving.export import export_serving
 
     settings = version.manifest["config"]
     export_serving(model, run_dir, list(version.manifest["classes"]), TextConfig(**settings["text"]),
@@ -196,7 +196,7 @@ def _export(model, run_dir: Path, version: DatasetVersion) -> None:
 def adapt_vectorizer_for(config: Config, version: DatasetVersion):
     if config.model.variant == "image":
         return None
-    from mmpipe.model import adapt_vectorizer
+    from mmpipe.train.model import adapt_vectorizer
 
     return adapt_vectorizer(config.model, train_texts(version))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.errors import SourceError
-from mmpipe.reasons import Reason
+from mmpipe.ingest.reasons import Reason
 
 MANIFEST_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = ("text", "image", "label")

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmpipe.clean import Rejection
-from mmpipe.clean.image import resolve_image_path, standardize_image
-from mmpipe.clean.label import clean_label
-from mmpipe.clean.text import clean_text
 from mmpipe.config import SPLITS, Config
-from mmpipe.reasons import Reason
-from mmpipe.split import assign_split
+from mmpipe.ingest.clean import Rejection
+from mmpipe.ingest.clean.image import resolve_image_path, standardize_image
+from mmpipe.ingest.clean.label import clean_label
+from mmpipe.ingest.clean.text import clean_text
+from mmpipe.ingest.reasons import Reason
+from mmpipe.ingest.split import assign_split
 
 DERIVED_ID_CHARS = 20
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mmpipe.clean import Rejection
 from mmpipe.config import ImageConfig
-from mmpipe.reasons import Reason
+from mmpipe.ingest.clean import Rejection
+from mmpipe.ingest.reasons import Reason
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _RESAMPLE = Image.Resampling.BILINEAR

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from mmpipe.files import atomic_path
-from mmpipe.runs import PROMOTION_FILE
+from mmpipe.runs.store import PROMOTION_FILE
 
 MATRIX_FILE = "confusion_matrix.png"
 REPORT_FILE = "report.html"

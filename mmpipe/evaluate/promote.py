@@ -15,9 +15,9 @@ from typing import Any
 
 from mmpipe.config import EvaluateConfig
 from mmpipe.evaluate import EvaluationError, evaluate_run, existing_evaluation
+from mmpipe.evaluate.report import write_report
 from mmpipe.files import write_json_atomic
-from mmpipe.report import write_report
-from mmpipe.runs import (
+from mmpipe.runs.store import (
     METRICS_FILE,
     PROMOTION_FILE,
     RunStoreError,

@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmpipe.config import EvaluateConfig
-from mmpipe.data import make_dataset, split_rows
-from mmpipe.dataset import load_dataset
 from mmpipe.errors import MmpipeError
+from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.files import atomic_path, write_json_atomic
-from mmpipe.metrics import classification_metrics
-from mmpipe.runs import METRICS_FILE, load_run
+from mmpipe.ingest.version import load_dataset
+from mmpipe.runs.store import METRICS_FILE, load_run
+from mmpipe.train.inputs import make_dataset, split_rows
 
 PREDICTIONS_FILE = "predictions.parquet"
 EVALUATIONS = "evaluations"
@@ -125,7 +125,7 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": config.model_dump(mode="json"),
     }
-    from mmpipe.report import write_report
+    from mmpipe.evaluate.report import write_report
 
     write_report(out_dir, record, result)
     write_json_atomic(out_dir / METRICS_FILE, result)

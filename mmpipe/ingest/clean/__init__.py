@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmpipe.reasons import Reason
+from mmpipe.ingest.reasons import Reason
 
 
 @dataclass(frozen=True)

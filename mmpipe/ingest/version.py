@@ -22,14 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import mmpipe
-from mmpipe.chunks import ChunkPlan, ChunkResult, code_fingerprint
 from mmpipe.config import SPLITS, Config
 from mmpipe.errors import DataDirError
 from mmpipe.files import sha256_file, stable_hash, write_json_atomic
-from mmpipe.reasons import Reason
-from mmpipe.schema import QUARANTINE_SCHEMA, quarantine_rows, shard_schema
-from mmpipe.shards import ShardWriter
-from mmpipe.sources import RawSource
+from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, code_fingerprint
+from mmpipe.ingest.reasons import Reason
+from mmpipe.ingest.schema import QUARANTINE_SCHEMA, quarantine_rows, shard_schema
+from mmpipe.ingest.shards import ShardWriter
+from mmpipe.ingest.sources import RawSource
 
 DATASET_FILE = "dataset.json"
 SHARDS_DIR = "shards"

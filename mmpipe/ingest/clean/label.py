@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from mmpipe.clean import Rejection
-from mmpipe.reasons import Reason
+from mmpipe.ingest.clean import Rejection
+from mmpipe.ingest.reasons import Reason
 
 
 def clean_label(label: str | None, classes: Collection[str] | None = None) -> str | Rejection:

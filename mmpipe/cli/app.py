@@ -90,7 +90,7 @@ def ingest(
     Exit status: 0 done, 2 the source or config is unusable.
     """
     from mmpipe.config import load_config
-    from mmpipe.sources import open_source
+    from mmpipe.ingest.sources import open_source
 
     settings = load_config(config, {"data_dir": data, "ingest.workers": workers, "ingest.dask_address": dask})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
@@ -124,7 +124,7 @@ def validate(
     """
     from mmpipe.config import load_config
     from mmpipe.contracts.suites import load_contracts
-    from mmpipe.dataset import load_dataset
+    from mmpipe.ingest.version import load_dataset
 
     settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
     load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
@@ -185,7 +185,7 @@ def train_command(
     2 the dataset is missing or not validated, or the run cannot be resumed.
     """
     from mmpipe.config import load_config
-    from mmpipe.dataset import load_dataset
+    from mmpipe.ingest.version import load_dataset
     from mmpipe.train import require_validated, resumable_run
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs, "model.variant": variant,
@@ -227,12 +227,12 @@ def predict(
     A fused run needs both `--text` and `--image`; a text or image run needs only its own input.
     """
     from mmpipe.config import load_config
-    from mmpipe.serving import predict_files
+    from mmpipe.serving.export import predict_files
 
     settings = load_config(config, {"runs_dir": runs})
     runs_dir = Path(settings.runs_dir).absolute()
     if run_id is None:
-        from mmpipe.runs import read_champion
+        from mmpipe.runs.store import read_champion
 
         run_id = (read_champion(runs_dir) or {}).get("run_id")
         if run_id is None:
@@ -266,7 +266,7 @@ def run_command(
     2 unusable input.
     """
     from mmpipe.config import load_config
-    from mmpipe.sources import open_source
+    from mmpipe.ingest.sources import open_source
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask,
                                     "contracts.suites_dir": contracts})
@@ -379,7 +379,7 @@ def evaluate(
     `evaluate.promote_margin` and no class's F1 drops by more than `evaluate.max_class_f1_drop`.
     """
     from mmpipe.config import load_config
-    from mmpipe.runs import load_run
+    from mmpipe.runs.store import load_run
 
     settings = load_config(config, {"runs_dir": runs})
     load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
@@ -421,7 +421,7 @@ def runs_list(
     as_json: JsonOption = False,
 ) -> None:
     """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*)."""
-    from mmpipe.runs import list_runs
+    from mmpipe.runs.store import list_runs
 
     rows = list_runs(_runs_dir(runs, config), dataset)
     if as_json:
@@ -447,7 +447,7 @@ def runs_show(
     as_json: JsonOption = False,
 ) -> None:
     """A run's record: config, dataset lineage (shards and their hashes, validation), metrics, promotion."""
-    from mmpipe.runs import show_run
+    from mmpipe.runs.store import show_run
 
     shown = show_run(_runs_dir(runs, config), run_id)
     if as_json:
@@ -480,7 +480,7 @@ def runs_compare(
     as_json: JsonOption = False,
 ) -> None:
     """B minus A: metric deltas, per-class F1 deltas, config differences, dataset differences."""
-    from mmpipe.runs import compare_runs
+    from mmpipe.runs.store import compare_runs
 
     diff = compare_runs(_runs_dir(runs, config), run_a, run_b)
     if as_json:
@@ -502,7 +502,7 @@ def runs_compare(
 @runs_app.command("champion")
 def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The current champion (the run `mmpipe predict` uses by default)."""
-    from mmpipe.runs import read_champion
+    from mmpipe.runs.store import read_champion
 
     champion = read_champion(_runs_dir(runs, config))
     if as_json:

@@ -13,7 +13,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmpipe.chunks import (
+from mmpipe.config import Config
+from mmpipe.errors import DataDirError
+from mmpipe.files import stable_hash
+from mmpipe.ingest.chunks import (
     CACHE_DIR,
     ChunkPlan,
     ChunkResult,
@@ -22,12 +25,9 @@ from mmpipe.chunks import (
     process_chunk,
     prune_cache,
 )
-from mmpipe.clean.record import SourceLocation
-from mmpipe.config import Config
-from mmpipe.dataset import DatasetVersion, finalize_dataset, inputs_key, reusable_dataset
-from mmpipe.errors import DataDirError
-from mmpipe.files import stable_hash
-from mmpipe.sources import RawSource, open_source
+from mmpipe.ingest.clean.record import SourceLocation
+from mmpipe.ingest.sources import RawSource, open_source
+from mmpipe.ingest.version import DatasetVersion, finalize_dataset, inputs_key, reusable_dataset
 
 Progress = Callable[[int, int], None]
 

@@ -1,0 +1,5 @@
+"""Training: tf.data input from the shards (inputs.py), the fused Keras model (model.py) and runs (fit.py)."""
+
+from mmpipe.train.fit import TrainingError, TrainResult, require_validated, resumable_run, train
+
+__all__ = ["TrainResult", "TrainingError", "require_validated", "resumable_run", "train"]
