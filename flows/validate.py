@@ -8,7 +8,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import VALIDATION_REPORT
 from mmpipe.config import Config
-from mmpipe.contracts.validate import ValidationReport, validate_dataset
+from mmpipe.contracts.validate import validate_dataset
+from mmpipe.contracts.verdict import ValidationReport
 from mmpipe.errors import ContractViolation
 
 

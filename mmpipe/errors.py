@@ -27,3 +27,7 @@ class ContractViolation(MmpipeError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+class ServingError(MmpipeError):
+    """The serving export is missing, or an input cannot be served."""

@@ -10,7 +10,8 @@ from PIL import Image, ImageFilter
 from mmpipe.config import ImageConfig, TextConfig
 from mmpipe.ingest.clean.image import standardize_image
 from mmpipe.ingest.clean.text import clean_text
-from mmpipe.serving.export import Standardizer, export_serving, load_serving, predict_raw
+from mmpipe.serving.export import Standardizer, export_serving, load_serving
+from mmpipe.serving.predict import predict_raw
 from tests.test_cli import run_main
 
 # Text that exercises every cleaning step: markup, NFKC (full-width, ligature, decomposed accents,

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from mmpipe.serving.export import load_serving, predict_raw
+from mmpipe.serving.export import load_serving
+from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
 from tests.conftest import run_config
 from tests.fixtures.files import gradient

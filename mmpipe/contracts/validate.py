@@ -10,18 +10,19 @@ or mtime differs from what ingest recorded, so a stored verdict never outlives t
 
 A data dir without source suites gets them inferred from this version (see infer.py) when it
 passes the project suites; the inferred suites run in the same pass and must pass on it.
-GX is imported only when something has to be validated, and runs in this thread only.
+gx.py runs GX; verdict.py holds what comes out; docs.py renders GX's Data Docs.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from mmpipe.config import Config
+from mmpipe.contracts.docs import write_docs
 from mmpipe.contracts.frames import (
     contract_parameters,
     dataset_config,
@@ -30,20 +31,19 @@ from mmpipe.contracts.frames import (
     frame_of,
     shard_table,
 )
-from mmpipe.contracts.infer import inferred_suites, save_suites, source_origin_line
+from mmpipe.contracts.gx import GreatExpectations, outcomes_of, parameters_used, without_source
+from mmpipe.contracts.infer import inferred_suites, save_suites
 from mmpipe.contracts.suites import (
-    INDEX_META,
     INFERRED,
     NOT_YET,
     SOURCE,
-    SUITE_META,
     Contracts,
     SuiteFile,
-    build_gx_suite,
     class_set_entry,
     describe_expectation,
     load_contracts,
 )
+from mmpipe.contracts.verdict import Outcome, ValidationReport
 from mmpipe.errors import DataDirError
 from mmpipe.files import sha256_file, stable_hash, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, load_dataset
@@ -55,114 +55,7 @@ RESULT_FILE = "result.json"
 FILES_CACHE = "files.json"
 # Part of every cache key: results written by an older layout of this module are never reused.
 CACHE_FORMAT = 2
-EXAMPLES = 10
-RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["id"], "partial_unexpected_count": 20}
 INTEGRITY = "files"
-
-
-@dataclass
-class Outcome:
-    """One expectation's verdict over its scope (the whole version, or the shards it was run on)."""
-
-    suite: str
-    expectation: str
-    severity: str
-    success: bool
-    observed: Any
-    examples: list[str] = field(default_factory=list)
-    shards: list[str] = field(default_factory=list)
-    check: str = ""
-    hint: str = ""
-
-    def describe(self) -> dict[str, Any]:
-        return {"expectation": self.expectation, "check": self.check, "severity": self.severity,
-                "observed": self.observed, "examples": self.examples, "suite": self.suite, "shards": self.shards,
-                "hint": self.hint}
-
-
-@dataclass
-class ValidationReport:
-    """The verdict on one dataset version. `success` is False when any critical expectation failed."""
-
-    dataset_version: str
-    success: bool
-    outcomes: list[Outcome]
-    report: Path
-    docs: Path
-    reference: str
-    contracts: dict[str, Any]
-    inferred: bool = False
-    reused: bool = False
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
-
-    @property
-    def warnings(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == "warning"]
-
-    @property
-    def notice(self) -> str | None:
-        """The loud line a user must see when this validation inferred the source contracts."""
-        if not self.inferred:
-            return None
-        data_dir = Path(self.report).parents[2]  # DATA/validation/<version>/result.json
-        return (f"contracts inferred from dataset {self.dataset_version}: review them with `mmpipe contracts show "
-                f"--data {data_dir}`, keep them with `mmpipe contracts export DIR --data {data_dir}`")
-
-    @property
-    def contracts_line(self) -> str:
-        """Which suites were used, in one line."""
-        return f"project contracts built-in ({self.contracts['project']['dir']}); {source_origin_line(self.contracts)}"
-
-    def summary(self) -> dict[str, Any]:
-        """The object `mmpipe validate --json` prints."""
-        return {
-            "dataset_version": self.dataset_version,
-            "success": self.success,
-            "failed": [o.describe() for o in self.failed],
-            "warnings": [o.describe() for o in self.warnings],
-            "report": str(self.report),
-            "contracts": self.contracts,
-            "inferred": self.inferred,
-            "notice": self.notice,
-        }
-
-    def failure_message(self) -> str:
-        """One paragraph naming each failed critical expectation, what was observed, offending ids, what to do."""
-        parts = []
-        for outcome in self.failed:
-            ids = f"; ids: {', '.join(outcome.examples)}" if outcome.examples else ""
-            hint = f" ({outcome.hint})" if outcome.hint else ""
-            parts.append(f"{outcome.expectation} [{outcome.suite}: {outcome.check}] observed "
-                         f"{_short(outcome.observed, 300)}{ids}{hint}")
-        return (f"dataset {self.dataset_version} failed {len(parts)} critical expectation(s): "
-                + " | ".join(parts) + f". Details: {self.report}")
-
-    def to_markdown(self) -> str:
-        verdict = "passed" if self.success else "FAILED"
-        lines = [f"# Validation of dataset `{self.dataset_version}`: {verdict}", ""]
-        if self.notice:
-            lines += [f"**{self.notice}**", ""]
-        lines += [f"{len(self.failed)} critical failure(s), {len(self.warnings)} warning(s), "
-                  f"{len(self.outcomes)} expectations. Drift reference: `{self.reference}`. Report: `{self.report}`.",
-                  "", f"Suites: {self.contracts_line}.",
-                  "", "| suite | expectation | severity | result | observed | examples |",
-                  "|---|---|---|---|---|---|"]
-        for o in sorted(self.outcomes, key=lambda o: (o.success, o.severity != "critical")):
-            mark = "pass" if o.success else ("**FAIL**" if o.severity == "critical" else "warn")
-            examples = ", ".join(f"`{e}`" for e in o.examples[:5])
-            observed = _short(o.observed)
-            lines.append(f"| {o.suite} | {o.expectation} (`{o.check}`) | {o.severity} | {mark} | {observed} "
-                         f"| {examples} |")
-        return "\n".join(lines) + "\n"
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validation_dir(data_dir: Path, dataset_version: str) -> Path:
@@ -224,20 +117,20 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     dataset_result = run.validate_dataset(contracts.suites("dataset"), parameters)
     outcomes = _integrity_outcomes(version, shard_hashes)
     for kind, results in (("shards", shard_results), ("dataset", {"dataset": dataset_result})):
-        outcomes += [o for suite in contracts.suites(kind) for o in _outcomes(suite, results)]
+        outcomes += [o for suite in contracts.suites(kind) for o in outcomes_of(suite, results)]
     if inferring:
         if all(o.success for o in outcomes if o.severity == "critical" and not o.suite.startswith(SOURCE)):
             save_suites(contracts.source)
         else:  # a version that fails the project suites teaches nothing about its source
             outcomes = [o for o in outcomes if not o.suite.startswith(SOURCE)]
-            shard_results = {scope: _without_source(result) for scope, result in shard_results.items()}
-            dataset_result = _without_source(dataset_result)
+            shard_results = {scope: without_source(result) for scope, result in shard_results.items()}
+            dataset_result = without_source(dataset_result)
             contracts = replace(contracts, source=None, source_origin=NOT_YET)
             inferring = False
     _explain_new_classes(outcomes, contracts, run, data_dir)
     _explain_small_classes(outcomes, run, config.contracts.min_train_per_class)
     success = all(o.success for o in outcomes if o.severity == "critical")
-    docs = _write_docs(out_dir / "docs", shard_results, dataset_result)
+    docs = write_docs(out_dir / "docs", shard_results, dataset_result)
     result = {
         "run_key": run_key(contracts), "dataset_version": version.version, "success": success,
         "outcomes": [asdict(o) for o in outcomes], "reference": reference_used["dataset_version"],
@@ -249,13 +142,6 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     if success and reference is None:
         set_reference(data_dir, version.version)  # the first passing version anchors drift checks
     return _report_from(result, out_dir, reused=False, seconds=time.perf_counter() - started)
-
-
-def _without_source(result: dict) -> dict:
-    """A GX result without the source suites' entries (candidates that were not kept)."""
-    kept = [item for item in result["results"]
-            if not str(item["expectation_config"]["meta"].get(SUITE_META, "")).startswith(SOURCE)]
-    return {**result, "results": kept, "success": all(item["success"] for item in kept)}
 
 
 def _current_shard_hashes(data_dir: Path, version: DatasetVersion) -> dict[str, str]:
@@ -333,7 +219,7 @@ class _Run:
         self.cache_dir = data_dir / VALIDATION_DIR / "cache"
         self._tables: dict[str, Any] = {}
         self._dataset_frame = None
-        self._gx: _GreatExpectations | None = None
+        self._gx: GreatExpectations | None = None
 
     def table(self, shard_path: str):
         if shard_path not in self._tables:
@@ -349,13 +235,13 @@ class _Run:
         return self._dataset_frame
 
     @property
-    def gx(self) -> _GreatExpectations:
+    def gx(self) -> GreatExpectations:
         if self._gx is None:
-            self._gx = _GreatExpectations()
+            self._gx = GreatExpectations()
         return self._gx
 
     def validate_shards(self, suites: list[SuiteFile], parameters: dict[str, Any]) -> dict[str, dict]:
-        used = _parameters_used(suites, parameters)
+        used = parameters_used(suites, parameters)
         hashes = [suite.sha256 for suite in suites]
         results: dict[str, dict] = {}
         pending: dict[tuple, list[dict]] = {}
@@ -378,7 +264,7 @@ class _Run:
         return results
 
     def validate_dataset(self, suites: list[SuiteFile], parameters: dict[str, Any]) -> dict:
-        used = _parameters_used(suites, parameters)
+        used = parameters_used(suites, parameters)
         key = stable_hash([CACHE_FORMAT, self.version.version, list(self.shard_hashes.values()),
                            [suite.sha256 for suite in suites], used])
         cached = _read_json(self.cache_dir / f"dataset-{key}.json")
@@ -387,100 +273,6 @@ class _Run:
         result = self.gx.run(suites, self.dataset_frame(), used)
         write_json_atomic(self.cache_dir / f"dataset-{key}.json", result, pretty=False)
         return result
-
-
-class _GreatExpectations:
-    """An ephemeral GX context: one pandas batch definition, one validation definition per set of suites."""
-
-    def __init__(self) -> None:
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        self.gx = gx
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = self.context.data_sources.add_pandas("mmpipe").add_dataframe_asset("derived")
-        self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-        self._definitions: dict[str, Any] = {}
-
-    def run(self, suites: list[SuiteFile], frame, parameters: dict[str, Any]) -> dict:
-        """Run several suite files' entries as one GX suite over `frame` (one pass over the data)."""
-        key = stable_hash([suite.sha256 for suite in suites], 12)
-        # A ValidationDefinition loads the batch once (Batch.validate loads and fingerprints it twice).
-        if key not in self._definitions:
-            name = "+".join(suite.label for suite in suites) + f"-{key}"
-            definition = self.gx.ValidationDefinition(
-                name=name, data=self.batch_definition, suite=self.context.suites.add(build_gx_suite(name, suites))
-            )
-            self._definitions[key] = self.context.validation_definitions.add(definition)
-        result = self._definitions[key].run(
-            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format=RESULT_FORMAT
-        )
-        return json.loads(json.dumps(result.to_json_dict(), default=str))  # plain JSON types only
-
-
-def _parameters_used(suites: list[SuiteFile], parameters: dict[str, Any]) -> dict[str, Any]:
-    """Only the parameters the suites refer to: a reference change must not invalidate shard results."""
-    text = json.dumps([suite.expectations for suite in suites])
-    return {name: value for name, value in parameters.items() if f'"$PARAMETER": "{name}"' in text}
-
-
-def _outcomes(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
-    """One Outcome per expectation of `suite`, merged over the scopes (shards) it ran on."""
-    by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]
-                        if item["expectation_config"]["meta"].get(SUITE_META) == suite.label}
-                for scope, result in results.items()}
-    outcomes = []
-    if not by_index:
-        return outcomes  # no shards: only the dataset suites speak
-    for index, entry in enumerate(suite.expectations):
-        failing = [(scope, items[index]) for scope, items in by_index.items() if not items[index]["success"]]
-        examples: list[str] = []
-        for _, item in failing:
-            for row in item["result"].get("partial_unexpected_index_list", []):
-                if "id" in row and str(row["id"]) not in examples:
-                    examples.append(str(row["id"]))
-        observed = (_observed([item for _, item in failing]) if failing
-                    else _observed([next(iter(by_index.values()))[index]]))
-        outcomes.append(Outcome(
-            suite=suite.label, expectation=describe_expectation(entry), severity=entry["severity"],
-            success=not failing, observed=observed, examples=examples[:EXAMPLES],
-            shards=[scope for scope, _ in failing if scope != "dataset"], check=_check_name(entry),
-            hint=str((entry.get("meta") or {}).get("hint", "")) if failing else "",
-        ))
-    return outcomes
-
-
-def _check_name(entry: dict[str, Any]) -> str:
-    """`type(column)`: what GX checked, whatever the entry's human name."""
-    kwargs = entry.get("kwargs", {})
-    target = kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or "table"
-    return f"{entry['type']}({target})"
-
-
-def _observed(items: list[dict]) -> Any:
-    """What GX observed, summed over the scopes (shards) an expectation ran on."""
-    errors = []
-    for item in items:
-        info = item["exception_info"]
-        # GX reports one error directly, or several keyed by the metric that raised them.
-        errors += [info] if "raised_exception" in info else list(info.values())
-    messages = sorted({e.get("exception_message") for e in errors if e.get("raised_exception")})
-    if messages:
-        return "error: " + "; ".join(str(message) for message in messages)
-    results = [item["result"] for item in items]
-    if all("unexpected_count" in result for result in results):
-        unexpected = sum(result["unexpected_count"] for result in results)
-        total = sum(result.get("element_count") or 0 for result in results)
-        values = [value for result in results for value in result.get("partial_unexpected_list", [])][:5]
-        examples = f", e.g. {values}" if values else ""
-        return f"{unexpected} of {total} rows unexpected{examples}"
-    if "partial_missing_list" in results[0]:  # "contains the set": GX reports what is missing, not what was seen
-        missing = results[0]["partial_missing_list"]
-        return f"missing: {', '.join(map(str, missing))}" if missing else "none missing"
-    if "observed_value" in results[0]:
-        return results[0]["observed_value"]
-    return results[0]
 
 
 def _report_from(result: dict, out_dir: Path, reused: bool, seconds: float) -> ValidationReport:
@@ -497,43 +289,3 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _write_docs(folder: Path, shard_results: dict[str, dict], dataset_result: dict) -> Path:
-    """GX Data Docs pages (one per distinct result) and an index that links them."""
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
-        ExpectationValidationResult,
-    )
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
-
-    from mmpipe.files import atomic_path
-
-    pages: dict[str, tuple[str, bool]] = {}
-    rendered: dict[int, str] = {}
-    view, renderer = DefaultJinjaPageView(), ValidationResultsPageRenderer()  # templates compile once
-    for scope, result in [("dataset", dataset_result), *shard_results.items()]:
-        name = "dataset.html" if scope == "dataset" else Path(scope).stem + ".html"
-        if id(result) not in rendered:  # shards validated together share one page
-            suite_result = ExpectationSuiteValidationResult(
-                success=result["success"], suite_name=result["suite_name"], statistics=result["statistics"],
-                meta=result["meta"], suite_parameters=result.get("suite_parameters", {}),
-                results=[ExpectationValidationResult(
-                    success=item["success"], expectation_config=ExpectationConfiguration(**item["expectation_config"]),
-                    result=item["result"], meta=item["meta"], exception_info=item["exception_info"],
-                ) for item in result["results"]],
-            )
-            html = view.render(renderer.render(suite_result))
-            with atomic_path(folder / name) as temp:
-                temp.write_text(html, encoding="utf-8")
-            rendered[id(result)] = name
-        pages[scope] = (rendered[id(result)], result["success"])
-    links = "\n".join(f'<li><a href="{page}">{scope}</a>: {"passed" if ok else "failed"}</li>'
-                      for scope, (page, ok) in pages.items())
-    index = folder / "index.html"
-    with atomic_path(index) as temp:
-        temp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>mmpipe validation</title></head>"
-                        f"<body><h1>Validation results</h1><ul>\n{links}\n</ul></body></html>\n", encoding="utf-8")
-    return index

@@ -8,13 +8,13 @@ from typing import NamedTuple
 
 # Tags, comments, doctypes and processing instructions. A tag must start with a letter so that
 # "a < b > c" is kept; tags become a space so "<p>a</p><p>b</p>" reads "a b".
-_MARKUP = re.compile(r"<!--.*?-->|<[!?/]?[A-Za-z][^<>]*>", re.DOTALL)
+MARKUP = re.compile(r"<!--.*?-->|<[!?/]?[A-Za-z][^<>]*>", re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
 # Every pass either changes nothing or shortens/normalizes the text; real text settles in 1-2.
-_MAX_PASSES = 8
+MAX_PASSES = 8
 # Raw text beyond this many times the cap is never looked at: markup can shrink text, but
 # cleaning megabytes of it (the tag regex is superlinear on unclosed comments) would stall a run.
-_RAW_FACTOR = 4
+RAW_FACTOR = 4
 
 
 class CleanText(NamedTuple):
@@ -28,7 +28,7 @@ def clean_text(text: str, *, lowercase: bool = False, max_chars: int = 1000) -> 
     NFKC; drop control, format (zero-width, bidi) and surrogate characters; strip HTML tags;
     collapse whitespace; optionally lowercase; cut to `max_chars` (reported as `truncated`).
     """
-    raw_limit = _RAW_FACTOR * max_chars + 64
+    raw_limit = RAW_FACTOR * max_chars + 64
     cut_raw = len(text) > raw_limit
     cleaned = _settle(text[:raw_limit] if cut_raw else text, lowercase)
     if len(cleaned) <= max_chars and not cut_raw:
@@ -40,7 +40,7 @@ def clean_text(text: str, *, lowercase: bool = False, max_chars: int = 1000) -> 
 
 def _settle(text: str, lowercase: bool) -> str:
     """Repeat the normalizing pass until nothing changes (one step can enable another)."""
-    for _ in range(_MAX_PASSES):
+    for _ in range(MAX_PASSES):
         cleaned = _normalize_once(text, lowercase)
         if cleaned == text:
             break
@@ -52,7 +52,7 @@ def _normalize_once(text: str, lowercase: bool) -> str:
     text = unicodedata.normalize("NFKC", text)
     if not text.isprintable():
         text = "".join(char for char in text if _keep(char))
-    text = _MARKUP.sub(" ", text)
+    text = MARKUP.sub(" ", text)
     text = _WHITESPACE.sub(" ", text).strip()
     return text.lower() if lowercase else text
 

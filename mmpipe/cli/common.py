@@ -1,0 +1,68 @@
+"""What every command shares: option types, exit codes, and running a Prefect flow from the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mmpipe.errors import MmpipeError
+
+# Defaults for the temporary Prefect API server a CLI run starts when no PREFECT_API_URL is set
+# (the user's own settings win): it needs ~20 s to start on 2 cores and Prefect waits only 20 s;
+# its telemetry heartbeat contends for the SQLite lock and logs errors on slow disks.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+EXIT_FAILED_CHECK = 1  # validate found a failed critical expectation
+EXIT_INTERNAL_ERROR = 1
+EXIT_UNUSABLE_INPUT = 2
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML config file (default: ./mmpipe.toml if present). `MMPIPE_*` variables "
+                 "override it, e.g. `MMPIPE_IMAGE__SIZE=32`; flags override both.", show_default=False),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json (default: ./mmpipe-data).",
+                 show_default=False),
+]
+RunsOption = Annotated[
+    Path | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs).", show_default=False)
+]
+DaskOption = Annotated[
+    str | None,
+    typer.Option("--dask", help="Clean chunks on an existing Dask cluster, e.g. `tcp://scheduler:8786` "
+                 "(needs `pip install mmpipe[dask]`; default: local threads).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
+ContractsOption = Annotated[
+    Path | None,
+    typer.Option("--contracts", help="Folder of exported source suites (shards.json, dataset.json) to validate with, "
+                 "instead of the ones inferred into `DATA/contracts/` (sets `contracts.suites_dir`).",
+                 show_default=False),
+]
+
+
+def prepare_prefect() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def run_flow(call) -> Any:
+    """Run a flow; a domain error raised inside it reaches the user as that error, not a traceback."""
+    try:
+        return call()
+    except MmpipeError:
+        raise
+    except Exception as error:
+        cause = error
+        while cause is not None and not isinstance(cause, MmpipeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise

@@ -1,0 +1,90 @@
+"""How commands show results: summaries, the notices a user must see, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def print_ingest_summary(summary: dict[str, Any]) -> None:
+    quarantined = sum(summary["quarantined"].values())
+    typer.echo(f"dataset {summary['dataset_version']} in {summary['data_dir']}")
+    typer.echo(f"  rows read {summary['rows_read']}: accepted {summary['accepted']}, "
+               f"quarantined {quarantined}, duplicates {summary['duplicates']}")
+    for reason, count in sorted(summary["quarantined"].items(), key=lambda item: -item[1]):
+        typer.echo(f"    {reason}: {count}")
+    typer.echo("  splits: " + ", ".join(f"{split} {count}" for split, count in summary["splits"].items()))
+    typer.echo(f"  classes: {', '.join(summary['classes'])}")
+    typer.echo(f"details (reject examples, lineage): {Path(summary['data_dir']) / 'dataset.json'}")
+
+
+def print_pipeline_summary(summary: dict) -> None:
+    metrics, promotion = summary["metrics"], summary["promotion"] or {}
+    ingest = summary["ingest"]
+    typer.echo(f"dataset {summary['dataset_version']}: {ingest['accepted']} accepted, "
+               f"{sum(ingest['quarantined'].values())} quarantined, {ingest['duplicates']} duplicates; "
+               f"contracts passed ({len(summary['validation']['warnings'])} warning(s))")
+    print_contracts(summary["validation"])
+    typer.echo(f"run {summary['run_id']}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
+               f"(test split); {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
+    typer.echo(f"report: {summary['report']}")
+
+
+def print_contracts(validation: dict) -> None:
+    """Which suites were used; when they were just inferred, the loud notice on stderr too."""
+    from mmpipe.contracts.infer import source_origin_line
+
+    typer.echo(f"  {source_origin_line(validation['contracts'])}")
+    print_notice(validation)
+
+
+def print_notice(validation: dict) -> None:
+    if validation.get("notice"):
+        typer.secho(f"mmpipe: {validation['notice']}", err=True, bold=True)
+
+
+def brief(value: Any, limit: int = 400) -> str:
+    """A suite argument as a reviewer reads it: parameters as <name> (filled in from the settings)."""
+    if isinstance(value, dict) and set(value) == {"$PARAMETER"}:
+        return f"<{value['$PARAMETER']}>"
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, driven by the flow's `mmpipe_progress` log records."""
+
+    def __init__(self, description: str, quiet: bool):
+        self.description, self.quiet = description, quiet
+
+    def __enter__(self):
+        if self.quiet or not sys.stderr.isatty():
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        from flows.ingest import PROGRESS_EXTRA
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), transient=True)
+        task_id = self.progress.add_task(self.description, total=None)
+
+        class Handler(logging.Handler):
+            def emit(inner, record: logging.LogRecord) -> None:
+                done_total = getattr(record, PROGRESS_EXTRA, None)
+                if done_total is not None:
+                    self.progress.update(task_id, completed=done_total[0], total=done_total[1])
+
+        self.handler = Handler()
+        logging.getLogger("prefect.flow_runs").addHandler(self.handler)
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if hasattr(self, "progress"):
+            self.progress.stop()
+            logging.getLogger("prefect.flow_runs").removeHandler(self.handler)

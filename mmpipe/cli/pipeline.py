@@ -1,0 +1,139 @@
+"""The whole pipeline: run, demo, sample, serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmpipe.cli.common import (
+    EXIT_FAILED_CHECK,
+    ConfigOption,
+    ContractsOption,
+    DaskOption,
+    DataOption,
+    JsonOption,
+    RunsOption,
+    prepare_prefect,
+    run_flow,
+)
+from mmpipe.cli.output import ProgressBar, print_notice, print_pipeline_summary
+from mmpipe.errors import ContractViolation, MmpipeError
+
+
+def run_command(
+    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
+                                           show_default=False)],
+    data: DataOption = None,
+    runs: RunsOption = None,
+    contracts: ContractsOption = None,
+    config: ConfigOption = None,
+    dask: DaskOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the whole pipeline: ingest -> validate -> train -> evaluate -> promote.
+
+    One Prefect flow run (`pipeline`) with a subflow run per stage, so the UI shows each stage's
+    logs and artifacts. On a data dir's first run the source contracts are inferred from the data
+    (and said so); later versions are checked against them. A critical data-contract failure
+    stops it before training (exit 1). Exit status: 0 done, 1 the data failed its contracts,
+    2 unusable input.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.ingest.sources import open_source
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask,
+                                    "contracts.suites_dir": contracts})
+    open_source(source)
+    summary = run_pipeline(source, settings, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        print_notice(summary["validation"])
+        return
+    print_pipeline_summary(summary)
+
+
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Folder for the sample, its data dir and runs dir.")] = Path(
+        "mmpipe-demo"),
+    rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample.")] = 400,
+) -> None:
+    """Generate the sample dataset and run the whole pipeline on it; prints where the report is.
+
+    Writes FOLDER/sample (raw files), FOLDER/data (shards), FOLDER/runs (the run, its report
+    and serving export). A few minutes on a 2-core laptop, CPU only.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.sample import SampleSpec, write_sample
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the demo")
+    manifest = write_sample(folder / "sample", SampleSpec(rows=rows, seed=0))
+    typer.echo(f"wrote the sample: {manifest}")
+    settings = load_config(folder / "sample" / "mmpipe.toml",
+                           {"data_dir": folder / "data", "runs_dir": folder / "runs"})
+    summary = run_pipeline(manifest, settings, quiet=False)
+    print_pipeline_summary(summary)
+    image = min((folder / "sample" / "images").iterdir())
+    typer.echo(f"next: mmpipe runs list --runs {folder / 'runs'}")
+    typer.echo(f"      mmpipe predict --runs {folder / 'runs'} --text 'a lantern at night' --image {image}")
+
+
+def run_pipeline(source: Path, settings, quiet: bool) -> dict:
+    prepare_prefect()
+    from flows.pipeline import pipeline_flow
+
+    try:
+        with ProgressBar("Pipeline", quiet=quiet):
+            return run_flow(lambda: pipeline_flow(str(source.absolute()), settings))
+    except ContractViolation as violation:
+        typer.echo(f"mmpipe: the dataset failed its data contracts; nothing was trained: {violation}", err=True)
+        raise typer.Exit(EXIT_FAILED_CHECK) from None
+
+
+def serve(
+    data: DataOption = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Register and serve the deployments `retrain`, `watch` and `on-new-data` until stopped (Ctrl-C).
+
+    `retrain` runs the pipeline on each `[serve] sources` entry on `serve.retrain_cron` (default
+    nightly, `serve.timezone`); `watch` looks at the sources every `serve.watch_interval_s` and
+    emits `mmpipe.source.changed` when new files have settled; `on-new-data` runs the pipeline on
+    that event, one run at a time. Needs a Prefect server: `prefect server start`, then
+    `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    """
+    from prefect.settings import get_current_settings
+
+    from mmpipe.config import load_config
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs})
+    if not get_current_settings().api.url:
+        raise MmpipeError("mmpipe serve needs a Prefect server (schedules and triggers do not fire on a temporary "
+                          "one): run `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    from deployments.serve import serve_forever
+
+    serve_forever(settings)
+
+
+def sample(
+    folder: Annotated[Path, typer.Argument(help="Folder to write manifest.csv, images/ and mmpipe.toml into.",
+                                           show_default=False)],
+    rows: Annotated[int, typer.Option(min=1, help="Number of rows before faults are added.")] = 500,
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+) -> None:
+    """Write a synthetic raw dataset: images of mixed formats, captions, and a few percent of faults.
+
+    The label needs both inputs: the image shows a circle or a square, the caption says day or
+    night (sun, moon, window, lantern).
+    """
+    from mmpipe.sample import SampleSpec, write_sample
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the sample")
+    manifest = write_sample(folder, SampleSpec(rows=rows, seed=seed))
+    typer.echo(f"wrote {manifest} ({rows} rows + faults) and {folder / 'mmpipe.toml'}")
+    typer.echo(f"next: mmpipe ingest {manifest} --config {folder / 'mmpipe.toml'}")

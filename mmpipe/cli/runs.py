@@ -1,0 +1,122 @@
+"""`mmpipe runs`: list, show, compare, champion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmpipe.cli.common import ConfigOption, JsonOption, RunsOption
+
+runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True)
+
+
+def runs_dir_of(runs: Path | None, config: Path | None) -> Path:
+    from mmpipe.config import load_config
+
+    return Path(load_config(config, {"runs_dir": runs}).runs_dir).absolute()
+
+
+@runs_app.command("list")
+def runs_list(
+    dataset: Annotated[str | None, typer.Option(help="Only runs trained on this dataset version.",
+                                                show_default=False)] = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*)."""
+    from mmpipe.runs.store import list_runs
+
+    rows = list_runs(runs_dir_of(runs, config), dataset)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no runs yet: `mmpipe train` makes one")
+        return
+    typer.echo(f"  {'run':<24} {'started':<21} {'status':<10} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
+               f"{'macro F1':>8}")
+    for row in rows:
+        scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
+        typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at']:<21} "
+                   f"{row['status']:<10} {row['variant']:<8} {row['dataset_version']:<17} {scores[0]:>8} "
+                   f"{scores[1]:>8}")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id.", show_default=False)],
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A run's record: config, dataset lineage (shards and their hashes, validation), metrics, promotion."""
+    from mmpipe.runs.store import show_run
+
+    shown = show_run(runs_dir_of(runs, config), run_id)
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    lineage = shown.get("lineage", {})
+    typer.echo(f"run {run_id}: {shown['status']}, {shown['variant']} model{', champion' if shown['champion'] else ''}")
+    typer.echo(f"  dataset {shown['dataset_version']} ({len(lineage.get('shards', []))} shards), validation passed: "
+               f"{lineage.get('validation', {}).get('success')}")
+    typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git {shown.get('git_commit')}")
+    if shown.get("error"):
+        typer.echo(f"  error: {shown['error']}")
+    evaluation = shown["evaluation"]
+    if evaluation:
+        typer.echo("  " + ", ".join(f"{key} {value:.4f}" for key, value in evaluation["metrics"].items()
+                                    if isinstance(value, float)))
+        typer.echo(f"  report: {Path(evaluation['out_dir']) / 'report.html'}")
+    if shown["promotion"]:
+        typer.echo(f"  promotion: {'promoted' if shown['promotion']['promoted'] else 'not promoted'}: "
+                   + "; ".join(shown["promotion"]["reasons"]))
+    typer.echo(f"  run dir: {shown['run_dir']}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_a: Annotated[str, typer.Argument(help="The baseline run.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="The run compared with it.", show_default=False)],
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """B minus A: metric deltas, per-class F1 deltas, config differences, dataset differences."""
+    from mmpipe.runs.store import compare_runs
+
+    diff = compare_runs(runs_dir_of(runs, config), run_a, run_b)
+    if as_json:
+        typer.echo(json.dumps(diff))
+        return
+    typer.echo(f"{run_b} vs {run_a} (B - A)")
+    for key, change in diff["metrics"].items():
+        if change["delta"] is not None:
+            typer.echo(f"  {key:<26} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
+    for name, change in diff["per_class_f1"].items():
+        if change["delta"] is not None:
+            typer.echo(f"  F1 {name:<23} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
+    for key, change in diff["config"].items():
+        typer.echo(f"  config {key}: {change['a']!r} -> {change['b']!r}")
+    dataset = diff["dataset"]
+    typer.echo(f"  dataset: {'same' if dataset['same'] else dataset['a'] + ' -> ' + dataset['b']}")
+
+
+@runs_app.command("champion")
+def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The current champion (the run `mmpipe predict` uses by default)."""
+    from mmpipe.runs.store import read_champion
+
+    champion = read_champion(runs_dir_of(runs, config))
+    if as_json:
+        typer.echo(json.dumps(champion))
+        return
+    if champion is None:
+        typer.echo("no champion yet: `mmpipe evaluate RUN_ID` promotes the first evaluated run")
+        return
+    typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
+               f"promoted {champion['promoted_at']}, previous {champion['previous']})")

@@ -1,0 +1,225 @@
+"""The stage commands: ingest, validate, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmpipe.cli.common import (
+    EXIT_FAILED_CHECK,
+    ConfigOption,
+    ContractsOption,
+    DaskOption,
+    DataOption,
+    JsonOption,
+    RunsOption,
+    prepare_prefect,
+    run_flow,
+)
+from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice
+from mmpipe.errors import ContractViolation, MmpipeError
+
+
+def ingest(
+    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
+                                           show_default=False)],
+    data: DataOption = None,
+    config: ConfigOption = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel chunk workers (default: one per core).",
+                                                show_default=False)] = None,
+    dask: DaskOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Clean and standardize a raw source into Parquet shards, a quarantine and dataset.json.
+
+    Every row read is accepted, quarantined with a reason, or counted as an exact duplicate.
+    Re-running on an unchanged source reuses the previous result; only chunks with new or
+    changed rows are cleaned again.
+    Exit status: 0 done, 2 the source or config is unusable.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.ingest.sources import open_source
+
+    settings = load_config(config, {"data_dir": data, "ingest.workers": workers, "ingest.dask_address": dask})
+    open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
+    prepare_prefect()
+    from flows.ingest import run_ingest
+
+    with ProgressBar("Cleaning chunks", quiet=as_json):
+        summary = run_flow(lambda: run_ingest(source, settings))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    print_ingest_summary(summary)
+
+
+def validate(
+    data: DataOption = None,
+    contracts: ContractsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the current dataset version against its data contracts (Great Expectations suites).
+
+    Two layers: the project suites shipped with mmpipe (what holds for every dataset) and the
+    source suites (this source's classes, ranges and drift). A data dir without source suites
+    gets them inferred from its first version that passes the project suites, into
+    `DATA/contracts/`; review them with `mmpipe contracts show`. Critical expectations gate
+    training; warnings are reported. Results and GX Data Docs go to
+    `DATA/validation/DATASET_VERSION/`; an unchanged dataset and suite are not validated twice.
+    Exit status: 0 all critical expectations pass, 1 one fails, 2 no dataset or an unusable suite file.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.contracts.suites import load_contracts
+    from mmpipe.ingest.version import load_dataset
+
+    settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
+    load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
+    load_contracts(settings.data_dir, settings)
+    prepare_prefect()
+    from flows.validate import validate_flow
+
+    try:
+        summary = run_flow(lambda: validate_flow(str(settings.data_dir), settings))
+    except ContractViolation as violation:
+        if as_json and violation.report is not None:
+            typer.echo(json.dumps(violation.report.summary(), default=str))
+        else:
+            typer.echo(f"mmpipe: validation failed: {violation}", err=True)
+        raise typer.Exit(EXIT_FAILED_CHECK) from None
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        print_notice(summary)
+        return
+    typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
+               f"({len(summary['warnings'])} warning(s)); report: {summary['report']}")
+    print_contracts(summary)
+    for warning in summary["warnings"]:
+        typer.echo(f"  warning: {warning['expectation']}: {warning['observed']}")
+
+
+def train_command(
+    data: DataOption = None,
+    runs: RunsOption = None,
+    variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image (default: fused).",
+                                                show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 10).", show_default=False)] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue an interrupted run from its last finished epoch.",
+                                               show_default=False)] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the fused Keras model on the current dataset version (it must pass `mmpipe validate`).
+
+    Writes `RUNS/RUN_ID/`: run.json (config + hash, dataset version, seed, git commit, package
+    versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs, one
+    checkpoint per epoch (so `--resume RUN_ID` continues an interrupted run) and serving/, the
+    SavedModel `mmpipe predict` uses. Exit status: 0 done,
+    2 the dataset is missing or not validated, or the run cannot be resumed.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train import require_validated, resumable_run
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs, "model.variant": variant,
+                                    "train.epochs": epochs})
+    version = load_dataset(settings.data_dir)
+    require_validated(version)  # fail fast (exit 2) before starting Prefect
+    if resume:
+        resumable_run(Path(settings.runs_dir).absolute(), resume, version)
+    prepare_prefect()
+    from flows.train import train_flow
+
+    with ProgressBar("Training epochs", quiet=as_json):
+        summary = run_flow(lambda: train_flow(settings, resume))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    history = summary["history"]
+    last = {key: values[-1] for key, values in history.items() if values}
+    typer.echo(f"run {summary['run_id']} {summary['status']} after {len(history.get('loss', []))} epoch(s): "
+               + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
+    typer.echo(f"run dir: {summary['run_dir']}")
+
+
+def predict(
+    run_id: Annotated[str | None, typer.Argument(help="The run whose serving export to use (default: the champion, "
+                                                 "see `mmpipe runs champion`).", show_default=False)] = None,
+    text: Annotated[str | None, typer.Option(help="Raw text; cleaned in the model exactly as at ingest.",
+                                             show_default=False)] = None,
+    image: Annotated[Path | None, typer.Option(help="A JPEG, PNG, WebP, GIF or BMP file.", show_default=False)] = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify one raw (text, image) pair with a run's serving export (RUNS/RUN_ID/serving).
+
+    The export is a TensorFlow SavedModel that cleans text and decodes, orients and resizes the
+    image in-graph like ingest does, so what you pass here is what a production caller sends.
+    A fused run needs both `--text` and `--image`; a text or image run needs only its own input.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.serving.predict import predict_files
+
+    settings = load_config(config, {"runs_dir": runs})
+    runs_dir = Path(settings.runs_dir).absolute()
+    if run_id is None:
+        from mmpipe.runs.store import read_champion
+
+        run_id = (read_champion(runs_dir) or {}).get("run_id")
+        if run_id is None:
+            raise MmpipeError(f"no champion in {runs_dir} yet: give a RUN_ID, or `mmpipe evaluate RUN_ID` to pick one")
+    result = predict_files(runs_dir / run_id, text, image)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{result['label']}  (run {run_id}, {result['variant']} model)")
+    for name, probability in sorted(result["probabilities"].items(), key=lambda item: -item[1]):
+        typer.echo(f"  {name:<20} {probability:.4f}")
+
+
+def evaluate(
+    run_id: Annotated[str, typer.Argument(help="The run to score (`mmpipe runs list`).", show_default=False)],
+    split: Annotated[str, typer.Option(help="Held-out split to score: test or val.")] = "test",
+    data: Annotated[Path | None, typer.Option("--data", help="Score on the dataset in this data dir instead of the "
+                                              "one the run trained on (e.g. a newly arrived batch).",
+                                              show_default=False)] = None,
+    runs: RunsOption = None,
+    promote_run: Annotated[bool, typer.Option("--promote/--no-promote", help="After scoring the run's own test "
+                                              "split, decide champion/challenger.")] = True,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a finished run on a held-out split and write its report.
+
+    The run's own test split goes to RUNS/RUN_ID/ (metrics.json, predictions.parquet,
+    confusion_matrix.png, report.html); other splits or `--data` go to
+    RUNS/RUN_ID/evaluations/VERSION-SPLIT/. Then, unless `--no-promote`, the run is compared with
+    the champion on the same test set and promoted if its macro F1 is better by
+    `evaluate.promote_margin` and no class's F1 drops by more than `evaluate.max_class_f1_drop`.
+    """
+    from mmpipe.config import load_config
+    from mmpipe.runs.store import load_run
+
+    settings = load_config(config, {"runs_dir": runs})
+    load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
+    prepare_prefect()
+    from flows.evaluate import evaluate_flow
+
+    summary = run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,
+                                              promote_run))
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    metrics = summary["metrics"]
+    typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({summary['n']} rows): "
+               f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
+               f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}")
+    if "promotion" in summary:
+        decision = summary["promotion"]
+        typer.echo(("promoted to champion: " if decision["promoted"] else "not promoted: ")
+                   + "; ".join(decision["reasons"]))
+    typer.echo(f"report: {Path(summary['out_dir']) / 'report.html'}")

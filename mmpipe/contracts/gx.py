@@ -1,0 +1,118 @@
+"""Great Expectations glue: run several suite files as one GX suite over a frame, read results back.
+
+GX is imported only when something has to be validated, and runs in the caller's thread only
+(it is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mmpipe.contracts.suites import INDEX_META, SOURCE, SUITE_META, SuiteFile, build_gx_suite, describe_expectation
+from mmpipe.contracts.verdict import Outcome
+from mmpipe.files import stable_hash
+
+EXAMPLES = 10
+RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["id"], "partial_unexpected_count": 20}
+
+
+class GreatExpectations:
+    """An ephemeral GX context: one pandas batch definition, one validation definition per set of suites."""
+
+    def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = self.context.data_sources.add_pandas("mmpipe").add_dataframe_asset("derived")
+        self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        self._definitions: dict[str, Any] = {}
+
+    def run(self, suites: list[SuiteFile], frame, parameters: dict[str, Any]) -> dict:
+        """Run several suite files' entries as one GX suite over `frame` (one pass over the data)."""
+        key = stable_hash([suite.sha256 for suite in suites], 12)
+        # A ValidationDefinition loads the batch once (Batch.validate loads and fingerprints it twice).
+        if key not in self._definitions:
+            name = "+".join(suite.label for suite in suites) + f"-{key}"
+            definition = self.gx.ValidationDefinition(
+                name=name, data=self.batch_definition, suite=self.context.suites.add(build_gx_suite(name, suites))
+            )
+            self._definitions[key] = self.context.validation_definitions.add(definition)
+        result = self._definitions[key].run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format=RESULT_FORMAT
+        )
+        return json.loads(json.dumps(result.to_json_dict(), default=str))  # plain JSON types only
+
+
+def parameters_used(suites: list[SuiteFile], parameters: dict[str, Any]) -> dict[str, Any]:
+    """Only the parameters the suites refer to: a reference change must not invalidate shard results."""
+    text = json.dumps([suite.expectations for suite in suites])
+    return {name: value for name, value in parameters.items() if f'"$PARAMETER": "{name}"' in text}
+
+
+def outcomes_of(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
+    """One Outcome per expectation of `suite`, merged over the scopes (shards) it ran on."""
+    by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]
+                        if item["expectation_config"]["meta"].get(SUITE_META) == suite.label}
+                for scope, result in results.items()}
+    outcomes = []
+    if not by_index:
+        return outcomes  # no shards: only the dataset suites speak
+    for index, entry in enumerate(suite.expectations):
+        failing = [(scope, items[index]) for scope, items in by_index.items() if not items[index]["success"]]
+        examples: list[str] = []
+        for _, item in failing:
+            for row in item["result"].get("partial_unexpected_index_list", []):
+                if "id" in row and str(row["id"]) not in examples:
+                    examples.append(str(row["id"]))
+        observed = (_observed([item for _, item in failing]) if failing
+                    else _observed([next(iter(by_index.values()))[index]]))
+        outcomes.append(Outcome(
+            suite=suite.label, expectation=describe_expectation(entry), severity=entry["severity"],
+            success=not failing, observed=observed, examples=examples[:EXAMPLES],
+            shards=[scope for scope, _ in failing if scope != "dataset"], check=_check_name(entry),
+            hint=str((entry.get("meta") or {}).get("hint", "")) if failing else "",
+        ))
+    return outcomes
+
+
+def _check_name(entry: dict[str, Any]) -> str:
+    """`type(column)`: what GX checked, whatever the entry's human name."""
+    kwargs = entry.get("kwargs", {})
+    target = kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or "table"
+    return f"{entry['type']}({target})"
+
+
+def _observed(items: list[dict]) -> Any:
+    """What GX observed, summed over the scopes (shards) an expectation ran on."""
+    errors = []
+    for item in items:
+        info = item["exception_info"]
+        # GX reports one error directly, or several keyed by the metric that raised them.
+        errors += [info] if "raised_exception" in info else list(info.values())
+    messages = sorted({e.get("exception_message") for e in errors if e.get("raised_exception")})
+    if messages:
+        return "error: " + "; ".join(str(message) for message in messages)
+    results = [item["result"] for item in items]
+    if all("unexpected_count" in result for result in results):
+        unexpected = sum(result["unexpected_count"] for result in results)
+        total = sum(result.get("element_count") or 0 for result in results)
+        values = [value for result in results for value in result.get("partial_unexpected_list", [])][:5]
+        examples = f", e.g. {values}" if values else ""
+        return f"{unexpected} of {total} rows unexpected{examples}"
+    if "partial_missing_list" in results[0]:  # "contains the set": GX reports what is missing, not what was seen
+        missing = results[0]["partial_missing_list"]
+        return f"missing: {', '.join(map(str, missing))}" if missing else "none missing"
+    if "observed_value" in results[0]:
+        return results[0]["observed_value"]
+    return results[0]
+
+
+def without_source(result: dict) -> dict:
+    """A GX result without the source suites' entries (candidates that were not kept)."""
+    kept = [item for item in result["results"]
+            if not str(item["expectation_config"]["meta"].get(SUITE_META, "")).startswith(SOURCE)]
+    return {**result, "results": kept, "success": all(item["success"] for item in kept)}
