@@ -37,27 +37,27 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
 
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
+    from mmpipe.runs.record import RunDir, RunRecord
     from mmpipe.train.inputs import train_texts
     from mmpipe.train.model import adapt_vectorizer, build_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
     keras.utils.set_random_seed(0)
-    classes = version.manifest["classes"]
+    classes = version.classes
     model = build_model(config.model, len(classes), 64, adapt_vectorizer(config.model, train_texts(version)))
-    run_dir = runs_dir / "20260101T000000Z-bench0"
+    run = RunDir(runs_dir / "20260101T000000Z-bench0")
     shutil.rmtree(runs_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    model.save(run_dir / "model.keras")
-    record = {"run_id": run_dir.name, "status": "completed", "variant": "fused", "seed": 0,
-              "dataset_version": version.version, "data_dir": str(data_dir), "classes": classes,
-              "config": config.model_dump(mode="json"), "config_hash": config.hash(), "code_version": "bench",
-              "git_commit": None, "packages": {}, "started_at": "2026-01-01T00:00:00Z",
-              "history": [{"epoch": e, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
-                          for e in range(1, 11)],  # a ten-epoch run's record
-              "lineage": {"shards": version.manifest["shards"], "counts": version.manifest["counts"]}}
-    (run_dir / "run.json").write_text(json.dumps(record))
-    return run_dir
+    run.path.mkdir(parents=True)
+    model.save(run.model)
+    RunRecord(run_id=run.run_id, status="completed", variant="fused", seed=0, dataset_version=version.version,
+              data_dir=str(data_dir), classes=classes, config=config.model_dump(mode="json"),
+              config_hash=config.hash(), code_version="bench", started_at="2026-01-01T00:00:00Z",
+              history=[{"epoch": e, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
+                       for e in range(1, 11)],  # a ten-epoch run's record
+              lineage={"shards": [shard.model_dump() for shard in version.shards], "counts": version.counts},
+              ).save(run)
+    return run.path
 
 
 def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
@@ -68,6 +68,7 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     from mmpipe.config import EvaluateConfig
     from mmpipe.evaluate import evaluate_run
     from mmpipe.ingest.version import load_dataset
+    from mmpipe.runs.record import RunDir
     from mmpipe.train.inputs import make_dataset
 
     settings = EvaluateConfig()
@@ -78,7 +79,7 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
         images.append(inputs["image"].numpy())
     memory = {"text": tf.constant(np.concatenate(texts)), "image": np.concatenate(images)}
     rows = len(memory["image"])
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = keras.models.load_model(RunDir(run_dir).model)
     model.predict(memory, batch_size=settings.batch_size, verbose=0)  # trace
     started = time.perf_counter()
     model.predict(memory, batch_size=settings.batch_size, verbose=0)
@@ -98,21 +99,23 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     end_to_end = rows / (time.perf_counter() - started)
     loop = evaluation.result["metrics"]["throughput_samples_per_s"]
     return {"rows": rows, "bare": bare, "floor": floor, "loop": loop, "end_to_end": end_to_end,
-            "latency": evaluation.result["metrics"]["latency_ms"], "run_json": run_dir / "run.json"}
+            "latency": evaluation.result["metrics"]["latency_ms"], "run_json": RunDir(run_dir).record}
 
 
 def measure_listing(template_run: Path, runs_dir: Path) -> dict:
     """1,000 run dirs with a real-sized run.json and metrics.json; list them in-process and by command."""
+    from mmpipe.runs.record import RunDir, load_record
     from mmpipe.runs.store import list_runs
 
-    record = json.loads((template_run / "run.json").read_text())
-    metrics = (template_run / "evaluations" / f"{record['dataset_version']}-train" / "metrics.json").read_text()
+    template = RunDir(template_run)
+    record = load_record(template)
+    metrics = RunDir(template.evaluation(record.dataset_version, "train")).metrics.read_text()
     shutil.rmtree(runs_dir, ignore_errors=True)
     for index in range(RUNS):
-        run_id = f"2026{index // 28 % 12 + 1:02d}{index % 28 + 1:02d}T000000Z-{index:06x}"
-        (runs_dir / run_id).mkdir(parents=True)
-        (runs_dir / run_id / "run.json").write_text(json.dumps({**record, "run_id": run_id}))
-        (runs_dir / run_id / "metrics.json").write_text(metrics)
+        run = RunDir(runs_dir / f"2026{index // 28 % 12 + 1:02d}{index % 28 + 1:02d}T000000Z-{index:06x}")
+        run.path.mkdir(parents=True)
+        record.model_copy(update={"run_id": run.run_id}).save(run)
+        run.metrics.write_text(metrics)
     list_runs(runs_dir)  # page cache warm, as for a user who just listed
     started = time.perf_counter()
     rows = list_runs(runs_dir)

@@ -77,7 +77,7 @@ def core(manifest: Path, data: Path, workers: int) -> dict:
     config = load_config(None, {"data_dir": str(data), "image.size": SIZE, "ingest.workers": workers}, environ={})
     started = time.perf_counter()
     version = ingest(manifest, config)
-    return {"images": version.manifest["rows_read"], "accepted": version.manifest["accepted"],
+    return {"images": version.rows_read, "accepted": version.accepted,
             "seconds": time.perf_counter() - started}
 
 

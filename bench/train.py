@@ -56,7 +56,7 @@ def measure(data_dir: Path) -> dict:
     iterate_s = time.perf_counter() - started
 
     vectorizer = adapt_vectorizer(config.model, train_texts(version))
-    classes = version.manifest["classes"]
+    classes = version.classes
     model = build_model(config.model, len(classes), 64, vectorizer)
     model.fit(pipeline(), epochs=1, verbose=0)  # trace the graph
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def streaming_epoch(data_dir: Path) -> dict:
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
     keras.utils.set_random_seed(0)
-    model = build_model(config.model, len(version.manifest["classes"]), 64,
+    model = build_model(config.model, len(version.classes), 64,
                         adapt_vectorizer(config.model, train_texts(version)))
     started = time.perf_counter()
     model.fit(make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0), epochs=1, verbose=0)

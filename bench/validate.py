@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -50,11 +49,9 @@ def build_dataset(rows: int) -> tuple[Path, float]:
     import pyarrow.parquet as pq
 
     from mmpipe.config import load_config
-    from mmpipe.files import write_json_atomic
     from mmpipe.ingest import ingest
     from mmpipe.ingest.schema import shard_schema
     from mmpipe.ingest.shards import ShardWriter
-    from mmpipe.ingest.version import DATASET_FILE
     from mmpipe.sample import SampleSpec
 
     large = generated("validate-large", SampleSpec(rows=400, seed=3, min_side=300, max_side=800, fault_rate=0.0,
@@ -63,7 +60,7 @@ def build_dataset(rows: int) -> tuple[Path, float]:
     shutil.rmtree(timing_dir, ignore_errors=True)
     started = time.perf_counter()
     timed = ingest(large, load_config(None, {"data_dir": str(timing_dir), "image.size": SIZE}, environ={}))
-    ingest_rate = timed.manifest["rows_read"] / (time.perf_counter() - started)
+    ingest_rate = timed.rows_read / (time.perf_counter() - started)
     shutil.rmtree(timing_dir, ignore_errors=True)
 
     # Rows like the ones the project's suites were profiled on (`mmpipe sample` defaults).
@@ -75,8 +72,7 @@ def build_dataset(rows: int) -> tuple[Path, float]:
 
     data_dir = WORK / f"validate-{rows}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    template = pa.concat_tables([pq.read_table(seed_dir / e["path"]) for e in seed.manifest["shards"]])
-    manifest = dict(seed.manifest)
+    template = pa.concat_tables([pq.read_table(seed.path_of(entry)) for entry in seed.shards])
     files = []
     rows_per_shard = int(config.ingest.shard_target_mb * 2**20) // (SIZE * SIZE * 3 + 256)
     for split, share in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
@@ -91,17 +87,19 @@ def build_dataset(rows: int) -> tuple[Path, float]:
                 picked = picked.set_column(picked.schema.get_field_index("image_sha256"), "image_sha256", sha)
                 picked = picked.set_column(picked.schema.get_field_index("split"), "split", pa.array([split] * n))
                 writer.write(picked)
-        files += [{**f.describe(), "split": split} for f in writer.files]
-    manifest.update(shards=files, dataset_version=f"bench-{rows}", accepted=rows, quarantine=[])
-    write_json_atomic(data_dir / DATASET_FILE, manifest)
+        files += writer.files
+    seed.model_copy(update={"shards": files, "dataset_version": f"bench-{rows}", "accepted": rows, "quarantine": [],
+                            "data_dir": data_dir}).save()
     return data_dir, ingest_rate
 
 
 def measure(data_dir: Path) -> dict:
     import pyarrow.parquet as pq
 
-    manifest = json.loads((data_dir / "dataset.json").read_text())
-    paths = [data_dir / e["path"] for e in manifest["shards"]]
+    from mmpipe.ingest.version import load_dataset
+
+    version = load_dataset(data_dir)
+    paths = [version.path_of(entry) for entry in version.shards]
     columns = [n for n in pq.read_schema(paths[0]).names if n != "image"]
     for path in paths:
         pq.read_table(path, columns=columns)  # warm the page cache for both contenders

@@ -38,9 +38,9 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     logger = get_run_logger()
     logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
-                Path(result["out_dir"]) / "report.html")
+                result["report"])
     summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "per_class",
-                                            "out_dir")}
+                                            "low_support", "out_dir", "report")}
     if promote_run and result["primary"]:
         decision = promote_task(runs_dir, run_id, config)
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"
@@ -73,5 +73,5 @@ def evaluation_markdown(result: dict) -> str:
     for name, scores in result["per_class"].items():
         lines.append(f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} "
                      f"| {scores['support']} |")
-    lines += ["", f"Report: `{Path(result['out_dir']) / 'report.html'}`"]
+    lines += ["", f"Report: `{result['report']}`"]
     return "\n".join(lines)

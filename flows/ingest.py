@@ -76,14 +76,13 @@ def ingest_flow(source: str, config: Config) -> dict:
 
 def publish_ingest_artifacts(version: DatasetVersion) -> None:
     """Summary (markdown), counts per split x class and rejects per reason (tables) on the flow run."""
-    manifest = version.manifest
     create_markdown_artifact(key=INGEST_SUMMARY, markdown=version.to_markdown(), description="Ingest summary")
-    counts = [{"class": name, **{split: manifest["counts"][split].get(name, 0) for split in SPLITS}}
-              for name in manifest["classes"]]
+    counts = [{"class": name, **{split: version.counts[split].get(name, 0) for split in SPLITS}}
+              for name in version.classes]
     create_table_artifact(key=INGEST_COUNTS, table=counts, description="Accepted rows by class and split")
     rejects = [{"reason": reason, "rows": count,
-                "example": (manifest["reject_examples"].get(reason) or [{}])[0].get("source", "")}
-               for reason, count in manifest["quarantined"].items()]
+                "example": (version.reject_examples.get(reason) or [{}])[0].get("source", "")}
+               for reason, count in version.quarantined.items()]
     create_table_artifact(key=INGEST_REJECTS, table=rejects or [{"reason": "none", "rows": 0, "example": ""}],
                           description="Quarantined rows by reason")
 

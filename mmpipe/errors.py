@@ -31,3 +31,7 @@ class ContractViolation(MmpipeError):
 
 class ServingError(MmpipeError):
     """The serving export is missing, or an input cannot be served."""
+
+
+class RunStoreError(MmpipeError):
+    """A run that is asked for does not exist or cannot be read."""

@@ -58,9 +58,9 @@ def test_inferred_suites_pass_on_the_version_they_came_from(spec, tmp_path_facto
                                            "ingest.workers": 1, "image.size": 8})
     version = ingest(manifest, config)
     # A repeated (image, text) pair is a duplicate, whatever else differs.
-    assert version.manifest["accepted"] == distinct_pairs, version.manifest["quarantined"]
-    assert version.manifest["duplicates"] == sum(spec["sizes"]) - distinct_pairs
-    assume(all(version.manifest["splits"][split] for split in SPLITS))  # else the project suites rightly fail
+    assert version.accepted == distinct_pairs, version.quarantined
+    assert version.duplicates == sum(spec["sizes"]) - distinct_pairs
+    assume(all(version.splits[split] for split in SPLITS))  # else the project suites rightly fail
     first = validate_dataset(config.data_dir, config)
     assert first.success, first.failure_message()
     assert first.inferred and (config.data_dir / SOURCE_SUITES_DIR / "shards.json").is_file()

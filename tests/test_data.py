@@ -22,7 +22,7 @@ def test_dataset_yields_named_inputs_and_one_hot_labels(ingested_sample):
     inputs, labels = next(iter(dataset))
     assert set(inputs) == {"text", "image"}
     assert inputs["image"].shape[1:] == (16, 16, 3) and inputs["image"].dtype.name == "uint8"
-    assert labels.shape[1] == len(version.manifest["classes"])
+    assert labels.shape[1] == len(version.classes)
     assert np.allclose(labels.numpy().sum(axis=1), 1)
     total = sum(int(batch[1].shape[0]) for batch in dataset)
     assert total == split_rows(version, "train")
@@ -35,7 +35,7 @@ def test_pixels_and_labels_match_the_shards(ingested_sample):
     first = np.frombuffer(table["image"][0].as_py(), np.uint8).reshape(16, 16, 3)
     assert (inputs["image"].numpy()[0] == first).all()
     assert inputs["text"].numpy()[0].decode() == table["text"][0].as_py()
-    assert version.manifest["classes"][int(labels.numpy()[0].argmax())] == table["label"][0].as_py()
+    assert version.classes[int(labels.numpy()[0].argmax())] == table["label"][0].as_py()
 
 
 def test_shuffle_order_is_fixed_by_the_seed(ingested_sample):

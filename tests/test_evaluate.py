@@ -17,6 +17,7 @@ from mmpipe.config import EvaluateConfig
 from mmpipe.evaluate import EvaluationError, evaluate_run
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.ingest.version import load_dataset
+from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import read_champion
 from mmpipe.train.inputs import split_paths
 from tests.conftest import artifact, run_config
@@ -33,14 +34,15 @@ def run_dir(trained_run, tmp_path):
 def test_primary_evaluation_writes_every_file_and_consistent_numbers(run_dir):
     evaluation = evaluate_run(run_dir, EvaluateConfig())
     assert evaluation.out_dir == run_dir
-    result = json.loads((run_dir / "metrics.json").read_text())
-    record = json.loads((run_dir / "run.json").read_text())
-    test_ids = {i for path in split_paths(load_dataset(record["data_dir"]), "test")
+    run = RunDir(run_dir)
+    result = json.loads(run.metrics.read_text())
+    record = load_record(run)
+    test_ids = {i for path in split_paths(load_dataset(record.data_dir), "test")
                 for i in pq.read_table(path, columns=["id"])["id"].to_pylist()}
-    predictions = pq.read_table(run_dir / "predictions.parquet").to_pydict()
+    predictions = pq.read_table(run.predictions).to_pydict()
     assert set(predictions["id"]) == test_ids and result["n"] == len(test_ids) > 0
     # metrics.json is what the predictions file says, recomputed independently of the run.
-    classes = record["classes"]
+    classes = record.classes
     labels = np.array([classes.index(label) for label in predictions["label"]])
     again = classification_metrics(labels, np.array(predictions["probabilities"]), classes)
     assert again["metrics"]["macro_f1"] == pytest.approx(result["metrics"]["macro_f1"])
@@ -48,13 +50,14 @@ def test_primary_evaluation_writes_every_file_and_consistent_numbers(run_dir):
     assert {"accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "top_2_accuracy", "latency_ms",
             "throughput_samples_per_s"} <= set(result["metrics"])
     assert result["metrics"]["throughput_samples_per_s"] > 0 and result["metrics"]["latency_ms"]["p50"] > 0
-    with Image.open(run_dir / "confusion_matrix.png") as png:
+    with Image.open(run.confusion_matrix) as png:
         assert png.format == "PNG" and png.width > 100
-    page = (run_dir / "report.html").read_text()
-    assert f"{result['metrics']['accuracy']:.4f}" in page and record["dataset_version"] in page
+    page = run.report.read_text()
+    assert result["report"] == str(run.report)
+    assert f"{result['metrics']['accuracy']:.4f}" in page and record.dataset_version in page
     assert "data:image/png;base64," in page and "<svg" in page and "http" not in page.replace(
         "http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched from the network
-    assert record["lineage"]["shards"][0]["sha256"] in page
+    assert record.lineage["shards"][0]["sha256"] in page
     assert summary_keys(evaluation.summary())
 
 
@@ -64,19 +67,21 @@ def summary_keys(summary):
 
 def test_other_splits_go_beside_the_primary_evaluation(run_dir):
     evaluation = evaluate_run(run_dir, EvaluateConfig(), split="val")
-    assert evaluation.out_dir.parent == run_dir / "evaluations" and not evaluation.result["primary"]
-    assert (evaluation.out_dir / "report.html").is_file() and not (run_dir / "metrics.json").exists()
+    assert evaluation.out_dir == RunDir(run_dir).evaluation(evaluation.result["dataset_version"], "val")
+    assert not evaluation.result["primary"]
+    assert RunDir(evaluation.out_dir).report.is_file() and not RunDir(run_dir).metrics.exists()
 
 
 def test_unfinished_run_and_empty_split_are_refused(run_dir):
-    record = json.loads((run_dir / "run.json").read_text())
-    (run_dir / "run.json").write_text(json.dumps({**record, "status": "failed"}))
+    run = RunDir(run_dir)
+    record = load_record(run)
+    record.model_copy(update={"status": "failed"}).save(run)
     with pytest.raises(EvaluationError, match="only completed runs"):
         evaluate_run(run_dir, EvaluateConfig())
-    (run_dir / "run.json").write_text(json.dumps({**record, "dataset_version": "an-older-version"}))
+    record.model_copy(update={"dataset_version": "an-older-version"}).save(run)
     with pytest.raises(EvaluationError, match="pass --data DIR"):  # the data dir moved on since training
         evaluate_run(run_dir, EvaluateConfig())
-    (run_dir / "run.json").write_text(json.dumps(record))
+    record.save(run)
     with pytest.raises(EvaluationError, match="no 'holdout' rows"):
         evaluate_run(run_dir, EvaluateConfig(), split="holdout")
 
@@ -93,7 +98,7 @@ def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
     table = asyncio.run(artifact(flow_run, EVALUATION_METRICS))
     assert table is not None and "macro_f1" in str(table.data)
     assert "promoted to champion" in asyncio.run(artifact(flow_run, PROMOTION_DECISION)).data
-    assert "Promotion: promoted to champion" in (run_dir / "report.html").read_text()
+    assert "Promotion: promoted to champion" in RunDir(run_dir).report.read_text()
 
 
 def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir):

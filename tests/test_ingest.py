@@ -17,42 +17,42 @@ from tests.fixtures.files import distinct_images, gradient, save, write_manifest
 
 
 def read_files(data_dir, entries):
-    return [pq.read_table(data_dir / entry["path"]) for entry in entries]
+    return [pq.read_table(data_dir / entry.path) for entry in entries]
 
 
 def test_every_row_is_accounted_for(sample_manifest, config):
     version = ingest(sample_manifest, config)
-    m = version.manifest
+    m = version
     with open(sample_manifest, newline="") as handle:
         manifest_rows = sum(1 for _ in csv.DictReader(handle))
-    assert m["rows_read"] == manifest_rows
-    assert m["rows_read"] == m["accepted"] + sum(m["quarantined"].values()) + m["duplicates"]
-    shards = read_files(config.data_dir, m["shards"])
-    quarantine = read_files(config.data_dir, m["quarantine"])
-    assert sum(table.num_rows for table in shards) == m["accepted"] == sum(m["splits"].values())
-    assert sum(table.num_rows for table in quarantine) == sum(m["quarantined"].values())
+    assert m.rows_read == manifest_rows
+    assert m.rows_read == m.accepted + sum(m.quarantined.values()) + m.duplicates
+    shards = read_files(config.data_dir, m.shards)
+    quarantine = read_files(config.data_dir, m.quarantine)
+    assert sum(table.num_rows for table in shards) == m.accepted == sum(m.splits.values())
+    assert sum(table.num_rows for table in quarantine) == sum(m.quarantined.values())
     expected = {Reason.IMAGE_MISSING, Reason.IMAGE_UNREADABLE, Reason.TEXT_EMPTY, Reason.LABEL_MISSING,
                 Reason.LABEL_UNKNOWN, Reason.PATH_OUTSIDE_ROOT, Reason.LABEL_CONFLICT}
-    assert expected <= set(m["quarantined"])
-    assert m["duplicates"] >= 1
+    assert expected <= set(m.quarantined)
+    assert m.duplicates >= 1
 
 
 def test_shards_and_quarantine_follow_the_declared_schemas(sample_manifest, config):
-    m = ingest(sample_manifest, config).manifest
-    for entry in m["shards"]:
-        path = config.data_dir / entry["path"]
+    m = ingest(sample_manifest, config)
+    for entry in m.shards:
+        path = config.data_dir / entry.path
         assert pq.read_schema(path).equals(shard_schema(16), check_metadata=False)
-        assert sha256_file(path) == entry["sha256"]
+        assert sha256_file(path) == entry.sha256
         table = pq.read_table(path)
-        assert set(table["split"].to_pylist()) == {entry["split"]}
-        assert set(table["label"].to_pylist()) <= set(m["classes"])
+        assert set(table["split"].to_pylist()) == {entry.split}
+        assert set(table["label"].to_pylist()) <= set(m.classes)
         assert table["id"].null_count == 0 and len(set(table["id"].to_pylist())) == table.num_rows
         column_chunks = pq.read_metadata(path).row_group(0)
         compression = {column_chunks.column(i).path_in_schema: column_chunks.column(i).compression
                        for i in range(column_chunks.num_columns)}
         assert compression["image"] == "UNCOMPRESSED"
         assert compression["text"] == "ZSTD"
-    quarantine = pq.read_table(config.data_dir / m["quarantine"][0]["path"])
+    quarantine = pq.read_table(config.data_dir / m.quarantine[0].path)
     assert quarantine.schema.equals(QUARANTINE_SCHEMA, check_metadata=False)
     assert quarantine["reason"].null_count == 0 and quarantine["detail"].null_count == 0
     assert quarantine["id"].null_count == 0
@@ -62,15 +62,15 @@ def test_shards_and_quarantine_follow_the_declared_schemas(sample_manifest, conf
 def test_dataset_json_records_version_lineage_and_counts(sample_manifest, config):
     version = ingest(sample_manifest, config)
     reloaded = load_dataset(config.data_dir)
-    assert reloaded.manifest == version.manifest
-    m = reloaded.manifest
-    assert m["config_hash"] == config.ingest_hash()
-    assert m["classes"] == ["lantern", "moon", "sun", "window"]
-    assert m["image_shape"] == [16, 16, 3]
-    assert m["source"]["kind"] == "csv"
-    assert set(m["timings"]) >= {"plan_s", "process_s", "finalize_s", "total_s"}
-    assert sum(sum(per_class.values()) for per_class in m["counts"].values()) == m["accepted"]
-    assert all(m["reject_examples"][reason] for reason in m["quarantined"])
+    assert reloaded == version
+    m = reloaded
+    assert m.config_hash == config.ingest_hash()
+    assert m.classes == ["lantern", "moon", "sun", "window"]
+    assert m.image_shape == (16, 16, 3)
+    assert m.source["kind"] == "csv"
+    assert set(m.timings) >= {"plan_s", "process_s", "finalize_s", "total_s"}
+    assert sum(sum(per_class.values()) for per_class in m.counts.values()) == m.accepted
+    assert all(m.reject_examples[reason] for reason in m.quarantined)
     summary = version.summary()
     assert set(summary) == {"dataset_version", "rows_read", "accepted", "duplicates", "quarantined", "splits",
                             "classes", "data_dir"}
@@ -80,14 +80,14 @@ def test_same_input_and_config_give_byte_identical_shards(sample_manifest, tmp_p
     first = ingest(sample_manifest, make_config(tmp_path / "one"))
     second = ingest(sample_manifest, make_config(tmp_path / "two", **{"ingest.workers": 1}))
     assert first.version == second.version
-    for a, b in zip(first.manifest["shards"], second.manifest["shards"], strict=True):
-        assert (tmp_path / "one" / a["path"]).read_bytes() == (tmp_path / "two" / b["path"]).read_bytes()
+    for a, b in zip(first.shards, second.shards, strict=True):
+        assert (tmp_path / "one" / a.path).read_bytes() == (tmp_path / "two" / b.path).read_bytes()
 
 
 def test_unchanged_reingest_reuses_everything(sample_manifest, config):
     first = ingest(sample_manifest, config)
-    shard_mtimes = {entry["path"]: (config.data_dir / entry["path"]).stat().st_mtime_ns
-                    for entry in first.manifest["shards"]}
+    shard_mtimes = {entry.path: (config.data_dir / entry.path).stat().st_mtime_ns
+                    for entry in first.shards}
     second = ingest(sample_manifest, config)
     assert second.version == first.version
     assert {path: (config.data_dir / path).stat().st_mtime_ns for path in shard_mtimes} == shard_mtimes
@@ -97,8 +97,8 @@ def test_a_settings_change_reprocesses_and_changes_the_version(sample_manifest, 
     first = ingest(sample_manifest, config)
     changed = ingest(sample_manifest, make_config(config.data_dir, **{"image.size": 8}))
     assert changed.version != first.version
-    assert changed.manifest["chunks"]["cached"] == 0
-    assert not any((config.data_dir / entry["path"]).exists() for entry in first.manifest["shards"])
+    assert changed.chunks["cached"] == 0
+    assert not any((config.data_dir / entry.path).exists() for entry in first.shards)
 
 
 def test_added_rows_are_processed_alone_and_old_rows_keep_their_split(sample_manifest, tmp_path):
@@ -106,22 +106,22 @@ def test_added_rows_are_processed_alone_and_old_rows_keep_their_split(sample_man
     shutil.copytree(sample_manifest.parent, source)
     config = make_config(tmp_path / "data")
     first = ingest(source / "manifest.csv", config)
-    old_splits = dict(_ids_and_splits(config.data_dir, first.manifest))
+    old_splits = dict(_ids_and_splits(config.data_dir, first))
     save(gradient(20, 20), source / "images" / "new.png", "PNG")
     with open(source / "manifest.csv", "a", newline="") as handle:
         csv.writer(handle).writerows([[f"A new snapshot at noon number {n}", "images/new.png", "sun"]
                                       for n in range(3)])
     second = ingest(source / "manifest.csv", config)
-    chunks = second.manifest["chunks"]
+    chunks = second.chunks
     assert chunks["cached"] >= chunks["total"] - 2
-    assert second.manifest["rows_read"] == first.manifest["rows_read"] + 3
-    new_splits = dict(_ids_and_splits(config.data_dir, second.manifest))
+    assert second.rows_read == first.rows_read + 3
+    new_splits = dict(_ids_and_splits(config.data_dir, second))
     assert all(new_splits[row_id] == split for row_id, split in old_splits.items())
     assert len(new_splits) == len(old_splits) + 3
 
 
-def _ids_and_splits(data_dir, manifest):
-    for table in read_files(data_dir, manifest["shards"]):
+def _ids_and_splits(data_dir, version):
+    for table in read_files(data_dir, version.shards):
         yield from zip(table["id"].to_pylist(), table["split"].to_pylist(), strict=True)
 
 
@@ -146,24 +146,24 @@ def test_duplicates_conflicts_and_given_splits(small_source, tmp_path):
     manifest = write_manifest_csv(small_source / "m.csv", rows,
                                   columns=("id", "text", "image", "label", "split", "group"))
     config = make_config(tmp_path / "data", **{"ingest.chunk_rows": 2})
-    m = ingest(manifest, config).manifest
-    assert m["duplicates"] == 1
-    assert m["quarantined"] == {"id_conflict": 1, "label_conflict": 2, "split_invalid": 1}
-    assert m["accepted"] == 3
+    m = ingest(manifest, config)
+    assert m.duplicates == 1
+    assert m.quarantined == {"id_conflict": 1, "label_conflict": 2, "split_invalid": 1}
+    assert m.accepted == 3
     accepted = {row_id: split for row_id, split in _ids_and_splits(config.data_dir, m)}
     assert accepted["1"] == "test"
     assert accepted["5"] == accepted["6"]  # one group, one split
-    quarantine = pq.read_table(config.data_dir / m["quarantine"][0]["path"]).to_pylist()
+    quarantine = pq.read_table(config.data_dir / m.quarantine[0].path).to_pylist()
     conflict = next(row for row in quarantine if row["reason"] == "id_conflict")
     assert conflict["text"] == "other" and "m.csv:2" in conflict["detail"]
 
 
 def test_empty_text_policy(small_source, tmp_path):
     manifest = write_manifest_csv(small_source / "m.csv", [{"text": " <b></b> ", "image": "a.png", "label": "x"}])
-    strict = ingest(manifest, make_config(tmp_path / "strict")).manifest
-    assert strict["quarantined"] == {"text_empty": 1}
-    lenient = ingest(manifest, make_config(tmp_path / "lenient", **{"text.allow_empty": True})).manifest
-    assert lenient["accepted"] == 1
+    strict = ingest(manifest, make_config(tmp_path / "strict"))
+    assert strict.quarantined == {"text_empty": 1}
+    lenient = ingest(manifest, make_config(tmp_path / "lenient", **{"text.allow_empty": True}))
+    assert lenient.accepted == 1
 
 
 def test_folder_source_end_to_end(tmp_path):
@@ -175,10 +175,10 @@ def test_folder_source_end_to_end(tmp_path):
     (tmp_path / "tree" / "dog" / "bad.txt").write_text("a broken dog")
     save(gradient(), tmp_path / "tree" / "dog" / "silent.png", "PNG")  # no sidecar: empty text
     config = make_config(tmp_path / "data")
-    m = ingest(tmp_path / "tree", config).manifest
-    assert m["classes"] == ["cat", "dog"]
-    assert m["accepted"] == 6 and m["quarantined"] == {"image_unreadable": 1, "text_empty": 1}
-    assert m["source"]["kind"] == "folder"
+    m = ingest(tmp_path / "tree", config)
+    assert m.classes == ["cat", "dog"]
+    assert m.accepted == 6 and m.quarantined == {"image_unreadable": 1, "text_empty": 1}
+    assert m.source["kind"] == "folder"
 
 
 def test_a_failed_finalize_leaves_the_previous_dataset_intact(sample_manifest, config, monkeypatch):
@@ -191,9 +191,9 @@ def test_a_failed_finalize_leaves_the_previous_dataset_intact(sample_manifest, c
     with pytest.raises(OSError, match="disk full"):
         ingest(sample_manifest, make_config(config.data_dir, **{"text.lowercase": True}))
     after = load_dataset(config.data_dir)
-    assert after.manifest == before.manifest
-    for entry in after.manifest["shards"]:
-        assert sha256_file(config.data_dir / entry["path"]) == entry["sha256"]
+    assert after == before
+    for entry in after.shards:
+        assert sha256_file(config.data_dir / entry.path) == entry.sha256
     assert not list(config.data_dir.glob("shards/*.tmp")) and not list(config.data_dir.glob("shards/.*"))
 
 
@@ -205,22 +205,22 @@ def test_no_image_is_in_two_splits_and_new_rows_move_none(tmp_path):
     manifest = write_manifest(tmp_path / "src" / "m.csv", rows)
     config = make_config(tmp_path / "data")
     first = ingest(manifest, config)
-    assert first.manifest["accepted"] == 160 and all(first.manifest["splits"].values())
+    assert first.accepted == 160 and all(first.splits.values())
     splits_of_image: dict[str, set[str]] = {}
-    for table in read_files(config.data_dir, first.manifest["shards"]):
+    for table in read_files(config.data_dir, first.shards):
         for sha, split in zip(table["image_sha256"].to_pylist(), table["split"].to_pylist(), strict=True):
             splits_of_image.setdefault(sha, set()).add(split)
     assert len(splits_of_image) == 40 and all(len(splits) == 1 for splits in splits_of_image.values())
-    before = dict(_ids_and_splits(config.data_dir, first.manifest))
+    before = dict(_ids_and_splits(config.data_dir, first))
     more = distinct_images(tmp_path / "src" / "more", 10, seed=12)
     rows += [{"text": f"new caption {n}", "image": f"more/{name}", "label": "class0"}
              for name in more for n in range(2)]
     rows += [{"text": "one more caption", "image": f"images/{images[0]}", "label": "class0"}]
     second = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config)
-    after = dict(_ids_and_splits(config.data_dir, second.manifest))
+    after = dict(_ids_and_splits(config.data_dir, second))
     assert all(after[row_id] == split for row_id, split in before.items())
     assert len(after) == len(before) + 21
-    first_image = {split for table in read_files(config.data_dir, second.manifest["shards"])
+    first_image = {split for table in read_files(config.data_dir, second.shards)
                    for sha, split in zip(table["image_sha256"].to_pylist(), table["split"].to_pylist(), strict=True)
                    if sha == sha256_file(tmp_path / "src" / "images" / images[0])}
     assert len(first_image) == 1  # the new caption joined its image's split
@@ -231,5 +231,5 @@ def test_a_given_group_decides_the_split_over_the_image(tmp_path):
     rows = [{"text": f"caption {n}", "image": f"images/{images[n % 30]}", "label": "x", "group": "g1"}
             for n in range(60)]
     config = make_config(tmp_path / "data")
-    m = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config).manifest
-    assert sum(1 for count in m["splits"].values() if count) == 1  # one group, one split, 30 images
+    m = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config)
+    assert sum(1 for count in m.splits.values() if count) == 1  # one group, one split, 30 images

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from mmpipe.contracts.validate import validate_dataset
 from mmpipe.ingest import ingest
 from mmpipe.ingest.version import load_dataset
+from mmpipe.runs.record import RunDir
 from mmpipe.sample import DAY_WORDS, NIGHT_WORDS, encode_image
 from mmpipe.train import train
 from mmpipe.train.inputs import make_dataset
@@ -65,7 +66,7 @@ def test_the_informative_branch_beats_chance(tmp_path, informative):
     ingest(manifest, config)
     assert validate_dataset(config.data_dir, config).success
     result = train(config)
-    model = keras.models.load_model(result.run_dir / "model.keras")
+    model = keras.models.load_model(RunDir(result.run_dir).model)
     version = load_dataset(config.data_dir)
     correct = total = 0
     for split in ("val", "test"):

@@ -14,6 +14,7 @@ from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY,
 from flows.pipeline import pipeline_flow
 from mmpipe.cli import app
 from mmpipe.files import exclusive_lock
+from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
 from tests.conftest import artifact, run_config
 
@@ -41,9 +42,10 @@ def test_pipeline_runs_every_stage_and_publishes_their_artifacts(prefect_api, sa
     found = {key for run in runs for key in (INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY)
              if asyncio.run(artifact(run.id, key)) is not None}
     assert found == {INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY}
-    record = json.loads((tmp_path / "runs" / summary["run_id"] / "run.json").read_text())
-    assert record["status"] == "completed" and record["dataset_version"] == summary["dataset_version"]
-    assert (tmp_path / "runs" / summary["run_id"] / "report.html").is_file()
+    run = RunDir(tmp_path / "runs" / summary["run_id"])
+    record = load_record(run)
+    assert record.status == "completed" and record.dataset_version == summary["dataset_version"]
+    assert run.report.is_file() and summary["report"] == str(run.report)
     assert read_champion(tmp_path / "runs")["run_id"] == summary["run_id"] and summary["promotion"]["promoted"]
 
 

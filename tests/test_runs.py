@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mmpipe.config import EvaluateConfig
+from mmpipe.config import EvaluateConfig, load_config
+from mmpipe.errors import RunStoreError
 from mmpipe.evaluate import EvaluationError
 from mmpipe.evaluate.promote import promote
-from mmpipe.runs.store import RunStoreError, compare_runs, list_runs, read_champion, show_run
+from mmpipe.runs.record import RunDir, RunRecord
+from mmpipe.runs.store import compare_runs, list_runs, read_champion, show_run
 
 CLASSES = ["cat", "dog"]
 
@@ -23,23 +25,24 @@ def make_run(runs_dir: Path, run_id: str, f1: dict[str, float] | None, *, status
              absent=()):
     """A finished run dir; `f1` per class gives its metrics.json (None: not evaluated); classes in
     `absent` have no rows in the test set."""
-    run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True)
-    record = {"run_id": run_id, "status": status, "variant": "fused", "seed": 1, "dataset_version": "v1",
-              "data_dir": str(runs_dir / "data"), "classes": CLASSES, "config": {"train": {"epochs": epochs}},
-              "config_hash": f"h{epochs}", "code_version": "0", "git_commit": None, "packages": {},
-              "started_at": run_id, "history": [], "lineage": {"counts": {"test": {"cat": 5, "dog": 5}}}}
-    (run_dir / "run.json").write_text(json.dumps(record))
+    run = RunDir(runs_dir / run_id)
+    run.path.mkdir(parents=True)
+    config = load_config(None, {"train.epochs": epochs}, environ={})
+    record = RunRecord(run_id=run_id, status=status, variant="fused", seed=1, dataset_version="v1",
+                       data_dir=str(runs_dir / "data"), classes=CLASSES, config=config.model_dump(mode="json"),
+                       config_hash=config.hash(), code_version="0", started_at=run_id,
+                       lineage={"counts": {"test": {"cat": 5, "dog": 5}}})
+    record.save(run)
     if f1 is not None:
         per_class = {name: {"precision": f1[name], "recall": f1[name], "f1": f1[name],
                             "support": 0 if name in absent else 5} for name in f1}
         macro = sum(f1.values()) / len(f1)
-        (run_dir / "metrics.json").write_text(json.dumps({
-            "run_id": run_id, "split": "test", "dataset_version": "v1", "data_dir": record["data_dir"], "n": 10,
+        run.metrics.write_text(json.dumps({
+            "run_id": run_id, "split": "test", "dataset_version": "v1", "data_dir": record.data_dir, "n": 10,
             "primary": True, "classes": CLASSES, "metrics": {"accuracy": macro, "macro_f1": macro},
-            "per_class": per_class, "confusion_matrix": [[5, 0], [0, 5]], "out_dir": str(run_dir),
-            "evaluated_at": run_id}))
-    return run_dir
+            "per_class": per_class, "confusion_matrix": [[5, 0], [0, 5]], "out_dir": str(run.path),
+            "report": str(run.report), "evaluated_at": run_id}))
+    return run.path
 
 
 RULES = EvaluateConfig(promote_margin=0.01, max_class_f1_drop=0.05)

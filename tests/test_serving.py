@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 from mmpipe.config import ImageConfig, TextConfig
 from mmpipe.ingest.clean.image import standardize_image
 from mmpipe.ingest.clean.text import clean_text
+from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import Standardizer, export_serving, load_serving
 from mmpipe.serving.predict import predict_raw
 from tests.test_cli import run_main
@@ -69,7 +70,7 @@ def mixed_files(folder):
 
 @pytest.fixture(scope="module")
 def parity_inputs(trained_run, tmp_path_factory):
-    record = json.loads((trained_run / "run.json").read_text())
+    record = load_record(RunDir(trained_run))
     files = mixed_files(tmp_path_factory.mktemp("parity") / "files")
     texts = [TEXTS[i % len(TEXTS)] for i in range(len(files))]
     return record, files, texts
@@ -78,14 +79,13 @@ def parity_inputs(trained_run, tmp_path_factory):
 def sharpened_export(run_dir, record, target):
     """The run's model with its logits scaled up, exported again: a decisive model, so that
     "top class equal" is a real check and small input differences are amplified, not hidden."""
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = keras.models.load_model(RunDir(run_dir).model)
     head = model.get_layer("probabilities")
     kernel, bias = head.get_weights()
     head.set_weights([kernel * 40, bias * 40])
-    model.save(target / "model.keras")
-    (target / "run.json").write_text(json.dumps(record))
-    export_serving(model, target, record["classes"], TextConfig(**record["config"]["text"]),
-                   ImageConfig(**record["config"]["image"]))
+    model.save(RunDir(target).model)
+    record.save(RunDir(target))
+    export_serving(model, target, record.classes, record.run_config.text, record.run_config.image)
     return target
 
 
@@ -94,14 +94,13 @@ def test_serving_matches_ingest_then_model(trained_run, parity_inputs, tmp_path,
     record, files, texts = parity_inputs
     if model_kind == "sharpened":
         trained_run = sharpened_export(trained_run, record, tmp_path)
-    image_config = ImageConfig(**record["config"]["image"])
-    text_config = TextConfig(**record["config"]["text"])
+    image_config, text_config = record.run_config.image, record.run_config.text
     # The ingest path: Python cleaning and Pillow standardization, then the saved Keras model.
     cleaned = [clean_text(text, lowercase=text_config.lowercase, max_chars=text_config.max_chars).text
                for text in texts]
     pixels = np.stack([np.frombuffer(standardize_image(path, image_config).pixels, np.uint8)
                        .reshape(image_config.size, image_config.size, 3) for path in files])
-    model = keras.models.load_model(trained_run / "model.keras")
+    model = keras.models.load_model(RunDir(trained_run).model)
     import tensorflow as tf
 
     expected = model.predict({"text": tf.constant(cleaned), "image": pixels}, verbose=0)
@@ -117,7 +116,7 @@ def test_serving_matches_ingest_then_model(trained_run, parity_inputs, tmp_path,
     assert gap <= 1e-3, f"probabilities differ by up to {gap}"
     if model_kind == "sharpened":  # far from uniform (0.25), so the gap above is not small by construction
         assert expected.max(axis=1).min() > 0.35
-    classes = np.array(record["classes"])
+    classes = np.array(record.classes)
     assert list(served["label"].astype(str)) == list(classes[expected.argmax(axis=1)])
     assert served["classes"].shape == expected.shape
 

@@ -1,13 +1,14 @@
 """Training runs on the validated sample: run dir contents, refusal, resume, determinism."""
 
 import io
-import json
 import shutil
 
 import keras
 import numpy as np
 import pytest
 
+from mmpipe.ingest.version import load_dataset
+from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
@@ -26,23 +27,23 @@ def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, varia
     result = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": variant,
                                                               "train.export_serving": True}))
     assert result.status == "completed" and result.run_dir.parent == tmp_path / "runs"
-    record = json.loads((result.run_dir / "run.json").read_text())
-    assert record["status"] == "completed" and record["variant"] == variant
-    assert record["dataset_version"] == json.loads((data_dir / "dataset.json").read_text())["dataset_version"]
-    assert {"config", "config_hash", "seed", "packages", "git_commit", "seconds", "classes"} <= set(record)
-    assert record["packages"]["tensorflow"] and len(record["history"]) == 1
+    run = RunDir(result.run_dir)
+    record = load_record(run)
+    assert record.status == "completed" and record.variant == variant
+    assert record.dataset_version == load_dataset(data_dir).version
+    assert record.config_hash and record.seconds and record.classes and record.run_config.seed == record.seed
+    assert record.packages["tensorflow"] and len(record.history) == 1
     assert set(result.history) >= {"loss", "accuracy", "val_loss"}
-    assert (result.run_dir / "model.keras").is_file() and (result.run_dir / "history.csv").is_file()
-    assert (result.run_dir / "checkpoints" / "epoch-001.keras").is_file()
-    assert any((result.run_dir / "logs").rglob("*tfevents*"))
-    model = keras.models.load_model(result.run_dir / "model.keras")
+    assert run.model.is_file() and run.history.is_file() and run.checkpoint(1).is_file()
+    assert any(run.logs.rglob("*tfevents*"))
+    model = keras.models.load_model(run.model)
     inputs = {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
     assert set(model.input) == inputs
     # The serving export takes exactly the variant's inputs, raw.
     served = predict_raw(load_serving(result.run_dir), ["a sun"] if "text" in inputs else None,
                          [png_bytes()] if "image" in inputs else None)
-    assert served["probabilities"].shape == (1, len(record["classes"]))
-    assert served["label"][0].decode() in record["classes"]
+    assert served["probabilities"].shape == (1, len(record.classes))
+    assert served["label"][0].decode() in record.classes
 
 
 def png_bytes() -> bytes:
@@ -69,7 +70,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(data_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[StopAfterFirstEpoch()])
     interrupted = next(p for p in (tmp_path / "runs").iterdir() if p != whole.run_dir)
-    assert json.loads((interrupted / "run.json").read_text())["status"] == "failed"
+    assert load_record(RunDir(interrupted)).status == "failed"
     resumed = train(config, resume=interrupted.name)
     assert resumed.run_id == interrupted.name and len(resumed.history["loss"]) == 2
     np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-4)
@@ -95,7 +96,7 @@ def test_train_flow_completes_with_the_run_summary(prefect_api, data_dir, tmp_pa
     assert state.is_completed()
     summary = state.result()
     assert summary["status"] == "completed" and set(summary) == {"run_id", "run_dir", "history", "status"}
-    assert json.loads((tmp_path / "runs" / summary["run_id"] / "run.json").read_text())["variant"] == "text"
+    assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "text"
 
 
 def test_cli_refuses_an_unknown_resume_in_one_line(data_dir, tmp_path, monkeypatch, capsys):

@@ -71,7 +71,7 @@ def runs_show(
     if evaluation:
         typer.echo("  " + ", ".join(f"{key} {value:.4f}" for key, value in evaluation["metrics"].items()
                                     if isinstance(value, float)))
-        typer.echo(f"  report: {Path(evaluation['out_dir']) / 'report.html'}")
+        typer.echo(f"  report: {evaluation['report']}")
     if shown["promotion"]:
         typer.echo(f"  promotion: {'promoted' if shown['promotion']['promoted'] else 'not promoted'}: "
                    + "; ".join(shown["promotion"]["reasons"]))

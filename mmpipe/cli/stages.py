@@ -222,4 +222,4 @@ def evaluate(
         decision = summary["promotion"]
         typer.echo(("promoted to champion: " if decision["promoted"] else "not promoted: ")
                    + "; ".join(decision["reasons"]))
-    typer.echo(f"report: {Path(summary['out_dir']) / 'report.html'}")
+    typer.echo(f"report: {summary['report']}")

@@ -109,14 +109,14 @@ def dataset_config(version: DatasetVersion, config: Config) -> Config:
     Contracts judge data against how it was made, so validating with another --config (or none)
     does not turn a good dataset into false failures.
     """
-    return config.model_validate({**config.model_dump(mode="json"), **version.manifest["config"]})
+    return version.built_with(config)
 
 
 def contract_parameters(version: DatasetVersion, config: Config, reference: dict[str, Any]) -> dict[str, Any]:
     """Values the suites refer to as {"$PARAMETER": name}: from the dataset's settings, config, reference."""
-    size = version.manifest["image_shape"][0]
+    size = version.image_size
     ratios = config.ingest.split_ratios.model_dump()
-    labels = sorted(set(reference["label_weights"]) | set(version.manifest["classes"]))
+    labels = sorted(set(reference["label_weights"]) | set(version.classes))
     raw = [reference["label_weights"].get(label, 0.0) + KL_SMOOTHING for label in labels] or [1.0]
     labels = labels or [""]
     tolerance = config.contracts.stats_tolerance

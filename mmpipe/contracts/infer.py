@@ -100,7 +100,7 @@ def infer_source_suites(classes: list[str], shard_tables: list[pa.Table], frame:
 def inferred_suites(folder: Path, version: DatasetVersion, shard_tables: list[pa.Table], frame: pd.DataFrame
                     ) -> dict[str, SuiteFile]:
     """The source suites of `version`, as files for `folder` that are not written yet (see `save_suites`)."""
-    entries = infer_source_suites(version.manifest["classes"], shard_tables, frame)
+    entries = infer_source_suites(version.classes, shard_tables, frame)
     meta = {"inferred_from": version.version, "inferred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "notes": f"Inferred by mmpipe from dataset {version.version}. Review them (critical stops training, "
                      "warning reports) and keep them with `mmpipe contracts export DIR`."}
@@ -127,7 +127,7 @@ def init_source_suites(data_dir: Path, config: Config, out: Path | None = None, 
     existing = [str(folder / file) for file in SUITE_FILES.values() if (folder / file).exists()]
     if existing and not force:
         raise ContractFileError(f"{', '.join(existing)} already exist; review them, or pass --force to replace them")
-    tables = [shard_table(Path(data_dir) / entry["path"]) for entry in version.manifest["shards"]]
+    tables = [shard_table(version.path_of(entry)) for entry in version.shards]
     return save_suites(inferred_suites(folder, version, tables, dataset_frame(tables, dataset_config(version, config))))
 
 
@@ -150,9 +150,8 @@ def accept_classes(data_dir: Path, config: Config) -> tuple[dict[str, int], Path
         raise ContractFileError(f"{shards.path} has no class set (expect_column_values_to_be_in_set on label) "
                                 "to accept classes into")
     known = set(entry["kwargs"]["value_set"])
-    counts = version.manifest["counts"]
-    new = {name: sum(counts[split].get(name, 0) for split in counts)
-           for name in version.manifest["classes"] if name not in known}
+    new = {name: sum(counts.get(name, 0) for counts in version.counts.values())
+           for name in version.classes if name not in known}
     if not new:
         return {}, shards.path
     classes = sorted(known | set(new))

@@ -46,7 +46,7 @@ from mmpipe.contracts.suites import (
 from mmpipe.contracts.verdict import Outcome, ValidationReport
 from mmpipe.errors import DataDirError
 from mmpipe.files import sha256_file, stable_hash, write_json_atomic
-from mmpipe.ingest.version import DatasetVersion, load_dataset
+from mmpipe.ingest.version import DATASET_FILE, DatasetVersion, load_dataset
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"
@@ -151,20 +151,23 @@ def _current_shard_hashes(data_dir: Path, version: DatasetVersion) -> dict[str, 
     cache = _read_json(cache_path) or {}
     hashes: dict[str, str] = {}
     rehashed = False
-    for entry in version.manifest["shards"]:
-        path = data_dir / entry["path"]
+    for entry in version.shards:
+        path = version.path_of(entry)
         try:
             stat = path.stat()
         except FileNotFoundError:
-            raise DataDirError(f"shard {entry['path']} listed in {data_dir / 'dataset.json'} is missing; re-run "
+            raise DataDirError(f"shard {entry.path} listed in {data_dir / DATASET_FILE} is missing; re-run "
                                "`mmpipe ingest` to rebuild the dataset") from None
-        stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        known = next((c for c in (entry, cache.get(entry["path"], {}))
-                      if (c.get("bytes"), c.get("mtime_ns")) == (stamp["bytes"], stamp["mtime_ns"])), None)
-        if known is None:
-            known = cache[entry["path"]] = {**stamp, "sha256": sha256_file(path)}
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        cached = cache.get(entry.path, {})
+        if stamp == (entry.bytes, entry.mtime_ns):
+            hashes[entry.path] = entry.sha256
+        elif stamp == (cached.get("bytes"), cached.get("mtime_ns")):
+            hashes[entry.path] = cached["sha256"]
+        else:
+            hashes[entry.path] = sha256_file(path)
+            cache[entry.path] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hashes[entry.path]}
             rehashed = True
-        hashes[entry["path"]] = known["sha256"]
     if rehashed:
         write_json_atomic(cache_path, cache, pretty=False)
     return hashes
@@ -172,7 +175,7 @@ def _current_shard_hashes(data_dir: Path, version: DatasetVersion) -> dict[str, 
 
 def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -> list[Outcome]:
     """A critical outcome: every shard file is still the one ingest wrote (a changed shard is named)."""
-    changed = [entry["path"] for entry in version.manifest["shards"] if shard_hashes[entry["path"]] != entry["sha256"]]
+    changed = [entry.path for entry in version.shards if shard_hashes[entry.path] != entry.sha256]
     observed = (f"{len(changed)} shard(s) differ from the sha256 recorded in dataset.json: {', '.join(changed)}"
                 if changed else "every shard matches its recorded sha256")
     return [Outcome(suite=INTEGRITY, expectation="shard files unchanged since ingest", severity="critical",
@@ -227,7 +230,7 @@ class _Run:
         return self._tables[shard_path]
 
     def tables(self) -> list:
-        return [self.table(entry["path"]) for entry in self.version.manifest["shards"]]
+        return [self.table(entry.path) for entry in self.version.shards]
 
     def dataset_frame(self):
         if self._dataset_frame is None:
@@ -245,22 +248,22 @@ class _Run:
         hashes = [suite.sha256 for suite in suites]
         results: dict[str, dict] = {}
         pending: dict[tuple, list[dict]] = {}
-        for entry in self.version.manifest["shards"]:
-            key = stable_hash([CACHE_FORMAT, self.shard_hashes[entry["path"]], hashes, used])
+        for entry in self.version.shards:
+            key = stable_hash([CACHE_FORMAT, self.shard_hashes[entry.path], hashes, used])
             cached = _read_json(self.cache_dir / f"shard-{key}.json")
             if cached is not None:
-                results[entry["path"]] = cached
+                results[entry.path] = cached
                 continue
-            table = self.table(entry["path"])
-            pending.setdefault((tuple(table.column_names), table.num_rows == 0), []).append({**entry, "key": key})
-        for entries in pending.values():
-            together = self.gx.run(suites, frame_of([self.table(e["path"]) for e in entries]), used)
-            for entry in entries:
+            table = self.table(entry.path)
+            pending.setdefault((tuple(table.column_names), table.num_rows == 0), []).append((entry.path, key))
+        for group in pending.values():
+            together = self.gx.run(suites, frame_of([self.table(path) for path, _ in group]), used)
+            for path, key in group:
                 # A clean batch result is true of each shard in it; anything else is pinned per shard.
-                shared = together["success"] or len(entries) == 1
-                alone = together if shared else self.gx.run(suites, frame_of([self.table(entry["path"])]), used)
-                write_json_atomic(self.cache_dir / f"shard-{entry['key']}.json", alone, pretty=False)
-                results[entry["path"]] = alone
+                shared = together["success"] or len(group) == 1
+                alone = together if shared else self.gx.run(suites, frame_of([self.table(path)]), used)
+                write_json_atomic(self.cache_dir / f"shard-{key}.json", alone, pretty=False)
+                results[path] = alone
         return results
 
     def validate_dataset(self, suites: list[SuiteFile], parameters: dict[str, Any]) -> dict:

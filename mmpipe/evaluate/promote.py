@@ -14,19 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.config import EvaluateConfig
+from mmpipe.errors import RunStoreError
 from mmpipe.evaluate import EvaluationError, evaluate_run, existing_evaluation
 from mmpipe.evaluate.report import write_report
 from mmpipe.files import write_json_atomic
-from mmpipe.runs.store import (
-    METRICS_FILE,
-    PROMOTION_FILE,
-    RunStoreError,
-    champion_lock,
-    load_run,
-    read_champion,
-    read_json,
-    set_champion,
-)
+from mmpipe.runs.record import RunDir, load_record
+from mmpipe.runs.store import champion_lock, read_champion, read_json, set_champion
 
 
 def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, Any]:
@@ -36,16 +29,16 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
         EvaluationError: the run has no primary evaluation yet (`mmpipe evaluate RUN_ID`).
     """
     runs_dir = Path(runs_dir).absolute()
-    run_dir = runs_dir / run_id
-    record = load_run(runs_dir, run_id)
-    decided = read_json(run_dir / PROMOTION_FILE)
+    run = RunDir(runs_dir / run_id)
+    record = load_record(run)
+    decided = read_json(run.promotion)
     if decided is not None:
         return decided  # runs are immutable once decided
-    ours = read_json(run_dir / METRICS_FILE)
+    ours = read_json(run.metrics)
     if ours is None:
         raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
     with champion_lock(runs_dir):
-        decided = read_json(run_dir / PROMOTION_FILE)  # again: another process may have decided meanwhile
+        decided = read_json(run.promotion)  # again: another process may have decided meanwhile
         if decided is not None:
             return decided
         champion = read_champion(runs_dir)
@@ -61,12 +54,12 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
             "rules": {"promote_margin": config.promote_margin, "max_class_f1_drop": config.max_class_f1_drop},
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json_atomic(run_dir / PROMOTION_FILE, decision)
+        write_json_atomic(run.promotion, decision)
         if promoted:
             set_champion(runs_dir, {"run_id": run_id, "macro_f1": ours["metrics"]["macro_f1"],
-                                    "dataset_version": ours["dataset_version"], "variant": record["variant"],
+                                    "dataset_version": ours["dataset_version"], "variant": record.variant,
                                     "promoted_at": decision["decided_at"], "previous": decision["champion_before"]})
-    write_report(run_dir, record, ours)  # the report shows the decision
+    write_report(run, record, ours)  # the report shows the decision
     return decision
 
 

@@ -15,25 +15,22 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from mmpipe.files import atomic_path
-from mmpipe.runs.store import PROMOTION_FILE
+from mmpipe.runs.record import RunDir, RunRecord
 
-MATRIX_FILE = "confusion_matrix.png"
-REPORT_FILE = "report.html"
 _CELL = 44
 _MARGIN = 110
 
 
-def write_report(out_dir: Path, record: dict[str, Any], result: dict[str, Any]) -> Path:
+def write_report(out: RunDir, record: RunRecord, result: dict[str, Any]) -> Path:
     """(Re)write the PNG and the HTML for one evaluation; the promotion decision is shown if there is one."""
     png = confusion_matrix_png(result["confusion_matrix"], result["classes"])
-    with atomic_path(out_dir / MATRIX_FILE) as temp:
+    with atomic_path(out.confusion_matrix) as temp:
         temp.write_bytes(png)
-    decision_path = out_dir / PROMOTION_FILE
-    decision = json.loads(decision_path.read_text()) if decision_path.is_file() else None
+    decision = json.loads(out.promotion.read_text()) if out.promotion.is_file() else None
     page = render_html(record, result, png, decision)
-    with atomic_path(out_dir / REPORT_FILE) as temp:
+    with atomic_path(out.report) as temp:
         temp.write_text(page, encoding="utf-8")
-    return out_dir / REPORT_FILE
+    return out.report
 
 
 def confusion_matrix_png(matrix: list[list[int]], classes: list[str]) -> bytes:
@@ -62,7 +59,7 @@ def confusion_matrix_png(matrix: list[list[int]], classes: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def render_html(record: dict[str, Any], result: dict[str, Any], png: bytes, decision: dict | None) -> str:
+def render_html(record: RunRecord, result: dict[str, Any], png: bytes, decision: dict | None) -> str:
     escape = html.escape
     metrics = result["metrics"]
     rows = "".join(f"<tr><td>{escape(key)}</td><td>{_number(value)}</td></tr>" for key, value in metrics.items())
@@ -85,7 +82,7 @@ def render_html(record: dict[str, Any], result: dict[str, Any], png: bytes, deci
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{{text-align:left}}</style></head>
 <body>
-<h1>Run {escape(result['run_id'])}: {escape(record['variant'])} model</h1>
+<h1>Run {escape(result['run_id'])}: {escape(record.variant)} model</h1>
 <p>Evaluated on the <b>{escape(result['split'])}</b> split of dataset <code>{escape(result['dataset_version'])}</code>
 ({result['n']} rows) at {escape(result['evaluated_at'])}.</p>
 {promotion}
@@ -93,27 +90,27 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {per_class}</table>{low_support}
 <h2>Confusion matrix</h2><img alt="confusion matrix" src="data:image/png;base64,{image}">
-<h2>Training curves</h2>{training_curves_svg(record.get("history", []))}
+<h2>Training curves</h2>{training_curves_svg(record.history)}
 <h2>Lineage</h2>{lineage_html(record)}
 </body></html>
 """
 
 
-def lineage_html(record: dict[str, Any]) -> str:
+def lineage_html(record: RunRecord) -> str:
     """Dataset, its shards and validation, config, code and packages behind the run."""
     escape = html.escape
-    lineage = record.get("lineage", {})
+    lineage = record.lineage
     validation = lineage.get("validation") or {}
     shards = "".join(f"<li><code>{escape(s['path'])}</code> {s['rows']} rows, sha256 <code>{s['sha256']}</code></li>"
                      for s in lineage.get("shards", []))
-    packages = ", ".join(f"{name} {version}" for name, version in record.get("packages", {}).items())
+    packages = ", ".join(f"{name} {version}" for name, version in record.packages.items())
     items = [
-        f"trained on dataset <code>{escape(record['dataset_version'])}</code> "
-        f"in <code>{escape(record['data_dir'])}</code>",
+        f"trained on dataset <code>{escape(record.dataset_version)}</code> "
+        f"in <code>{escape(record.data_dir)}</code>",
         f"validation passed: {escape(str(validation.get('success', 'unknown')))} "
         f"(<code>{escape(str(validation.get('result', '')))}</code>)",
-        f"config hash <code>{escape(record['config_hash'])}</code>, seed {record['seed']}, "
-        f"mmpipe {escape(record['code_version'])}, git <code>{escape(str(record.get('git_commit')))}</code>",
+        f"config hash <code>{escape(record.config_hash)}</code>, seed {record.seed}, "
+        f"mmpipe {escape(record.code_version)}, git <code>{escape(str(record.git_commit))}</code>",
         f"packages: {escape(packages)}",
     ]
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + f"</ul><ul>{shards}</ul>"

@@ -25,11 +25,9 @@ from mmpipe.errors import MmpipeError
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.files import atomic_path, write_json_atomic
 from mmpipe.ingest.version import load_dataset
-from mmpipe.runs.store import METRICS_FILE, load_run
+from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.train.inputs import make_dataset, split_rows
 
-PREDICTIONS_FILE = "predictions.parquet"
-EVALUATIONS = "evaluations"
 _LATENCY_SAMPLES = 20
 
 
@@ -45,20 +43,21 @@ class Evaluation:
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe evaluate --json` prints."""
-        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "low_support", "out_dir")
+        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "low_support", "out_dir", "report")
         return {key: self.result[key] for key in keys}
 
 
-def evaluation_dir(run_dir: Path, record: dict, dataset_version: str, split: str) -> Path:
-    """Where the evaluation of a run on (dataset version, split) lives."""
-    if dataset_version == record["dataset_version"] and split == "test":
-        return Path(run_dir)
-    return Path(run_dir) / EVALUATIONS / f"{dataset_version}-{split}"
+def evaluation_dir(run: RunDir, record: RunRecord, dataset_version: str, split: str) -> RunDir:
+    """Where the evaluation of a run on (dataset version, split) lives: the run dir itself for its own
+    test split (the primary evaluation), else a folder under evaluations/ with the same file names."""
+    if dataset_version == record.dataset_version and split == "test":
+        return run
+    return RunDir(run.evaluation(dataset_version, split))
 
 
 def existing_evaluation(run_dir: Path, dataset_version: str, split: str) -> dict[str, Any] | None:
-    path = evaluation_dir(run_dir, load_run(Path(run_dir).parent, Path(run_dir).name), dataset_version,
-                          split) / METRICS_FILE
+    run = RunDir(run_dir)
+    path = evaluation_dir(run, load_record(run), dataset_version, split).metrics
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -72,34 +71,34 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     """
     import keras
 
-    run_dir = Path(run_dir).absolute()
-    record = load_run(run_dir.parent, run_dir.name)
-    if record["status"] != "completed":
-        raise EvaluationError(f"run {record['run_id']} is {record['status']}; only completed runs can be evaluated")
-    version = load_dataset(Path(data_dir) if data_dir else Path(record["data_dir"]))
-    if data_dir is None and version.version != record["dataset_version"]:
+    run = RunDir(Path(run_dir).absolute())
+    record = load_record(run)
+    if record.status != "completed":
+        raise EvaluationError(f"run {record.run_id} is {record.status}; only completed runs can be evaluated")
+    version = load_dataset(Path(data_dir) if data_dir else Path(record.data_dir))
+    if data_dir is None and version.version != record.dataset_version:
         raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
-                              f"{record['dataset_version']} that run {record['run_id']} trained on; pass --data DIR "
+                              f"{record.dataset_version} that run {record.run_id} trained on; pass --data DIR "
                               "to score it on another dataset")
     rows = split_rows(version, split)
     if not rows:
         raise EvaluationError(f"dataset {version.version} has no {split!r} rows to evaluate on")
-    model_classes = list(record["classes"])
-    data_classes = list(version.manifest["classes"])
+    model_classes = list(record.classes)
+    data_classes = list(version.classes)
     unknown = sorted(set(data_classes) - set(model_classes))
     if unknown:
-        raise EvaluationError(f"dataset {version.version} has labels the model of run {record['run_id']} was not "
+        raise EvaluationError(f"dataset {version.version} has labels the model of run {record.run_id} was not "
                               f"trained on: {', '.join(unknown)}; train a new run on it")
     to_model_index = np.array([model_classes.index(name) for name in data_classes], dtype=np.int64)
 
-    model = keras.models.load_model(run_dir / "model.keras")
-    size = version.manifest["image_shape"][0]
+    model = keras.models.load_model(run.model)
+    size = version.image_size
     image_input = model.input.get("image") if isinstance(model.input, dict) else None
     if image_input is not None and tuple(image_input.shape[1:3]) != (size, size):
-        raise EvaluationError(f"run {record['run_id']} takes {image_input.shape[1]} px images; dataset "
+        raise EvaluationError(f"run {record.run_id} takes {image_input.shape[1]} px images; dataset "
                               f"{version.version} holds {size} px images")
     batch_size = config.batch_size
-    dataset = make_dataset(version, split, batch_size=batch_size, variant=record["variant"], with_ids=True)
+    dataset = make_dataset(version, split, batch_size=batch_size, variant=record.variant, with_ids=True)
     ids, labels, probabilities = [], [], []
     started = time.perf_counter()
     for inputs, one_hot, batch_ids in dataset:
@@ -114,31 +113,31 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     scored = classification_metrics(labels, probabilities, model_classes, top_k=config.top_k,
                                      ece_bins=config.ece_bins)
     scored["metrics"].update(throughput_samples_per_s=round(len(labels) / seconds, 2), latency_ms=latency)
-    out_dir = evaluation_dir(run_dir, record, version.version, split)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out_dir / PREDICTIONS_FILE, ids, labels, probabilities, model_classes)
+    out = evaluation_dir(run, record, version.version, split)
+    out.path.mkdir(parents=True, exist_ok=True)
+    _write_predictions(out.predictions, ids, labels, probabilities, model_classes)
     result = {
-        "run_id": record["run_id"], "split": split, "dataset_version": version.version,
-        "data_dir": str(version.data_dir), "primary": out_dir == run_dir, "classes": model_classes,
-        **scored, "low_support": low_support_classes(record), "out_dir": str(out_dir),
+        "run_id": record.run_id, "split": split, "dataset_version": version.version,
+        "data_dir": str(version.data_dir), "primary": out.path == run.path, "classes": model_classes,
+        **scored, "low_support": low_support_classes(record), "out_dir": str(out.path), "report": str(out.report),
         "seconds": round(seconds, 3),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": config.model_dump(mode="json"),
     }
     from mmpipe.evaluate.report import write_report
 
-    write_report(out_dir, record, result)
-    write_json_atomic(out_dir / METRICS_FILE, result)
-    return Evaluation(run_dir, out_dir, result)
+    write_report(out, record, result)
+    write_json_atomic(out.metrics, result)
+    return Evaluation(run.path, out.path, result)
 
 
-def low_support_classes(record: dict[str, Any]) -> dict[str, Any]:
+def low_support_classes(record: RunRecord) -> dict[str, Any]:
     """Classes the run saw fewer than `contracts.min_train_per_class` train rows of (with their train
     rows): their numbers rest on little evidence, and the report says so."""
-    minimum = record["config"]["contracts"]["min_train_per_class"]
-    train = record["lineage"]["counts"]["train"]
+    minimum = record.run_config.contracts.min_train_per_class
+    train = record.lineage["counts"]["train"]
     return {"min_train_rows": minimum,
-            "classes": {name: int(train.get(name, 0)) for name in record["classes"] if train.get(name, 0) < minimum}}
+            "classes": {name: int(train.get(name, 0)) for name in record.classes if train.get(name, 0) < minimum}}
 
 
 def _single_sample_latency_ms(model, inputs) -> dict[str, float]:

@@ -26,8 +26,9 @@ from mmpipe.ingest.chunks import (
     prune_cache,
 )
 from mmpipe.ingest.clean.record import SourceLocation
+from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
-from mmpipe.ingest.version import DatasetVersion, finalize_dataset, inputs_key, reusable_dataset
+from mmpipe.ingest.version import DatasetVersion
 
 Progress = Callable[[int, int], None]
 

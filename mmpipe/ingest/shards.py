@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmpipe.config import SPLITS
 from mmpipe.files import atomic_path, sha256_file
+from mmpipe.ingest.version import DataFile
 
 # Pixels are already dense: compressing them costs CPU on every read and saves almost nothing.
 UNCOMPRESSED_COLUMNS = frozenset({"image"})
@@ -35,36 +36,19 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, temp, row_group_size=ROW_GROUP_ROWS, **parquet_options(table.schema))
 
 
-@dataclass(frozen=True)
-class ShardFile:
-    """A finished file: its path relative to the data dir, content hash, row count, size and mtime.
-
-    Size and mtime let a reader re-check cheaply that the file is still the one that was hashed.
-    """
-
-    path: str
-    sha256: str
-    rows: int
-    bytes: int
-    mtime_ns: int
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "rows": self.rows, "bytes": self.bytes,
-                "mtime_ns": self.mtime_ns}
-
-
 class ShardWriter:
     """Append tables; roll to a new file every `rows_per_shard` rows.
 
     Each file is written under a temporary name and renamed to `<prefix>-<n>-<sha12>.parquet`
-    only when complete, so a reader never sees half a shard and names change with content.
+    only when complete, so a reader never sees half a shard and names change with content. The
+    prefix is the split of the rows (or `quarantine`); `files` describes what was written.
     """
 
     def __init__(self, folder: Path, prefix: str, schema: pa.Schema, rows_per_shard: int, data_dir: Path):
         self.folder, self.prefix, self.schema = folder, prefix, schema
         self.rows_per_shard = max(1, rows_per_shard)
         self.data_dir = data_dir
-        self.files: list[ShardFile] = []
+        self.files: list[DataFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._temp: Path | None = None
         self._rows = 0
@@ -105,8 +89,9 @@ class ShardWriter:
         final = self.folder / f"{self.prefix}-{len(self.files):05d}-{digest[:12]}.parquet"
         os.replace(self._temp, final)
         stat = final.stat()
-        self.files.append(ShardFile(str(final.relative_to(self.data_dir)), digest, self._rows, stat.st_size,
-                                    stat.st_mtime_ns))
+        self.files.append(DataFile(path=str(final.relative_to(self.data_dir)), sha256=digest, rows=self._rows,
+                                   bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                                   split=self.prefix if self.prefix in SPLITS else None))
         self._writer, self._temp = None, None
 
     def _abandon_file(self) -> None:

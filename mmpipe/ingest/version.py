@@ -1,100 +1,143 @@
-"""The dataset version: processed chunks in, deduplicated shards + quarantine + dataset.json out.
+"""The dataset version: dataset.json, the typed record of one finished ingest, and the data dir's layout.
 
-Finalizing is where rows meet each other: a repeated (image, text) pair with the same label is
-dropped and counted as a duplicate (whatever its id), content seen with two labels is
-quarantined as `label_conflict`, an id reused for other content as `id_conflict`. Every row
-read ends up in exactly one of: a shard, the quarantine, the duplicates.
+Every stage that reads a data dir asks this module: the file names (dataset.json, shards/,
+quarantine/), the classes, the shards of a split, the settings the dataset was built with. The
+record is versioned (`format`); older formats are read and migrated here, and nowhere else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import platform
-import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-import mmpipe
-from mmpipe.config import SPLITS, Config
+from mmpipe.config import SPLITS, Config, ImageConfig, TextConfig
 from mmpipe.errors import DataDirError
-from mmpipe.files import sha256_file, stable_hash, write_json_atomic
-from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, code_fingerprint
-from mmpipe.ingest.reasons import Reason
-from mmpipe.ingest.schema import QUARANTINE_SCHEMA, quarantine_rows, shard_schema
-from mmpipe.ingest.shards import ShardWriter
-from mmpipe.ingest.sources import RawSource
+from mmpipe.files import write_json_atomic
 
 DATASET_FILE = "dataset.json"
 SHARDS_DIR = "shards"
 QUARANTINE_DIR = "quarantine"
-FORMAT_VERSION = 1
-EXAMPLES_PER_REASON = 5
-# Per-row bytes besides the pixels, for sizing shards; text dominates and is compressed.
-ROW_OVERHEAD_BYTES = 256
-_CONFLICT = object()
+# 2: shard entries carry mtime_ns (so readers re-check files cheaply). 1 had none: read as unknown.
+FORMAT_VERSION = 2
 
 
-@dataclass(frozen=True)
-class DatasetVersion:
-    """A finished dataset: the parsed dataset.json of a data dir."""
+class DataFile(BaseModel):
+    """One shard or quarantine file as written: path (relative to the data dir), sha256, rows, size, mtime."""
 
-    data_dir: Path
-    manifest: dict[str, Any]
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    sha256: str
+    rows: int
+    bytes: int
+    mtime_ns: int | None = None
+    split: str | None = None  # shards only
+
+
+class DatasetVersion(BaseModel):
+    """A finished dataset: what DATA/dataset.json says, with the data dir it was read from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = FORMAT_VERSION
+    dataset_version: str
+    inputs_key: str
+    created_at: str
+    source: dict[str, Any]
+    config: dict[str, Any] = Field(description="the ingest settings it was built with: text, image, ingest")
+    config_hash: str
+    image_shape: tuple[int, int, int]
+    classes: list[str]
+    rows_read: int
+    accepted: int
+    duplicates: int
+    quarantined: dict[str, int]
+    splits: dict[str, int]
+    counts: dict[str, dict[str, int]]
+    text_truncated: int
+    ignored_files: dict[str, Any]
+    reject_examples: dict[str, list[dict[str, str]]]
+    shards: list[DataFile]
+    quarantine: list[DataFile]
+    chunks: dict[str, int]
+    timings: dict[str, float]
+    lineage: dict[str, Any]
+    data_dir: Path = Field(exclude=True)
 
     @property
     def version(self) -> str:
-        return self.manifest["dataset_version"]
+        return self.dataset_version
+
+    @property
+    def image_size(self) -> int:
+        """S of the stored S x S x 3 images."""
+        return self.image_shape[0]
+
+    @property
+    def text_config(self) -> TextConfig:
+        """How the text was cleaned (serving repeats it)."""
+        return TextConfig(**self.config["text"])
+
+    @property
+    def image_config(self) -> ImageConfig:
+        """How the images were standardized (serving repeats it)."""
+        return ImageConfig(**self.config["image"])
+
+    def built_with(self, config: Config) -> Config:
+        """`config` with the text, image and ingest settings this dataset was built with: later stages
+        judge and reproduce data by how it was made, not by today's settings."""
+        return config.model_validate({**config.model_dump(mode="json"), **self.config})
+
+    def shards_of(self, split: str) -> list[DataFile]:
+        return [entry for entry in self.shards if entry.split == split]
+
+    def rows_of(self, split: str) -> int:
+        return sum(entry.rows for entry in self.shards_of(split))
+
+    def path_of(self, entry: DataFile) -> Path:
+        return self.data_dir / entry.path
+
+    def save(self) -> None:
+        """Write dataset.json atomically (written last by an ingest: it is what makes a version current)."""
+        write_json_atomic(self.data_dir / DATASET_FILE, self.model_dump(mode="json"))
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe ingest --json` prints."""
-        manifest = self.manifest
-        return {
-            "dataset_version": manifest["dataset_version"],
-            "rows_read": manifest["rows_read"],
-            "accepted": manifest["accepted"],
-            "duplicates": manifest["duplicates"],
-            "quarantined": manifest["quarantined"],
-            "splits": manifest["splits"],
-            "classes": manifest["classes"],
-            "data_dir": str(self.data_dir),
-        }
+        return {"dataset_version": self.version, "rows_read": self.rows_read, "accepted": self.accepted,
+                "duplicates": self.duplicates, "quarantined": self.quarantined, "splits": self.splits,
+                "classes": self.classes, "data_dir": str(self.data_dir)}
 
     def to_markdown(self) -> str:
         """A human summary: counts, splits x classes, rejects by reason with examples."""
-        m = self.manifest
         lines = [
-            f"# Ingest summary: dataset `{m['dataset_version']}`",
+            f"# Ingest summary: dataset `{self.version}`",
             "",
-            f"Source `{m['source']['path']}` ({m['source']['kind']}) into `{self.data_dir}`.",
+            f"Source `{self.source['path']}` ({self.source['kind']}) into `{self.data_dir}`.",
             "",
             "| rows read | accepted | quarantined | duplicates | ignored files | text truncated |",
             "|---:|---:|---:|---:|---:|---:|",
-            f"| {m['rows_read']} | {m['accepted']} | {sum(m['quarantined'].values())} | {m['duplicates']} "
-            f"| {m['ignored_files']['count']} | {m['text_truncated']} |",
+            f"| {self.rows_read} | {self.accepted} | {sum(self.quarantined.values())} | {self.duplicates} "
+            f"| {self.ignored_files['count']} | {self.text_truncated} |",
             "",
             "## Accepted rows by split and class",
             "",
             "| class | " + " | ".join(SPLITS) + " |",
             "|---|" + "---:|" * len(SPLITS),
         ]
-        for name in m["classes"]:
-            lines.append(f"| {name} | " + " | ".join(str(m["counts"][split].get(name, 0)) for split in SPLITS) + " |")
+        for name in self.classes:
+            lines.append(f"| {name} | " + " | ".join(str(self.counts[split].get(name, 0)) for split in SPLITS) + " |")
         lines += ["", "## Quarantined rows by reason", ""]
-        if not m["quarantined"]:
+        if not self.quarantined:
             lines.append("None: every row was accepted or an exact duplicate.")
-        for reason, count in sorted(m["quarantined"].items(), key=lambda item: -item[1]):
+        for reason, count in sorted(self.quarantined.items(), key=lambda item: -item[1]):
             lines.append(f"- **{reason}**: {count}")
-            for example in m["reject_examples"].get(reason, []):
+            for example in self.reject_examples.get(reason, []):
                 lines.append(f"  - `{example['source']}` (id `{example['id']}`): {example['detail']}")
-        lines += ["", f"Chunks: {m['chunks']['total']} ({m['chunks']['cached']} reused from cache). "
-                  f"Time: {m['timings']['total_s']:.1f} s. Config hash `{m['config_hash']}`."]
+        lines += ["", f"Chunks: {self.chunks['total']} ({self.chunks['cached']} reused from cache). "
+                  f"Time: {self.timings['total_s']:.1f} s. Config hash `{self.config_hash}`."]
         return "\n".join(lines) + "\n"
 
 
@@ -102,215 +145,19 @@ def load_dataset(data_dir: Path) -> DatasetVersion:
     """Read DATA/dataset.json. Raises DataDirError with what to run when it is missing or broken."""
     path = Path(data_dir) / DATASET_FILE
     try:
-        return DatasetVersion(Path(data_dir), json.loads(path.read_text(encoding="utf-8")))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataDirError(f"no dataset in {data_dir}: run `mmpipe ingest SOURCE --data {data_dir}` first") from None
     except (OSError, ValueError) as error:
         raise DataDirError(f"cannot read {path}: {error}; re-run `mmpipe ingest` to rebuild it") from None
-
-
-def inputs_key(plans: list[ChunkPlan], config: Config) -> str:
-    """Identity of an ingest's inputs: equal keys give the same dataset version."""
-    return stable_hash([[plan.key, plan.raw_path.name] for plan in plans] + [config.ingest_hash()], 24)
-
-
-def reusable_dataset(data_dir: Path, key: str) -> DatasetVersion | None:
-    """The existing dataset when it was built from exactly these inputs and its files are intact."""
+    if not isinstance(content, dict):
+        raise DataDirError(f"{path} is not a dataset record; re-run `mmpipe ingest` to rebuild it")
+    if content.get("format", 1) > FORMAT_VERSION:
+        raise DataDirError(f"{path} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
     try:
-        existing = load_dataset(data_dir)
-    except DataDirError:
-        return None
-    files = existing.manifest.get("shards", []) + existing.manifest.get("quarantine", [])
-    if existing.manifest.get("inputs_key") != key or not all(_unchanged(data_dir, entry) for entry in files):
-        return None
-    return existing
-
-
-def _unchanged(data_dir: Path, entry: dict[str, Any]) -> bool:
-    """The file is still the one written: same size and mtime (else same sha256, e.g. after a copy)."""
-    try:
-        stat = (Path(data_dir) / entry["path"]).stat()
-    except FileNotFoundError:
-        return False
-    if (stat.st_size, stat.st_mtime_ns) == (entry.get("bytes"), entry.get("mtime_ns")):
-        return True
-    return stat.st_size == entry.get("bytes") and sha256_file(Path(data_dir) / entry["path"]) == entry["sha256"]
-
-
-def finalize_dataset(
-    plans: list[ChunkPlan],
-    results: list[ChunkResult],
-    source: RawSource,
-    data_dir: Path,
-    config: Config,
-    timings: dict[str, float],
-) -> DatasetVersion:
-    """Deduplicate, write shards and quarantine, then dataset.json (last, atomically).
-
-    Earlier output stays valid until the new dataset.json replaces the old one; files the new
-    version does not reference are removed only after that.
-    """
-    started = time.perf_counter()
-    results = sorted(results, key=lambda result: result.index)
-    labels_by_content = _labels_by_content(results)
-    size = config.image.size
-    rows_per_shard = int(config.ingest.shard_target_mb * 2**20) // (size * size * 3 + ROW_OVERHEAD_BYTES)
-    tally = _Tally()
-    with contextlib.ExitStack() as stack:
-        writers = {
-            split: stack.enter_context(
-                ShardWriter(data_dir / SHARDS_DIR, split, shard_schema(size), rows_per_shard, data_dir)
-            )
-            for split in SPLITS
-        }
-        quarantine = stack.enter_context(
-            ShardWriter(data_dir / QUARANTINE_DIR, "quarantine", QUARANTINE_SCHEMA, 10 * rows_per_shard, data_dir)
-        )
-        for plan, result in zip(plans, results, strict=True):
-            chunk = pq.read_table(result.path)
-            locators = pq.read_table(plan.raw_path, columns=["row", "source"])
-            accepted, rejected, reasons, details = tally.judge(chunk, locators, labels_by_content)
-            if accepted:
-                rows = chunk.take(accepted).append_column("source", locators["source"].take(accepted))
-                for split in SPLITS:
-                    mask = pc.equal(rows["split"], split)
-                    if pc.any(mask).as_py():
-                        writers[split].write(rows.filter(mask))
-            if rejected:
-                picked = chunk.take(rejected)
-                picked = picked.set_column(picked.schema.get_field_index("reason"), "reason", pa.array(reasons))
-                picked = picked.set_column(picked.schema.get_field_index("detail"), "detail", pa.array(details))
-                quarantine.write(quarantine_rows(picked, locators.take(rejected)))
-    shard_files = [file for split in SPLITS for file in writers[split].files]
-    timings = {**timings, "finalize_s": round(time.perf_counter() - started, 3)}
-    timings["total_s"] = round(sum(timings.values()), 3)
-    manifest = _manifest(plans, results, source, config, tally, shard_files, quarantine.files, timings)
-    write_json_atomic(data_dir / DATASET_FILE, manifest)
-    _remove_unreferenced(data_dir, {file.path for file in (*shard_files, *quarantine.files)})
-    return DatasetVersion(data_dir, manifest)
-
-
-def _labels_by_content(results: list[ChunkResult]) -> dict[str, Any]:
-    """content_key -> its label, or the set of labels when the same content has several."""
-    labels: dict[str, Any] = {}
-    for result in results:
-        table = pq.read_table(result.path, columns=["content_key", "label", "reason"])
-        for key, label, reason in zip(*(table[name].to_pylist() for name in table.column_names), strict=True):
-            if reason is not None:
-                continue
-            known = labels.setdefault(key, label)
-            if isinstance(known, set):
-                known.add(label)
-            elif known != label:
-                labels[key] = {known, label}
-    return labels
-
-
-class _Tally:
-    """Cross-chunk state of one finalize: ids and rows seen, and every count the manifest reports."""
-
-    def __init__(self) -> None:
-        self.seen_contents: set[str] = set()  # content keys (cleaned text + image sha256) accepted
-        self.id_sources: dict[str, str] = {}
-        self.rows_read = 0
-        self.duplicates = 0
-        self.truncated = 0
-        self.quarantined: Counter[str] = Counter()
-        self.examples: dict[str, list[dict[str, str]]] = defaultdict(list)
-        self.counts: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
-
-    def judge(self, chunk: pa.Table, locators: pa.Table, labels_by_content: dict[str, Any]):
-        """Split a chunk's row indices into accepted and quarantined (with reasons), counting as it goes."""
-        accepted: list[int] = []
-        rejected: list[int] = []
-        reasons: list[str] = []
-        details: list[str] = []
-        columns = {name: chunk[name].to_pylist() for name in ("id", "label", "split", "content_key",
-                                                              "reason", "detail", "text_truncated")}
-        sources = locators["source"].to_pylist()
-        for index in range(chunk.num_rows):
-            self.rows_read += 1
-            reason, detail = columns["reason"][index], columns["detail"][index]
-            row_id, key, label = columns["id"][index], columns["content_key"][index], columns["label"][index]
-            if reason is None:
-                reason, detail = self._label_conflict(key, labels_by_content)
-            # The (image, text) pair is the unit of uniqueness: the same pair again, under any id,
-            # is a duplicate (it would only weigh twice in training, or leak across splits).
-            if reason is None and key in self.seen_contents:
-                self.duplicates += 1
-                continue
-            if reason is None and row_id in self.id_sources:
-                reason = Reason.ID_CONFLICT.value
-                detail = f"id {row_id!r} is already used by {self.id_sources[row_id]} with other content"
-            if reason is not None:
-                rejected.append(index)
-                reasons.append(reason)
-                details.append(detail)
-                self.quarantined[reason] += 1
-                if len(self.examples[reason]) < EXAMPLES_PER_REASON:
-                    self.examples[reason].append({"id": row_id, "source": sources[index], "detail": detail})
-                continue
-            self.seen_contents.add(key)
-            self.id_sources[row_id] = sources[index]
-            self.counts[columns["split"][index]][label] += 1
-            self.truncated += bool(columns["text_truncated"][index])
-            accepted.append(index)
-        return accepted, rejected, reasons, details
-
-    @staticmethod
-    def _label_conflict(key, labels_by_content) -> tuple[str | None, str | None]:
-        labels = labels_by_content[key]
-        if isinstance(labels, set):
-            shown = ", ".join(repr(name) for name in sorted(labels))
-            return Reason.LABEL_CONFLICT.value, f"the same text and image are labelled {shown}"
-        return None, None
-
-
-def _manifest(plans, results, source, config, tally, shard_files, quarantine_files, timings) -> dict[str, Any]:
-    classes = list(config.ingest.classes) if config.ingest.classes is not None else sorted(
-        {label for counts in tally.counts.values() for label in counts}
-    )
-    shards = [{**file.describe(), "split": Path(file.path).name.split("-")[0]} for file in shard_files]
-    accepted = sum(sum(counts.values()) for counts in tally.counts.values())
-    version = stable_hash({"shards": [file.sha256 for file in shard_files], "config": config.ingest_hash()}, 16)
-    ignored = source.ignored
-    return {
-        "format": FORMAT_VERSION,
-        "dataset_version": version,
-        "inputs_key": inputs_key(plans, config),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": source.describe(),
-        "config": config.ingest_settings(),
-        "config_hash": config.ingest_hash(),
-        "image_shape": [config.image.size, config.image.size, 3],
-        "classes": classes,
-        "rows_read": tally.rows_read,
-        "accepted": accepted,
-        "duplicates": tally.duplicates,
-        "quarantined": dict(sorted(tally.quarantined.items())),
-        "splits": {split: sum(tally.counts[split].values()) for split in SPLITS},
-        "counts": {split: {name: tally.counts[split][name] for name in classes} for split in SPLITS},
-        "text_truncated": tally.truncated,
-        "ignored_files": {"count": len(ignored), "examples": ignored[:EXAMPLES_PER_REASON * 2]},
-        "reject_examples": dict(sorted(tally.examples.items())),
-        "shards": shards,
-        "quarantine": [file.describe() for file in quarantine_files],
-        "chunks": {"total": len(results), "cached": sum(result.cached for result in results)},
-        "timings": timings,
-        "lineage": {"code_version": mmpipe.__version__, "code_fingerprint": code_fingerprint(),
-                    "python": platform.python_version(), "pyarrow": pa.__version__, "pillow": _pillow_version()},
-    }
-
-
-def _pillow_version() -> str:
-    import PIL
-
-    return PIL.__version__
-
-
-def _remove_unreferenced(data_dir: Path, keep: set[str]) -> None:
-    for folder in (SHARDS_DIR, QUARANTINE_DIR):
-        for path in (data_dir / folder).glob("*.parquet"):
-            if str(path.relative_to(data_dir)) not in keep:
-                path.unlink(missing_ok=True)
-
+        return DatasetVersion(**{**content, "format": FORMAT_VERSION, "data_dir": Path(data_dir)})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise DataDirError(f"{path} is damaged ({where}: {problem['msg']}); re-run `mmpipe ingest` to rebuild it"
+                           ) from None

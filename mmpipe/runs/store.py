@@ -1,8 +1,9 @@
-"""The run store: the layout of RUNS/<run_id>/, read-only views over it, and the champion pointer.
+"""The run store: read-only views over RUNS/ (list, show, compare) and the champion pointer.
 
 There is no index to keep in step: each run's files are the truth (written atomically, so a
 reader never sees half a file), and listing reads only run.json and metrics.json. The champion
-pointer RUNS/champion.json changes only under an exclusive lock (see `champion_lock`).
+pointer RUNS/champion.json changes only under an exclusive lock (see `champion_lock`). The
+layout of one run dir and its record are in record.py.
 """
 
 from __future__ import annotations
@@ -11,20 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmpipe.errors import MmpipeError
 from mmpipe.files import exclusive_lock, write_json_atomic
+from mmpipe.runs.record import RunDir, RunRecord, load_record
 
-# The files a run dir holds (train writes run.json, evaluate metrics.json, promote promotion.json)
-# and the champion pointer beside the runs.
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-PROMOTION_FILE = "promotion.json"
+# Beside the run dirs: the champion pointer and the lock that serializes changing it.
 CHAMPION_FILE = "champion.json"
 _LOCK_FILE = ".champion.lock"
-
-
-class RunStoreError(MmpipeError):
-    """A run that is asked for does not exist or cannot be read."""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -34,11 +27,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
-    record = read_json(Path(runs_dir) / run_id / RUN_FILE)
-    if record is None:
-        raise RunStoreError(f"no run {run_id} in {runs_dir}; `mmpipe runs list --runs {runs_dir}` shows the runs")
-    return record
+def load_run(runs_dir: Path, run_id: str) -> RunRecord:
+    """The record of RUNS/<run_id>; RunStoreError when there is no such run or it cannot be read."""
+    return load_record(RunDir(Path(runs_dir) / run_id))
 
 
 def read_champion(runs_dir: Path) -> dict[str, Any] | None:
@@ -62,27 +53,30 @@ def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[s
         return []
     champion = (read_champion(runs_dir) or {}).get("run_id")
     rows = []
-    for run_dir in sorted((path for path in runs_dir.iterdir() if path.is_dir()), reverse=True):
-        record = read_json(run_dir / RUN_FILE)
-        if record is None or (dataset_version and record["dataset_version"] != dataset_version):
+    for path in sorted((path for path in runs_dir.iterdir() if path.is_dir()), reverse=True):
+        run = RunDir(path)
+        if not run.record.is_file():
             continue
-        metrics = (read_json(run_dir / METRICS_FILE) or {}).get("metrics", {})
+        record = load_record(run)
+        if dataset_version and record.dataset_version != dataset_version:
+            continue
+        metrics = (read_json(run.metrics) or {}).get("metrics", {})
         rows.append({
-            "run_id": record["run_id"], "started_at": record["started_at"], "status": record["status"],
-            "variant": record["variant"], "dataset_version": record["dataset_version"],
+            "run_id": record.run_id, "started_at": record.started_at, "status": record.status,
+            "variant": record.variant, "dataset_version": record.dataset_version,
             "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
-            "champion": record["run_id"] == champion,
+            "champion": record.run_id == champion,
         })
     return rows
 
 
 def show_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
     """Everything recorded about a run: run.json, its primary metrics, promotion and other evaluations."""
-    run_dir = Path(runs_dir) / run_id
-    record = load_run(runs_dir, run_id)
-    evaluations = sorted(path.parent.name for path in (run_dir / "evaluations").glob(f"*/{METRICS_FILE}"))
-    return {**record, "run_dir": str(run_dir.absolute()), "evaluation": read_json(run_dir / METRICS_FILE),
-            "promotion": read_json(run_dir / PROMOTION_FILE), "other_evaluations": evaluations,
+    run = RunDir(Path(runs_dir) / run_id)
+    record = load_record(run)
+    evaluations = sorted(path.parent.name for path in (run.path / RunDir.EVALUATIONS).glob(f"*/{RunDir.METRICS}"))
+    return {**record.model_dump(mode="json"), "run_dir": str(run.path.absolute()), "evaluation": read_json(run.metrics),
+            "promotion": read_json(run.promotion), "other_evaluations": evaluations,
             "champion": (read_champion(runs_dir) or {}).get("run_id") == run_id}
 
 

@@ -23,10 +23,9 @@ import tensorflow as tf
 
 from mmpipe.config import ImageConfig, TextConfig
 from mmpipe.errors import ServingError
+from mmpipe.runs.record import RunDir
 from mmpipe.serving.image_ops import ImageOps
 from mmpipe.serving.text_ops import TextOps
-
-SERVING_DIR = "serving"
 
 
 class Standardizer(tf.Module):
@@ -62,8 +61,8 @@ def export_serving(model, run_dir: Path, classes: list[str], text: TextConfig, i
     archive.add_endpoint("serve", _keyword_function(serve, names), input_signature=[signature[n] for n in names])
     archive.add_endpoint("standardize", _keyword_function(standardize, names),
                          input_signature=[signature[n] for n in names])
-    final = run_dir / SERVING_DIR
-    temp, old = run_dir / f".{SERVING_DIR}.tmp", run_dir / f".{SERVING_DIR}.old"
+    final = RunDir(run_dir).serving
+    temp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
     for leftover in (temp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     archive.write_out(str(temp), verbose=False)
@@ -90,7 +89,7 @@ def _keyword_function(fn, names: list[str]):
 
 def load_serving(run_dir: Path):
     """The loaded SavedModel of a run; ServingError if the run has none."""
-    path = Path(run_dir) / SERVING_DIR
+    path = RunDir(run_dir).serving
     if not (path / "saved_model.pb").is_file():
         raise ServingError(f"run {Path(run_dir).name} has no serving export at {path}: it was trained with "
                            "train.export_serving = false, before exports existed, or did not finish; train a new run")

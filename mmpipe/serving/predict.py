@@ -33,18 +33,18 @@ def predict_files(run_dir: Path, text: str | None, image: Path | None) -> dict[s
     The inputs the run's variant needs must be given; the image is checked like ingest checks it
     (file size, format, pixel count) before the graph sees it, so bad files give a clear error.
     """
-    from mmpipe.runs.store import load_run
+    from mmpipe.runs.record import RunDir, load_record
 
     run_dir = Path(run_dir)
-    record = load_run(run_dir.parent, run_dir.name)
-    variant = record["variant"]
+    record = load_record(RunDir(run_dir))
+    variant = record.variant
     needed = {"fused": ("text", "image"), "text": ("text",), "image": ("image",)}[variant]
     missing = [name for name in needed if {"text": text, "image": image}[name] is None]
     if missing:
         flags = " and ".join(f"--{name}" for name in needed)
         raise ServingError(f"run {run_dir.name} is a {variant} model: give {flags}")
     texts = [text] if "text" in needed else None
-    images = [_read_image(image, ImageConfig(**record["config"]["image"]))] if "image" in needed else None
+    images = [_read_image(image, record.run_config.image)] if "image" in needed else None
     import tensorflow as tf
 
     from mmpipe.serving.export import load_serving

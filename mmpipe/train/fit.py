@@ -22,13 +22,10 @@ from typing import Any
 import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
-from mmpipe.errors import MmpipeError
-from mmpipe.files import write_json_atomic
+from mmpipe.errors import MmpipeError, RunStoreError
 from mmpipe.ingest.version import DatasetVersion, load_dataset
-from mmpipe.runs.store import RUN_FILE
+from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-
-CHECKPOINTS = "checkpoints"
 
 
 class TrainingError(MmpipeError):
@@ -82,27 +79,25 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     require_validated(version)
     runs_dir = Path(config.runs_dir).absolute()
     if resume:
-        run_dir, record, initial_epoch = resumable_run(runs_dir, resume, version)
-        config = Config.model_validate(record["config"])
-        record.update(status="running", resumed_from_epoch=initial_epoch)
+        run, record, initial_epoch = resumable_run(runs_dir, resume, version)
+        config = record.run_config
+        record.status, record.resumed_from_epoch = "running", initial_epoch
     else:
-        run_dir, initial_epoch = runs_dir / new_run_id(), 0
-        record = _new_record(run_dir.name, config, version)
-    run_id = run_dir.name
+        run, initial_epoch = RunDir(runs_dir / new_run_id()), 0
+        record = _new_record(run.run_id, config, version)
     # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
     # makes weight initialization a function of the seed alone, not of what ran before.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
-    classes = list(version.manifest["classes"])
-    size = version.manifest["image_shape"][0]
+    classes = list(version.classes)
+    size = version.image_size
     variant = config.model.variant
-    write_json_atomic(run_dir / RUN_FILE, record)
+    record.save(run)
     try:
-        checkpoints = run_dir / CHECKPOINTS
         if initial_epoch:
-            model = keras.models.load_model(checkpoints / f"epoch-{initial_epoch:03d}.keras")
+            model = keras.models.load_model(run.checkpoint(initial_epoch))
         else:
             vectorizer = adapt_vectorizer_for(config, version)
             from mmpipe.train.model import build_model
@@ -117,7 +112,7 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         for more in epochs[1:]:
             train_data = train_data.concatenate(more)  # epoch e's order depends on (seed, e) only
         validation = make_dataset(version, "val", batch_size=batch_size, variant=variant)
-        checkpoints.mkdir(parents=True, exist_ok=True)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # Both are benign here and alarm users: the validation set (a generator of unknown length)
             # "runs out of data" the first time it ends, and fit's shuffle flag does not apply to
@@ -129,68 +124,63 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
                 epochs=config.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=0,
                 class_weight=_class_weights(version, classes) if config.train.class_weights else None,
                 callbacks=[
-                    keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.keras")),
-                    keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=bool(initial_epoch)),
-                    keras.callbacks.TensorBoard(str(run_dir / "logs")),
+                    keras.callbacks.ModelCheckpoint(str(run.checkpoints / "epoch-{epoch:03d}.keras")),
+                    keras.callbacks.CSVLogger(str(run.history), append=bool(initial_epoch)),
+                    keras.callbacks.TensorBoard(str(run.logs)),
                     keras.callbacks.EarlyStopping(monitor="val_loss" if split_rows(version, "val") else "loss",
                                                   patience=config.train.early_stopping_patience,
                                                   restore_best_weights=True),
-                    _epoch_recorder(run_dir / RUN_FILE, record),
+                    _epoch_recorder(run, record),
                     *(callbacks or []),
                 ],
             )
-        temp = run_dir / ".model.tmp.keras"  # Keras wants the .keras suffix; the rename makes it atomic
+        temp = run.path / ".model.tmp.keras"  # Keras wants the .keras suffix; the rename makes it atomic
         model.save(temp)
-        os.replace(temp, run_dir / "model.keras")
+        os.replace(temp, run.model)
         if config.train.export_serving:
-            _export(model, run_dir, version)
+            _export(model, run, version)
     except BaseException as error:
-        record.update(status="failed", error=f"{type(error).__name__}: {error}")
-        write_json_atomic(run_dir / RUN_FILE, record)
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        record.save(run)
         raise
-    record.update(status="completed", seconds=round(time.perf_counter() - started, 3),
-                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    write_json_atomic(run_dir / RUN_FILE, record)
+    record.status, record.seconds = "completed", round(time.perf_counter() - started, 3)
+    record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record.save(run)
     set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
     # run.json's per-epoch record also covers the epochs before a resume.
-    metrics = sorted({key for epoch in record["history"] for key in epoch if key != "epoch"})
-    merged = {key: [epoch.get(key) for epoch in record["history"]] for key in metrics}
-    return TrainResult(run_id, run_dir, merged, "completed")
+    metrics = sorted({key for epoch in record.history for key in epoch if key != "epoch"})
+    merged = {key: [epoch.get(key) for epoch in record.history] for key in metrics}
+    return TrainResult(run.run_id, run.path, merged, "completed")
 
 
-def _new_record(run_id: str, config: Config, version: DatasetVersion) -> dict[str, Any]:
+def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
     """run.json at the start: everything needed to reproduce the run."""
-    return {
-        "run_id": run_id, "status": "running", "variant": config.model.variant, "seed": config.seed,
-        "dataset_version": version.version, "data_dir": str(Path(version.data_dir).absolute()),
-        "classes": list(version.manifest["classes"]), "config": config.model_dump(mode="json"),
-        "config_hash": config.hash(), "code_version": mmpipe.__version__, "git_commit": _git_commit(),
-        "packages": _package_versions(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "lineage": _lineage(version), "history": [],
-    }
+    return RunRecord(
+        run_id=run_id, variant=config.model.variant, seed=config.seed, dataset_version=version.version,
+        data_dir=str(Path(version.data_dir).absolute()), classes=list(version.classes),
+        config=config.model_dump(mode="json"), config_hash=config.hash(), code_version=mmpipe.__version__,
+        git_commit=_git_commit(), packages=_package_versions(),
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
+    )
 
 
 def _lineage(version: DatasetVersion) -> dict[str, Any]:
     """What the run depends on, copied in: the data dir may hold another version tomorrow."""
     result_path = validation_dir(version.data_dir, version.version) / RESULT_FILE
     result = json.loads(result_path.read_text())
-    manifest = version.manifest
     return {
-        "dataset_version": version.version, "ingest_config_hash": manifest.get("config_hash"),
-        "counts": manifest["counts"], "shards": [dict(shard) for shard in manifest["shards"]],
+        "dataset_version": version.version, "ingest_config_hash": version.config_hash,
+        "counts": version.counts, "shards": [shard.model_dump() for shard in version.shards],
         "validation": {"success": result["success"], "result": str(result_path),
                        "contracts": result.get("contracts")},
     }
 
 
-def _export(model, run_dir: Path, version: DatasetVersion) -> None:
+def _export(model, run: RunDir, version: DatasetVersion) -> None:
     """The serving export, cleaning with the settings the dataset was ingested with (not today's config)."""
-    from mmpipe.config import ImageConfig, TextConfig
     from mmpipe.serving.export import export_serving
 
-    settings = version.manifest["config"]
-    export_serving(model, run_dir, list(version.manifest["classes"]), TextConfig(**settings["text"]),
-                   ImageConfig(**settings["image"]))
+    export_serving(model, run.path, list(version.classes), version.text_config, version.image_config)
 
 
 def adapt_vectorizer_for(config: Config, version: DatasetVersion):
@@ -201,26 +191,26 @@ def adapt_vectorizer_for(config: Config, version: DatasetVersion):
     return adapt_vectorizer(config.model, train_texts(version))
 
 
-def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion) -> tuple[Path, dict, int]:
-    """(run dir, its run.json, epochs done) of a run that can be continued; else TrainingError."""
-    run_dir = runs_dir / run_id
+def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion) -> tuple[RunDir, RunRecord, int]:
+    """(run dir, its record, epochs done) of a run that can be continued; else TrainingError."""
+    run = RunDir(Path(runs_dir) / run_id)
     try:
-        record = json.loads((run_dir / RUN_FILE).read_text())
-    except FileNotFoundError:
-        raise TrainingError(f"no run {run_id} in {runs_dir}; `ls {runs_dir}` shows the runs") from None
-    if record["status"] == "completed":
+        record = load_record(run)
+    except RunStoreError as error:
+        raise TrainingError(str(error)) from None
+    if record.status == "completed":
         raise TrainingError(f"run {run_id} already completed; runs are never edited after they finish")
-    if record["dataset_version"] != version.version:
-        raise TrainingError(f"run {run_id} trained on dataset {record['dataset_version']}, "
+    if record.dataset_version != version.version:
+        raise TrainingError(f"run {run_id} trained on dataset {record.dataset_version}, "
                             f"but {version.data_dir} now holds {version.version}")
-    done = sorted((run_dir / CHECKPOINTS).glob("epoch-*.keras"))
+    done = sorted(run.checkpoints.glob("epoch-*.keras"))
     if not done:
         raise TrainingError(f"run {run_id} has no completed epoch to resume from; start a new run")
-    return run_dir, record, int(done[-1].stem.split("-")[1])
+    return run, record, int(done[-1].stem.split("-")[1])
 
 
 def _class_weights(version: DatasetVersion, classes: list[str]) -> dict[int, float]:
-    counts = version.manifest["counts"]["train"]
+    counts = version.counts["train"]
     total = sum(counts.values())
     return {i: total / (len(classes) * counts[name]) if counts.get(name) else 0.0 for i, name in enumerate(classes)}
 
@@ -244,14 +234,14 @@ def _package_versions() -> dict[str, str]:
             "os": f"{platform.system()} {os.uname().release}"}
 
 
-def _epoch_recorder(path: Path, record: dict):
+def _epoch_recorder(run: RunDir, record: RunRecord):
     """A callback that appends each finished epoch's metrics to run.json."""
     import keras
 
     class RecordEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            record["history"] = [h for h in record["history"] if h["epoch"] != epoch + 1]
-            record["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-            write_json_atomic(path, record)
+            history = [h for h in record.history if h["epoch"] != epoch + 1]
+            record.history = [*history, {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}]
+            record.save(run)
 
     return RecordEpochs()

@@ -23,11 +23,11 @@ INPUTS = {"fused": ("text", "image"), "text": ("text",), "image": ("image",)}
 
 def split_paths(version: DatasetVersion, split: str) -> list[Path]:
     """The shard files of one split, in dataset.json order."""
-    return [version.data_dir / entry["path"] for entry in version.manifest["shards"] if entry["split"] == split]
+    return [version.path_of(entry) for entry in version.shards_of(split)]
 
 
 def split_rows(version: DatasetVersion, split: str) -> int:
-    return sum(entry["rows"] for entry in version.manifest["shards"] if entry["split"] == split)
+    return version.rows_of(split)
 
 
 def image_view(column: pa.Array, image_size: int) -> np.ndarray:
@@ -71,8 +71,8 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     """
     import tensorflow as tf
 
-    classes = list(version.manifest["classes"])
-    size = version.manifest["image_shape"][0]
+    classes = list(version.classes)
+    size = version.image_size
     paths = [str(path) for path in split_paths(version, split)]
     signature = {"label": tf.TensorSpec((None,), tf.int32)}
     if with_ids:

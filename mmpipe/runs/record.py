@@ -1,0 +1,153 @@
+"""A run dir, RUNS/<run_id>/: every file name in it, and run.json, the typed record of the run.
+
+Every stage that writes or reads a run asks `RunDir` for a path (train writes the record, the
+model, checkpoints, logs and the serving export; evaluate writes metrics, predictions and the
+report; promote writes the decision), so each name has one owner: this module. run.json is
+versioned (`format`); older formats are read and migrated here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmpipe.config import Config
+from mmpipe.errors import RunStoreError
+from mmpipe.files import write_json_atomic
+
+RUN_FORMAT = 1
+Status = Literal["running", "completed", "failed"]
+
+
+class RunDir:
+    """The layout of one run dir. Paths only: reading and writing is the caller's (through its owner)."""
+
+    RECORD = "run.json"
+    METRICS = "metrics.json"  # written last by an evaluation: when it exists, the evaluation is complete
+    PROMOTION = "promotion.json"
+    MODEL = "model.keras"
+    PREDICTIONS = "predictions.parquet"
+    REPORT = "report.html"
+    CONFUSION_MATRIX = "confusion_matrix.png"
+    HISTORY = "history.csv"
+    LOGS = "logs"
+    CHECKPOINTS = "checkpoints"
+    SERVING = "serving"
+    EVALUATIONS = "evaluations"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def record(self) -> Path:
+        return self.path / self.RECORD
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def promotion(self) -> Path:
+        return self.path / self.PROMOTION
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.path / self.CONFUSION_MATRIX
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def logs(self) -> Path:
+        return self.path / self.LOGS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def serving(self) -> Path:
+        return self.path / self.SERVING
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.path / self.CHECKPOINTS / f"epoch-{epoch:03d}.keras"
+
+    def evaluation(self, dataset_version: str, split: str) -> Path:
+        """Where an evaluation on another dataset version or split lives (the primary one is the run dir)."""
+        return self.path / self.EVALUATIONS / f"{dataset_version}-{split}"
+
+
+class RunRecord(BaseModel):
+    """run.json: everything needed to reproduce a run, and how far it got."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    format: int = RUN_FORMAT
+    run_id: str
+    status: Status = "running"
+    variant: str
+    seed: int
+    dataset_version: str
+    data_dir: str
+    classes: list[str]
+    config: dict[str, Any]
+    config_hash: str
+    code_version: str
+    git_commit: str | None = None
+    packages: dict[str, str] = {}
+    started_at: str
+    lineage: dict[str, Any] = {}
+    history: list[dict[str, float]] = []
+    finished_at: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+    resumed_from_epoch: int | None = None
+
+    @property
+    def run_config(self) -> Config:
+        """The run's config, typed."""
+        return Config.model_validate(self.config)
+
+    def save(self, run: RunDir) -> None:
+        write_json_atomic(run.record, self.model_dump(mode="json"))
+
+
+def load_record(run: RunDir) -> RunRecord:
+    """Read run.json. Raises RunStoreError naming the file when it is missing or unreadable."""
+    try:
+        content = json.loads(run.record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunStoreError(f"no run {run.run_id} in {run.path.parent}; `mmpipe runs list --runs "
+                            f"{run.path.parent}` shows the runs") from None
+    except (OSError, ValueError) as error:
+        raise RunStoreError(f"{run.record} cannot be read ({error}); the run is damaged") from None
+    if not isinstance(content, dict):
+        raise RunStoreError(f"{run.record} is not a run record; the run is damaged")
+    if content.get("format", 1) > RUN_FORMAT:
+        raise RunStoreError(f"{run.record} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
+    try:
+        return RunRecord(**{**content, "format": RUN_FORMAT})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise RunStoreError(f"{run.record} is damaged ({where}: {problem['msg']})") from None
