@@ -82,8 +82,9 @@ def core(manifest: Path, data: Path, workers: int) -> dict:
 
 
 def flow(manifest: Path, data: Path, workers: int) -> dict:
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.environment import prepare_prefect
+
+    prepare_prefect()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from prefect.testing.utilities import prefect_test_harness
 

@@ -1,13 +1,13 @@
 """The ingest flow: plan the source into chunks, clean chunks as mapped tasks, finalize the dataset.
 
-Tasks are one-line adapters over mmpipe.ingest; caching lives in the data dir (chunk results keyed
-by content fingerprint + settings + code), so the tasks themselves use no Prefect cache.
+The core driver (mmpipe.ingest.runner.ingest) runs with these tasks as its steps. Caching lives
+in the data dir (chunk results keyed by content fingerprint + settings + code), so the tasks
+themselves use no Prefect cache.
 """
 
 from __future__ import annotations
 
-import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,9 +22,9 @@ from prefect.futures import as_completed
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from mmpipe.config import SPLITS, Config
-from mmpipe.ingest import IngestPlan, finish_ingest, plan_ingest
 from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
+from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
 from mmpipe.ingest.version import DatasetVersion
 
 # Read by the CLI's progress bar from the flow's log records.
@@ -33,7 +33,10 @@ PROGRESS_EXTRA = "mmpipe_progress"
 
 @task(name="plan-chunks", cache_policy=NO_CACHE, persist_result=False)
 def plan_chunks_task(source: str, config: Config) -> IngestPlan:
-    return plan_ingest(source, config)
+    plan = plan_ingest(source, config)
+    reused = f"; source and settings unchanged: reusing dataset {plan.reusable.version}" if plan.reusable else ""
+    get_run_logger().info("planned %d chunk(s) from %s%s", len(plan.chunks), plan.source.path, reused)
+    return plan
 
 
 # Takes only its own chunk, never the whole plan: Prefect walks every task's inputs, and a plan
@@ -48,28 +51,30 @@ def write_dataset_task(plan: IngestPlan, results: list[ChunkResult], config: Con
     return finish_ingest(plan, results, config, process_s)
 
 
+def clean_chunks_as_tasks(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
+    """One mapped `clean-chunk` task per chunk on the flow's task runner, results as they finish."""
+    futures = [clean_chunk_task.submit(chunk, plan.location, plan.cache_dir, config) for chunk in plan.chunks]
+    for future in as_completed(futures):
+        yield future.result()
+
+
+TASK_STEPS = IngestSteps(plan=plan_chunks_task, clean=clean_chunks_as_tasks, finish=write_dataset_task)
+
+
 @flow(name="ingest", flow_run_name="ingest {source}")
 def ingest_flow(source: str, config: Config) -> dict:
     """Raw source -> cleaned, deduplicated, split Parquet shards + quarantine + dataset.json."""
     logger = get_run_logger()
-    plan = plan_chunks_task(source, config)
-    logger.info("planned %d chunk(s) from %s", len(plan.chunks), plan.source.path)
-    started = time.perf_counter()
-    results: list[ChunkResult] = []
-    if plan.reusable is None:
-        progress = create_progress_artifact(progress=0.0, description=f"Cleaning {len(plan.chunks)} chunk(s)")
-        futures = [clean_chunk_task.submit(chunk, plan.location, plan.cache_dir, config) for chunk in plan.chunks]
-        for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
-            results.append(result)
-            update_progress_artifact(progress, progress=100.0 * done / len(futures))
-            logger.info(
-                "chunk %d/%d: %d rows, %d rejected%s", done, len(futures), result.rows, result.rejected,
-                " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, len(futures))},
-            )
-    else:
-        logger.info("source and settings unchanged: reusing dataset %s", plan.reusable.version)
-    version = write_dataset_task(plan, results, config, time.perf_counter() - started)
+    progress: list = []
+
+    def report(done: int, total: int, result: ChunkResult) -> None:
+        if not progress:
+            progress.append(create_progress_artifact(progress=0.0, description=f"Cleaning {total} chunk(s)"))
+        update_progress_artifact(progress[0], progress=100.0 * done / total)
+        logger.info("chunk %d/%d: %d rows, %d rejected%s", done, total, result.rows, result.rejected,
+                    " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, total)})
+
+    version = ingest(source, config, TASK_STEPS, on_chunk=report)
     publish_ingest_artifacts(version)
     return version.summary()
 
@@ -97,5 +102,5 @@ def run_ingest(source: str | Path, config: Config) -> dict:
     else:
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        runner = ThreadPoolTaskRunner(max_workers=config.ingest.workers or os.cpu_count() or 1)
+        runner = ThreadPoolTaskRunner(max_workers=config.ingest.worker_count())
     return ingest_flow.with_options(task_runner=runner)(str(source), config)

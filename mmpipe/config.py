@@ -75,6 +75,10 @@ class IngestConfig(Section):
     workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
     dask_address: str | None = Field(None, description="clean chunks on this Dask scheduler, e.g. tcp://host:8786")
 
+    def worker_count(self) -> int:
+        """`workers`, where 0 means one per CPU core."""
+        return self.workers or os.cpu_count() or 1
+
 
 class ContractsConfig(Section):
     """What the data contracts (Great Expectations suites) compare against."""

@@ -35,3 +35,11 @@ class ServingError(MmpipeError):
 
 class RunStoreError(MmpipeError):
     """A run that is asked for does not exist or cannot be read."""
+
+
+class EvaluationError(MmpipeError):
+    """The run or the data cannot be evaluated (unknown run, unfinished run, empty split, ...)."""
+
+
+class TrainingError(MmpipeError):
+    """Training cannot start or continue (dataset not validated, unknown run to resume, ...)."""

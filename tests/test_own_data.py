@@ -11,7 +11,7 @@ from flows.pipeline import pipeline_flow
 from mmpipe.cli import app
 from mmpipe.config import load_config
 from mmpipe.contracts.suites import SOURCE_SUITES_DIR, class_set_entry, read_suite
-from tests.conftest import TINY_MODEL
+from tests.fixtures.datasets import TINY_MODEL
 from tests.fixtures.files import distinct_images, write_manifest
 
 pytestmark = pytest.mark.slow

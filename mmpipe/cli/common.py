@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,13 +9,6 @@ import typer
 
 from mmpipe.errors import MmpipeError
 
-# Defaults for the temporary Prefect API server a CLI run starts when no PREFECT_API_URL is set
-# (the user's own settings win): it needs ~20 s to start on 2 cores and Prefect waits only 20 s;
-# its telemetry heartbeat contends for the SQLite lock and logs errors on slow disks.
-PREFECT_DEFAULTS = {
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}
 EXIT_FAILED_CHECK = 1  # validate found a failed critical expectation
 EXIT_INTERNAL_ERROR = 1
 EXIT_UNUSABLE_INPUT = 2
@@ -46,11 +38,6 @@ ContractsOption = Annotated[
                  "instead of the ones inferred into `DATA/contracts/` (sets `contracts.suites_dir`).",
                  show_default=False),
 ]
-
-
-def prepare_prefect() -> None:
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
 
 
 def run_flow(call) -> Any:

@@ -20,7 +20,9 @@ def print_ingest_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"    {reason}: {count}")
     typer.echo("  splits: " + ", ".join(f"{split} {count}" for split, count in summary["splits"].items()))
     typer.echo(f"  classes: {', '.join(summary['classes'])}")
-    typer.echo(f"details (reject examples, lineage): {Path(summary['data_dir']) / 'dataset.json'}")
+    from mmpipe.ingest.version import DATASET_FILE
+
+    typer.echo(f"details (reject examples, lineage): {Path(summary['data_dir']) / DATASET_FILE}")
 
 
 def print_pipeline_summary(summary: dict) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from flows.environment import prepare_prefect
 from mmpipe.cli.common import (
     EXIT_FAILED_CHECK,
     ConfigOption,
@@ -16,7 +17,6 @@ from mmpipe.cli.common import (
     DataOption,
     JsonOption,
     RunsOption,
-    prepare_prefect,
     run_flow,
 )
 from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice

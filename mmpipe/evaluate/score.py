@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmpipe.config import EvaluateConfig
-from mmpipe.errors import MmpipeError
+from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.files import atomic_path, write_json_atomic
 from mmpipe.ingest.version import load_dataset
@@ -30,9 +30,6 @@ from mmpipe.train.inputs import make_dataset, split_rows
 
 _LATENCY_SAMPLES = 20
 
-
-class EvaluationError(MmpipeError):
-    """The run or the data cannot be evaluated (unknown run, unfinished run, empty split, ...)."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
-"""Ingest without an orchestrator: plan -> process chunks in parallel -> finalize.
+"""The ingest driver: plan -> clean chunks in parallel -> finalize, whoever runs the steps.
 
-flows/ingest.py runs the same three steps as Prefect tasks; this runner is for notebooks,
-benchmarks and tests of the core.
+In a notebook, a benchmark or a test it runs them as plain functions on a thread pool;
+flows/ingest.py hands it the same steps as Prefect tasks.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,6 @@ from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
 from mmpipe.ingest.version import DatasetVersion
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -83,22 +80,44 @@ def finish_ingest(plan: IngestPlan, results: list[ChunkResult], config: Config, 
     return version
 
 
-def ingest(source: str | Path, config: Config, on_progress: Progress | None = None) -> DatasetVersion:
-    """Run a whole ingest in this process with `config.ingest.workers` threads (0: one per core).
+ChunkMapper = Callable[[IngestPlan, Config], Iterator[ChunkResult]]
+
+
+def clean_on_threads(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
+    """Clean the plan's chunks on `ingest.workers` threads, yielding each result as it is done.
 
     Pillow, hashlib and Arrow release the GIL for the heavy work, so threads scale on the cores.
     """
-    plan = plan_ingest(source, config)
+    with ThreadPoolExecutor(max_workers=config.ingest.worker_count()) as pool:
+        futures = [pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+@dataclass(frozen=True)
+class IngestSteps:
+    """How each step of an ingest runs: plain functions in this process by default; flows/ingest.py
+    passes Prefect tasks instead (and its task runner decides where chunks are cleaned: threads or Dask)."""
+
+    plan: Callable[[str | Path, Config], IngestPlan] = plan_ingest
+    clean: ChunkMapper = clean_on_threads
+    finish: Callable[[IngestPlan, list[ChunkResult], Config, float], DatasetVersion] = finish_ingest
+
+
+def ingest(source: str | Path, config: Config, steps: IngestSteps = IngestSteps(),
+           on_chunk: Callable[[int, int, ChunkResult], None] | None = None) -> DatasetVersion:
+    """The one ingest driver: plan -> clean every chunk (unless the inputs are unchanged) -> finalize.
+
+    Args:
+        steps: how each step runs (see IngestSteps).
+        on_chunk: called as `(done, total, result)` after each chunk, for progress.
+    """
+    plan = steps.plan(source, config)
     started = time.perf_counter()
     results: list[ChunkResult] = []
     if plan.reusable is None:
-        workers = config.ingest.workers or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks
-            ]
-            for done, future in enumerate(as_completed(futures), start=1):
-                results.append(future.result())
-                if on_progress is not None:
-                    on_progress(done, len(futures))
-    return finish_ingest(plan, results, config, time.perf_counter() - started)
+        for done, result in enumerate(steps.clean(plan, config), start=1):
+            results.append(result)
+            if on_chunk is not None:
+                on_chunk(done, len(plan.chunks), result)
+    return steps.finish(plan, results, config, time.perf_counter() - started)

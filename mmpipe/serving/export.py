@@ -11,7 +11,7 @@ and class names, with no Python, Pillow or mmpipe on the serving side. Endpoints
 (The text variant takes only `text`, the image variant only `image`.)
 
 How close the two paths are, and where they differ, is said in text_ops.py and image_ops.py
-(tests/test_serving.py measures it).
+(tests/serving/test_export.py measures it).
 """
 
 from __future__ import annotations

@@ -22,14 +22,10 @@ from typing import Any
 import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
-from mmpipe.errors import MmpipeError, RunStoreError
+from mmpipe.errors import RunStoreError, TrainingError
 from mmpipe.ingest.version import DatasetVersion, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-
-
-class TrainingError(MmpipeError):
-    """Training cannot start or continue (dataset not validated, unknown run to resume, ...)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 from mmpipe.ingest.chunks import code_fingerprint, plan_chunks, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.sources import open_source
-from tests.conftest import make_config
+from tests.fixtures.datasets import make_config
 from tests.fixtures.files import gradient, save, write_manifest_csv
 
 

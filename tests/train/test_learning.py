@@ -19,7 +19,9 @@ from mmpipe.runs.record import RunDir
 from mmpipe.sample import DAY_WORDS, NIGHT_WORDS, encode_image
 from mmpipe.train import train
 from mmpipe.train.inputs import make_dataset
-from tests.conftest import make_config
+from tests.fixtures.datasets import make_config
+
+pytestmark = pytest.mark.slow  # trains models
 
 ROWS = 160
 FILLER = "A picture of something, seen from the street."

@@ -13,7 +13,7 @@ from mmpipe.ingest.clean.text import clean_text
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import Standardizer, export_serving, load_serving
 from mmpipe.serving.predict import predict_raw
-from tests.test_cli import run_main
+from tests.fixtures.cli import run_main
 
 # Text that exercises every cleaning step: markup, NFKC (full-width, ligature, decomposed accents,
 # Hangul jamo), invisible and control characters, odd whitespace, the length cap.

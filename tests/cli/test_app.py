@@ -6,14 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from mmpipe.cli import app, main
+from mmpipe.cli import app
+from tests.fixtures.cli import run_main
 
 runner = CliRunner()
 MMPIPE = str(Path(sys.executable).parent / "mmpipe")  # the installed console script of this environment
 
 
+@pytest.mark.slow  # a fresh interpreter in a subprocess
 def test_help_does_not_import_heavy_libraries():
     code = ("import sys; from mmpipe.cli import app; "
             "heavy = [m for m in ('prefect', 'tensorflow', 'great_expectations', 'pyarrow') if m in sys.modules]; "
@@ -28,17 +31,6 @@ def test_ingest_help_teaches_the_options():
     result = runner.invoke(app, ["ingest", "--help"])
     for option in ("--data", "--config", "--json", "--workers", "MMPIPE_"):
         assert option in result.stdout
-
-
-def run_main(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["mmpipe", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_unusable_source_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
@@ -73,6 +65,7 @@ def test_ingest_json_in_process(prefect_api, sample_manifest, tmp_path):
     assert summary["classes"] == ["lantern", "moon", "sun", "window"]
 
 
+@pytest.mark.slow  # runs the installed command in a subprocess
 def test_real_command_prints_exactly_one_json_object(tmp_path):
     """The installed command, its own temporary Prefect server, and nothing but JSON on stdout."""
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}

@@ -12,8 +12,10 @@ from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
-from tests.conftest import run_config
+from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
+
+pytestmark = pytest.mark.slow  # trains models
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def test_train_flow_completes_with_the_run_summary(prefect_api, data_dir, tmp_pa
 
 
 def test_cli_refuses_an_unknown_resume_in_one_line(data_dir, tmp_path, monkeypatch, capsys):
-    from tests.test_cli import run_main
+    from tests.fixtures.cli import run_main
 
     code, out, err = run_main(["train", "--data", str(data_dir), "--runs", str(tmp_path / "runs"), "--resume", "nope"],
                               monkeypatch, capsys)

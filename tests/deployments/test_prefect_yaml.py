@@ -11,7 +11,7 @@ from flows.watch import SOURCE_CHANGED
 from mmpipe.config import load_config
 from mmpipe.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def served(tmp_path):

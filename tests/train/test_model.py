@@ -6,6 +6,8 @@ import pytest
 from mmpipe.config import ModelConfig
 from mmpipe.train.model import adapt_vectorizer, build_model
 
+pytestmark = pytest.mark.slow  # trains models
+
 TINY = {"max_tokens": 50, "sequence_length": 6, "embedding_dim": 4, "lstm_units": 4, "conv_filters": (4, 8),
         "dense_units": 8}
 TEXTS = np.array(["a red circle", "a blue square", "night moon", "day sun"], dtype=object)

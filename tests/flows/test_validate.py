@@ -11,9 +11,8 @@ from flows.artifacts import VALIDATION_REPORT
 from flows.validate import validate_flow
 from mmpipe.cli import app
 from mmpipe.errors import ContractViolation
-from tests.conftest import SAMPLE_CLASSES, artifact, make_config
-from tests.test_cli import run_main
-from tests.test_contracts import _duplicate_id, tamper
+from tests.fixtures.cli import run_main
+from tests.fixtures.datasets import SAMPLE_CLASSES, artifact, duplicate_id, make_config, tamper
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):
 
 
 def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, config):
-    table = tamper(data_dir, _duplicate_id)
+    table = tamper(data_dir, duplicate_id)
     duplicate = table["id"][0].as_py()
     state = validate_flow(str(data_dir), config, return_state=True)
     assert state.is_failed()
@@ -63,7 +62,7 @@ def test_cli_validate_exit_codes_and_json(prefect_api, data_dir, tmp_path, monke
     passed = json.loads(ok.stdout)
     assert passed["success"] is True and passed["inferred"] and passed["contracts"]["source"]["origin"] == "inferred"
     assert "contracts inferred from dataset" in ok.stderr
-    tamper(data_dir, _duplicate_id)
+    tamper(data_dir, duplicate_id)
     bad = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
     assert bad.exit_code == 1
     summary = json.loads(bad.stdout)

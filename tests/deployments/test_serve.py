@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SAMPLE_CLASSES
+from tests.fixtures.datasets import SAMPLE_CLASSES
+
+pytestmark = pytest.mark.slow  # starts a real Prefect server and a serving process
 
 BIN = Path(sys.executable).parent
 WATCH_INTERVAL_S = 3

@@ -1,49 +1,17 @@
-"""The run store and champion/challenger rules, on run directories written the way runs write them.
-
-These runs carry their metrics.json (as `mmpipe evaluate` writes it) on one shared dataset version,
-so the champion's score on the challenger's test set is already there: the rules are tested alone.
-"""
+"""Champion / challenger: the promotion rules, the decision record and the lock, on written run dirs."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from mmpipe.config import EvaluateConfig, load_config
-from mmpipe.errors import RunStoreError
-from mmpipe.evaluate import EvaluationError
+from mmpipe.config import EvaluateConfig
+from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.promote import promote
-from mmpipe.runs.record import RunDir, RunRecord
-from mmpipe.runs.store import compare_runs, list_runs, read_champion, show_run
-
-CLASSES = ["cat", "dog"]
-
-
-def make_run(runs_dir: Path, run_id: str, f1: dict[str, float] | None, *, status="completed", epochs=1,
-             absent=()):
-    """A finished run dir; `f1` per class gives its metrics.json (None: not evaluated); classes in
-    `absent` have no rows in the test set."""
-    run = RunDir(runs_dir / run_id)
-    run.path.mkdir(parents=True)
-    config = load_config(None, {"train.epochs": epochs}, environ={})
-    record = RunRecord(run_id=run_id, status=status, variant="fused", seed=1, dataset_version="v1",
-                       data_dir=str(runs_dir / "data"), classes=CLASSES, config=config.model_dump(mode="json"),
-                       config_hash=config.hash(), code_version="0", started_at=run_id,
-                       lineage={"counts": {"test": {"cat": 5, "dog": 5}}})
-    record.save(run)
-    if f1 is not None:
-        per_class = {name: {"precision": f1[name], "recall": f1[name], "f1": f1[name],
-                            "support": 0 if name in absent else 5} for name in f1}
-        macro = sum(f1.values()) / len(f1)
-        run.metrics.write_text(json.dumps({
-            "run_id": run_id, "split": "test", "dataset_version": "v1", "data_dir": record.data_dir, "n": 10,
-            "primary": True, "classes": CLASSES, "metrics": {"accuracy": macro, "macro_f1": macro},
-            "per_class": per_class, "confusion_matrix": [[5, 0], [0, 5]], "out_dir": str(run.path),
-            "report": str(run.report), "evaluated_at": run_id}))
-    return run.path
-
+from mmpipe.runs.record import RunDir
+from mmpipe.runs.store import list_runs, read_champion
+from tests.fixtures.runs import make_run
 
 RULES = EvaluateConfig(promote_margin=0.01, max_class_f1_drop=0.05)
 
@@ -71,7 +39,7 @@ def test_challenger_rules(tmp_path, challenger, promoted, reason):
     expected = "20260102T000000Z-b" if promoted else "20260101T000000Z-a"
     assert read_champion(tmp_path)["run_id"] == expected
     # The decision is recorded in the run and made once: asking again gives the same answer.
-    assert json.loads((tmp_path / "20260102T000000Z-b" / "promotion.json").read_text()) == decision
+    assert json.loads(RunDir(tmp_path / "20260102T000000Z-b").promotion.read_text()) == decision
     assert promote(tmp_path, "20260102T000000Z-b", RULES) == decision
 
 
@@ -101,6 +69,7 @@ promote(Path(sys.argv[1]), sys.argv[2], EvaluateConfig())
 
 
 @pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.slow  # promotes from two processes at once
 def test_two_promotions_at_once_keep_the_pointer_consistent(tmp_path, attempt):
     make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
     promote(tmp_path, "20260101T000000Z-a", RULES)
@@ -110,7 +79,7 @@ def test_two_promotions_at_once_keep_the_pointer_consistent(tmp_path, attempt):
                for run_id in ("20260102T000000Z-b", "20260102T000000Z-c")]
     assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
     champion = read_champion(tmp_path)
-    b, c = (json.loads((tmp_path / f"20260102T000000Z-{x}" / "promotion.json").read_text()) for x in "bc")
+    b, c = (json.loads(RunDir(tmp_path / f"20260102T000000Z-{x}").promotion.read_text()) for x in "bc")
     # Whatever the order, C (the best) ends as champion, and the later decision saw the earlier one.
     assert champion["run_id"] == "20260102T000000Z-c" and c["promoted"]
     if b["promoted"]:
@@ -118,21 +87,3 @@ def test_two_promotions_at_once_keep_the_pointer_consistent(tmp_path, attempt):
     else:
         assert b["champion_before"] == "20260102T000000Z-c"
     assert [row["run_id"] for row in list_runs(tmp_path) if row["champion"]] == ["20260102T000000Z-c"]
-
-
-def test_list_show_compare(tmp_path):
-    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
-    make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.7, "dog": 0.5}, epochs=3)
-    make_run(tmp_path, "20260103T000000Z-c", None, status="failed")
-    rows = list_runs(tmp_path)
-    assert [row["run_id"] for row in rows] == ["20260103T000000Z-c", "20260102T000000Z-b", "20260101T000000Z-a"]
-    assert rows[0]["status"] == "failed" and rows[0]["macro_f1"] is None
-    assert list_runs(tmp_path, "other-version") == []
-    diff = compare_runs(tmp_path, "20260101T000000Z-a", "20260102T000000Z-b")
-    assert diff["metrics"]["macro_f1"]["delta"] == pytest.approx(0.0)
-    assert diff["per_class_f1"]["cat"]["delta"] == pytest.approx(0.1)
-    assert diff["per_class_f1"]["dog"]["delta"] == pytest.approx(-0.1)
-    assert diff["config"] == {"train.epochs": {"a": 1, "b": 3}} and diff["dataset"]["same"]
-    assert show_run(tmp_path, "20260103T000000Z-c")["evaluation"] is None
-    with pytest.raises(RunStoreError, match="runs list"):
-        show_run(tmp_path, "nope")

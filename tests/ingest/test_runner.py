@@ -12,7 +12,7 @@ from mmpipe.ingest.reasons import Reason
 from mmpipe.ingest.schema import QUARANTINE_SCHEMA, shard_schema
 from mmpipe.ingest.shards import ShardWriter
 from mmpipe.ingest.version import load_dataset
-from tests.conftest import make_config
+from tests.fixtures.datasets import make_config
 from tests.fixtures.files import distinct_images, gradient, save, write_manifest, write_manifest_csv
 
 

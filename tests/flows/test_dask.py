@@ -2,8 +2,12 @@
 
 import hashlib
 
+import pytest
+
 from flows.ingest import run_ingest
-from tests.conftest import SAMPLE_CLASSES, make_config
+from tests.fixtures.datasets import SAMPLE_CLASSES, make_config
+
+pytestmark = pytest.mark.slow  # starts a Dask cluster of worker processes
 
 
 def digests(data_dir):

@@ -20,7 +20,7 @@ from mmpipe.ingest.version import load_dataset
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import read_champion
 from mmpipe.train.inputs import split_paths
-from tests.conftest import artifact, run_config
+from tests.fixtures.datasets import artifact, run_config
 from tests.fixtures.files import gradient
 
 

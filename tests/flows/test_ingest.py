@@ -9,7 +9,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from flows.ingest import ingest_flow, run_ingest
 from mmpipe.ingest.version import load_dataset
-from tests.conftest import make_config
+from tests.fixtures.datasets import make_config
 
 
 async def artifacts_of(flow_run_id):

@@ -16,7 +16,7 @@ from mmpipe.cli import app
 from mmpipe.files import exclusive_lock
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
-from tests.conftest import artifact, run_config
+from tests.fixtures.datasets import artifact, run_config
 
 
 async def stage_runs(parent_id):

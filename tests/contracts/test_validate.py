@@ -12,10 +12,9 @@ from mmpipe.contracts.infer import accept_classes, export_source_suites, init_so
 from mmpipe.contracts.suites import SOURCE_SUITES_DIR, load_contracts, project_suites_dir, read_suite
 from mmpipe.contracts.validate import read_reference, validate_dataset
 from mmpipe.errors import ContractFileError
-from mmpipe.files import sha256_file
 from mmpipe.ingest import ingest
 from mmpipe.ingest.version import DATASET_FILE
-from tests.conftest import SAMPLE_CLASSES, make_config
+from tests.fixtures.datasets import SAMPLE_CLASSES, duplicate_id, make_config, tamper
 
 
 @pytest.fixture
@@ -28,21 +27,6 @@ def data_dir(ingested_sample, tmp_path):
 @pytest.fixture
 def contracts_config(data_dir):
     return make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES})
-
-
-def tamper(data_dir, change, record=True):
-    """Rewrite the first train shard through `change(table)`; with `record`, also record its new hash in
-    dataset.json, as a buggy writer might (without, the file no longer matches what ingest wrote)."""
-    manifest = json.loads((data_dir / DATASET_FILE).read_text())
-    entry = next(e for e in manifest["shards"] if e["split"] == "train")
-    path = data_dir / entry["path"]
-    table = change(pq.read_table(path))
-    pq.write_table(table, path)
-    if record:
-        entry.update(sha256=sha256_file(path), rows=table.num_rows, bytes=path.stat().st_size,
-                     mtime_ns=path.stat().st_mtime_ns)
-        (data_dir / DATASET_FILE).write_text(json.dumps(manifest))
-    return table
 
 
 def failed_names(report):
@@ -93,12 +77,6 @@ def _relabel(table):
     return table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels))
 
 
-def _duplicate_id(table):
-    ids = table["id"].to_pylist()
-    ids[1] = ids[0]
-    return table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids))
-
-
 def _shrink_images(table):
     small = pa.array([value[:300] for value in table["image"].to_pylist()], pa.binary(300))
     return table.set_column(table.schema.get_field_index("image"), "image", small)
@@ -114,7 +92,7 @@ def _repeat_pair(table):
 @pytest.mark.parametrize(
     ("change", "suite", "expectation", "names_a_row"),
     [(_relabel, "source/shards", "label is a known class", True),
-     (_duplicate_id, "project/shards", "ids unique in the shard", True),
+     (duplicate_id, "project/shards", "ids unique in the shard", True),
      (_shrink_images, "project/shards", "images are S x S x 3 bytes", True),
      (_repeat_pair, "project/dataset", "each (image, text) pair once", True),
      (lambda t: t.drop_columns(["label"]), "project/shards", "the shard has exactly the shard columns", False),
@@ -199,7 +177,7 @@ def test_a_class_that_disappears_is_a_warning(sample_manifest, tmp_path):
 
 
 def test_a_version_that_fails_the_project_suites_infers_nothing(contracts_config, data_dir):
-    tamper(data_dir, _duplicate_id)
+    tamper(data_dir, duplicate_id)
     report = validate_dataset(data_dir, contracts_config)
     assert not report.success and not report.inferred
     assert not (data_dir / SOURCE_SUITES_DIR).exists()
@@ -354,7 +332,7 @@ def test_contracts_commands_show_export_init_and_accept(sample_manifest, tmp_pat
     from typer.testing import CliRunner
 
     from mmpipe.cli import app
-    from tests.test_cli import run_main
+    from tests.fixtures.cli import run_main
 
     runner, data = CliRunner(), str(tmp_path / "data")
     source = tmp_path / "source"

@@ -7,6 +7,7 @@ empty texts (allowed), one class only, CSV and JSONL manifests.
 
 import shutil
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,7 @@ from mmpipe.config import SPLITS
 from mmpipe.contracts.suites import SOURCE_SUITES_DIR
 from mmpipe.contracts.validate import validate_dataset
 from mmpipe.ingest import ingest
-from tests.conftest import make_config
+from tests.fixtures.datasets import make_config
 from tests.fixtures.files import distinct_images, write_manifest
 
 CLASS_NAMES = ["document-open", "grinning_face", "Straße", "a b c", "x", "99", "ünïcode"]
@@ -48,6 +49,7 @@ def build(spec, root):
     return write_manifest(root / f"manifest{spec['format']}", rows), len({(r["image"], r["text"]) for r in rows})
 
 
+@pytest.mark.slow  # 25 generated datasets through real ingest and GX
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(spec=datasets())
