@@ -21,13 +21,16 @@ from flows.validate import validate_flow
 from mmpipe.config import Config
 from mmpipe.files import exclusive_lock
 
+# In the data dir: held for a whole pipeline run, so a scheduled and a triggered run never overlap.
+PIPELINE_LOCK = ".pipeline.lock"
+
 
 @flow(name="pipeline", flow_run_name="pipeline {source}")
 def pipeline_flow(source: str, config: Config) -> dict:
     """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
     config = config.for_source(source)
     logger = get_run_logger()
-    lock = Path(config.data_dir) / ".pipeline.lock"
+    lock = Path(config.data_dir) / PIPELINE_LOCK
     waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
     with exclusive_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
         return _stages(source, config)

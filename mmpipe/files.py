@@ -76,3 +76,30 @@ def write_json_atomic(path: Path, value: Any, pretty: bool = True) -> None:
     with atomic_path(path) as temp:
         temp.write_text(json_text(value, pretty), encoding="utf-8")
 
+
+
+def read_record(path: Path, model: type, current_format: int, error: type[Exception], missing: str, fix: str,
+                **extra: Any):
+    """Parse a versioned JSON record (dataset.json, run.json) into the pydantic `model`.
+
+    Older formats are read as the current one (new fields have defaults); every problem is an
+    `error` naming the file and ending in `fix`: `missing` when the file does not exist.
+    """
+    from pydantic import ValidationError
+
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, ValueError) as problem:
+        raise error(f"cannot read {path}: {problem}; {fix}") from None
+    if not isinstance(content, dict):
+        raise error(f"{path} is not a JSON object; {fix}")
+    if content.get("format", 1) > current_format:
+        raise error(f"{path} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
+    try:
+        return model(**{**content, "format": current_format, **extra})
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise error(f"{path} is damaged ({where}: {first['msg']}); {fix}") from None

@@ -7,15 +7,14 @@ record is versioned (`format`); older formats are read and migrated here, and no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mmpipe.config import SPLITS, Config, ImageConfig, TextConfig
 from mmpipe.errors import DataDirError
-from mmpipe.files import write_json_atomic
+from mmpipe.files import read_record, write_json_atomic
 
 DATASET_FILE = "dataset.json"
 SHARDS_DIR = "shards"
@@ -143,21 +142,6 @@ class DatasetVersion(BaseModel):
 
 def load_dataset(data_dir: Path) -> DatasetVersion:
     """Read DATA/dataset.json. Raises DataDirError with what to run when it is missing or broken."""
-    path = Path(data_dir) / DATASET_FILE
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataDirError(f"no dataset in {data_dir}: run `mmpipe ingest SOURCE --data {data_dir}` first") from None
-    except (OSError, ValueError) as error:
-        raise DataDirError(f"cannot read {path}: {error}; re-run `mmpipe ingest` to rebuild it") from None
-    if not isinstance(content, dict):
-        raise DataDirError(f"{path} is not a dataset record; re-run `mmpipe ingest` to rebuild it")
-    if content.get("format", 1) > FORMAT_VERSION:
-        raise DataDirError(f"{path} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
-    try:
-        return DatasetVersion(**{**content, "format": FORMAT_VERSION, "data_dir": Path(data_dir)})
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise DataDirError(f"{path} is damaged ({where}: {problem['msg']}); re-run `mmpipe ingest` to rebuild it"
-                           ) from None
+    return read_record(Path(data_dir) / DATASET_FILE, DatasetVersion, FORMAT_VERSION, DataDirError,
+                       missing=f"no dataset in {data_dir}: run `mmpipe ingest SOURCE --data {data_dir}` first",
+                       fix="re-run `mmpipe ingest` to rebuild it", data_dir=Path(data_dir))

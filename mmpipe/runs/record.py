@@ -8,15 +8,14 @@ versioned (`format`); older formats are read and migrated here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from mmpipe.config import Config
 from mmpipe.errors import RunStoreError
-from mmpipe.files import write_json_atomic
+from mmpipe.files import read_record, write_json_atomic
 
 RUN_FORMAT = 1
 Status = Literal["running", "completed", "failed"]
@@ -134,20 +133,6 @@ class RunRecord(BaseModel):
 
 def load_record(run: RunDir) -> RunRecord:
     """Read run.json. Raises RunStoreError naming the file when it is missing or unreadable."""
-    try:
-        content = json.loads(run.record.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunStoreError(f"no run {run.run_id} in {run.path.parent}; `mmpipe runs list --runs "
-                            f"{run.path.parent}` shows the runs") from None
-    except (OSError, ValueError) as error:
-        raise RunStoreError(f"{run.record} cannot be read ({error}); the run is damaged") from None
-    if not isinstance(content, dict):
-        raise RunStoreError(f"{run.record} is not a run record; the run is damaged")
-    if content.get("format", 1) > RUN_FORMAT:
-        raise RunStoreError(f"{run.record} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
-    try:
-        return RunRecord(**{**content, "format": RUN_FORMAT})
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise RunStoreError(f"{run.record} is damaged ({where}: {problem['msg']})") from None
+    return read_record(run.record, RunRecord, RUN_FORMAT, RunStoreError,
+                       missing=f"no run {run.run_id} in {run.path.parent}; `mmpipe runs list --runs "
+                               f"{run.path.parent}` shows the runs", fix="the run is damaged")

@@ -3,6 +3,7 @@
 import asyncio
 import csv
 import json
+import logging
 import shutil
 import threading
 
@@ -11,9 +12,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from typer.testing import CliRunner
 
 from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY, VALIDATION_REPORT
-from flows.pipeline import pipeline_flow
+from flows.pipeline import PIPELINE_LOCK, pipeline_flow
 from mmpipe.cli import app
 from mmpipe.files import exclusive_lock
+from mmpipe.ingest.version import DATASET_FILE
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
 from tests.fixtures.datasets import artifact, run_config
@@ -96,18 +98,26 @@ def test_cli_run_exits_1_with_the_reason_when_contracts_fail(prefect_api, sample
     assert list_runs(tmp_path / "runs") == []
 
 
-def test_one_pipeline_per_data_dir_the_second_waits(tmp_path):
-    """The data-dir lock the pipeline holds: a second holder is told to wait and gets it after the first."""
-    lock, order, waited = tmp_path / ".pipeline.lock", [], threading.Event()
+def test_a_second_pipeline_on_a_data_dir_waits_for_the_first(prefect_api, sample_manifest, tmp_path):
+    """The pipeline itself takes the data dir's lock: while another holder has it, it says so and writes nothing."""
+    config = run_config(tmp_path / "data", tmp_path / "runs")
+    waiting, outcome = threading.Event(), {}
 
-    def second():
-        with exclusive_lock(lock, on_wait=waited.set):
-            order.append("second")
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "another pipeline is running" in record.getMessage():
+                waiting.set()
 
-    with exclusive_lock(lock):
-        thread = threading.Thread(target=second)
-        thread.start()
-        assert waited.wait(timeout=10)
-        order.append("first")
-    thread.join(timeout=10)
-    assert order == ["first", "second"]
+    handler = Watch()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    try:
+        with exclusive_lock(config.data_dir / PIPELINE_LOCK):  # the first pipeline
+            thread = threading.Thread(target=lambda: outcome.update(
+                state=pipeline_flow(str(sample_manifest), config, return_state=True)))
+            thread.start()
+            assert waiting.wait(timeout=120), "the second pipeline did not report that it waits"
+            assert not (config.data_dir / DATASET_FILE).exists()  # nothing written while the first holds it
+        thread.join(timeout=300)
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(handler)
+    assert outcome["state"].is_completed() and (config.data_dir / DATASET_FILE).is_file()

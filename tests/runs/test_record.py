@@ -28,7 +28,7 @@ def test_every_file_of_a_run_dir_has_one_name(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("", "cannot be read"), ("{not json", "cannot be read"), ("[]", "not a run record"),
+    ("", "cannot read"), ("{not json", "cannot read"), ("[]", "not a JSON object"),
     ('{"run_id": "x"}', "is damaged"), ('{"format": 99}', "newer mmpipe")])
 def test_a_damaged_record_is_named_not_a_traceback(tmp_path, content, message):
     run = RunDir(tmp_path / "20260101T000000Z-a")
