@@ -21,6 +21,8 @@ DEFAULT_CONFIG_FILE = "mmpipe.toml"
 ENV_PREFIX = "MMPIPE_"
 # Read by the loader itself, not a setting: the path of the config file.
 ENV_CONFIG_FILE = "MMPIPE_CONFIG"
+# Not a setting either: set (or `mmpipe --verbose`) to see tracebacks and every library's log lines.
+ENV_DEBUG = "MMPIPE_DEBUG"
 SPLITS = ("train", "val", "test")
 
 
@@ -237,7 +239,7 @@ def load_config(
     if file is not None:
         _merge(merged, _read_toml(file))
     for name, raw in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and name != ENV_CONFIG_FILE:
+        if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _merge(merged, _nest(keys, _parse_env_value(raw)))
     for dotted, value in (overrides or {}).items():

@@ -1,6 +1,7 @@
 """The README documents what the code does: reason codes, settings, commands."""
 
 import re
+import tomllib
 from pathlib import Path
 
 from mmpipe.config import Config
@@ -15,11 +16,19 @@ def test_every_reason_code_is_documented_once():
     assert set(REASON_MEANINGS) == set(Reason)
 
 
-def test_every_setting_appears_in_the_config_example():
+def test_the_config_example_shows_every_setting_with_its_default():
+    """Every setting is in the example; what is not commented out parses to exactly the default."""
     example = README.split("```toml", 1)[1].split("```", 1)[0]
+    shown = tomllib.loads(example)
+    defaults = Config().model_dump(mode="json")
     for section in ("text", "image", "ingest", "contracts", "model", "train", "evaluate", "serve"):
         for name in type(getattr(Config(), section)).model_fields:
             assert re.search(rf"^#? ?{name} = ", example, flags=re.MULTILINE), f"{section}.{name} missing"
+            if name in shown.get(section, {}):
+                assert shown[section][name] == defaults[section][name], f"{section}.{name} shows a non-default"
+    for name in ("data_dir", "runs_dir", "seed"):
+        assert shown[name] == defaults[name]
+    assert Config.model_validate(shown) == Config()  # and the example as a whole is the default config
 
 
 def test_every_suite_parameter_is_documented():
@@ -37,3 +46,19 @@ def test_quick_start_has_exactly_two_commands():
     commands = re.findall(r"```bash\n(.+?)\n```", quick_start)
     assert len(commands) == 2
     assert commands[0].endswith("mmpipe demo") and commands[1].endswith("pytest")
+
+
+def test_every_command_in_the_command_table_exists_and_teaches_its_options():
+    from typer.testing import CliRunner
+
+    from mmpipe.cli import app
+
+    table = README.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^\| `mmpipe ([a-z -]+?)(?: \[| [A-Z]|`)", table, flags=re.MULTILINE)
+    assert len(commands) >= 15
+    for command in commands:
+        words = command.split()
+        result = CliRunner().invoke(app, [*words, "--help"])
+        assert result.exit_code == 0 and "Usage: mmpipe " + " ".join(words) in result.stdout, command
+        options = re.findall(r"--[a-z-]+", table.split(f"`mmpipe {command}", 1)[1].split("|", 1)[0])
+        assert all(option in result.stdout for option in options), (command, options)

@@ -11,10 +11,8 @@ import typer
 
 from mmpipe.cli import contracts, pipeline, runs, stages
 from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT
+from mmpipe.config import ENV_DEBUG as DEBUG_ENV
 from mmpipe.errors import MmpipeError
-
-# Set (or --verbose) to see tracebacks and every library's log lines.
-DEBUG_ENV = "MMPIPE_DEBUG"
 
 app = typer.Typer(
     name="mmpipe",

@@ -19,7 +19,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import mmpipe.ingest.clean
 from mmpipe.config import Config
 from mmpipe.files import stable_hash
 from mmpipe.ingest.clean.record import SourceLocation, clean_record
@@ -55,16 +54,22 @@ class ChunkResult:
     cached: bool
 
 
-def code_fingerprint() -> str:
-    """Hash of the code that decides what a processed row looks like: ours, Pillow's and numpy's."""
+# The modules (under mmpipe/ingest/) that decide what a processed row looks like; a change to any of
+# them must invalidate every cached chunk.
+CLEANING_CODE = ("clean/*.py", "split.py", "schema.py", "reasons.py")
+
+
+def code_fingerprint(package: Path | None = None) -> str:
+    """Hash of the code that decides what a processed row looks like: ours (CLEANING_CODE under
+    `package`, default mmpipe/ingest), Pillow's and numpy's versions."""
     import numpy
     import PIL
 
-    package = Path(mmpipe.ingest.clean.__file__).parent
-    files = [*sorted(package.glob("*.py")), *(package.parent / name for name in ("split.py", "schema.py"))]
+    package = Path(package or Path(__file__).parent)
+    files = [file for pattern in CLEANING_CODE for file in sorted(package.glob(pattern))]
     digest = hashlib.sha256(f"pillow {PIL.__version__} numpy {numpy.__version__}".encode())
     for file in files:
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        digest.update(str(file.relative_to(package)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -121,6 +121,7 @@ class RunRecord(BaseModel):
     seconds: float | None = None
     error: str | None = None
     resumed_from_epoch: int | None = None
+    notes: list[str] = []  # what happened that a reader should know (resumed, a broken checkpoint skipped)
 
     @property
     def run_config(self) -> Config:

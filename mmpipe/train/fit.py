@@ -15,7 +15,7 @@ import secrets
 import subprocess
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
 from mmpipe.errors import RunStoreError, TrainingError
+from mmpipe.files import atomic_path
 from mmpipe.ingest.version import DatasetVersion, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
+from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
 from mmpipe.train.inputs import make_dataset, split_rows, train_texts
 
 
@@ -34,10 +36,12 @@ class TrainResult:
     run_dir: Path
     history: dict[str, list[float]]
     status: str
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe train --json` prints."""
-        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "history": self.history, "status": self.status}
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir), "history": self.history, "status": self.status,
+                "notes": self.notes}
 
 
 def new_run_id() -> str:
@@ -74,62 +78,65 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     version = load_dataset(config.data_dir)
     require_validated(version)
     runs_dir = Path(config.runs_dir).absolute()
+    checkpoint = None
     if resume:
-        run, record, initial_epoch = resumable_run(runs_dir, resume, version)
+        run, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)
         config = record.run_config
-        record.status, record.resumed_from_epoch = "running", initial_epoch
+        record.status, record.error, record.resumed_from_epoch = "running", None, checkpoint.epoch
+        record.history = [epoch for epoch in record.history if epoch["epoch"] <= checkpoint.epoch]
+        record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
     else:
-        run, initial_epoch = RunDir(runs_dir / new_run_id()), 0
+        run = RunDir(runs_dir / new_run_id())
         record = _new_record(run.run_id, config, version)
+    initial_epoch = checkpoint.epoch if checkpoint else 0
     # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
-    # makes weight initialization a function of the seed alone, not of what ran before.
+    # makes what is random in training (shuffles aside: those are seeded per epoch) a function of the seed.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
     classes = list(version.classes)
-    size = version.image_size
     variant = config.model.variant
     record.save(run)
     try:
-        if initial_epoch:
-            model = keras.models.load_model(run.checkpoint(initial_epoch))
+        if checkpoint:
+            model = keras.models.load_model(checkpoint.model)
+            checkpoint.restore_random_state(model)
         else:
-            vectorizer = adapt_vectorizer_for(config, version)
             from mmpipe.train.model import build_model
 
-            model = build_model(config.model, len(classes), size, vectorizer)
-        batch_size = config.train.batch_size
-        steps = max(1, math.ceil(split_rows(version, "train") / batch_size))
-        epochs = [make_dataset(version, "train", batch_size=batch_size, variant=variant,
-                               shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch)
-                  for epoch in range(initial_epoch, config.train.epochs)]
-        train_data = epochs[0]
-        for more in epochs[1:]:
-            train_data = train_data.concatenate(more)  # epoch e's order depends on (seed, e) only
-        validation = make_dataset(version, "val", batch_size=batch_size, variant=variant)
+            vectorizer = adapt_vectorizer_for(config, version)
+            model = build_model(config.model, len(classes), version.image_size, vectorizer, seed=config.seed)
         run.checkpoints.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # Both are benign here and alarm users: the validation set (a generator of unknown length)
-            # "runs out of data" the first time it ends, and fit's shuffle flag does not apply to
-            # tf.data (we shuffle in the pipeline).
-            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-            warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
-            model.fit(
-                train_data, validation_data=validation if split_rows(version, "val") else None,
-                epochs=config.train.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, verbose=0,
-                class_weight=_class_weights(version, classes) if config.train.class_weights else None,
-                callbacks=[
-                    keras.callbacks.ModelCheckpoint(str(run.checkpoints / "epoch-{epoch:03d}.keras")),
-                    keras.callbacks.CSVLogger(str(run.history), append=bool(initial_epoch)),
-                    keras.callbacks.TensorBoard(str(run.logs)),
-                    keras.callbacks.EarlyStopping(monitor="val_loss" if split_rows(version, "val") else "loss",
-                                                  patience=config.train.early_stopping_patience,
-                                                  restore_best_weights=True),
-                    _epoch_recorder(run, record),
-                    *(callbacks or []),
-                ],
-            )
+        has_val = split_rows(version, "val") > 0
+        own = keras_callbacks(run, "val_loss" if has_val else "loss", config.train.early_stopping_patience,
+                              checkpoint)
+        remaining = range(initial_epoch, config.train.epochs) if not (checkpoint and checkpoint.stopped) else []
+        if remaining:
+            batch_size = config.train.batch_size
+            train_data = None
+            for epoch in remaining:  # epoch e's order depends on (seed, e) only, so a resume sees the same
+                data = make_dataset(version, "train", batch_size=batch_size, variant=variant,
+                                    shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch)
+                train_data = data if train_data is None else train_data.concatenate(data)
+            with warnings.catch_warnings():
+                # Both are benign here and alarm users: the validation set (a generator of unknown length)
+                # "runs out of data" the first time it ends, and fit's shuffle flag does not apply to
+                # tf.data (we shuffle in the pipeline).
+                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+                warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
+                model.fit(
+                    train_data, epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0,
+                    validation_data=make_dataset(version, "val", batch_size=batch_size, variant=variant)
+                    if has_val else None,
+                    steps_per_epoch=max(1, math.ceil(split_rows(version, "train") / batch_size)),
+                    class_weight=_class_weights(version, classes) if config.train.class_weights else None,
+                    # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
+                    callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), _epoch_recorder(run, record),
+                               *(callbacks or [])],
+                )
+        elif checkpoint and checkpoint.best_weights(run) is not None:
+            model.set_weights(checkpoint.best_weights(run))  # stopped early before the interruption
         temp = run.path / ".model.tmp.keras"  # Keras wants the .keras suffix; the rename makes it atomic
         model.save(temp)
         os.replace(temp, run.model)
@@ -146,7 +153,7 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     # run.json's per-epoch record also covers the epochs before a resume.
     metrics = sorted({key for epoch in record.history for key in epoch if key != "epoch"})
     merged = {key: [epoch.get(key) for epoch in record.history] for key in metrics}
-    return TrainResult(run.run_id, run.path, merged, "completed")
+    return TrainResult(run.run_id, run.path, merged, "completed", record.notes)
 
 
 def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
@@ -187,8 +194,10 @@ def adapt_vectorizer_for(config: Config, version: DatasetVersion):
     return adapt_vectorizer(config.model, train_texts(version))
 
 
-def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion) -> tuple[RunDir, RunRecord, int]:
-    """(run dir, its record, epochs done) of a run that can be continued; else TrainingError."""
+def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
+                  ) -> tuple[RunDir, RunRecord, Checkpoint, list[str]]:
+    """(run dir, its record, the checkpoint to continue from, notes on skipped broken ones) of a run
+    that can be continued; else TrainingError saying why."""
     run = RunDir(Path(runs_dir) / run_id)
     try:
         record = load_record(run)
@@ -199,10 +208,11 @@ def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion) -> tuple
     if record.dataset_version != version.version:
         raise TrainingError(f"run {run_id} trained on dataset {record.dataset_version}, "
                             f"but {version.data_dir} now holds {version.version}")
-    done = sorted(run.checkpoints.glob("epoch-*.keras"))
-    if not done:
-        raise TrainingError(f"run {run_id} has no completed epoch to resume from; start a new run")
-    return run, record, int(done[-1].stem.split("-")[1])
+    checkpoint, skipped = last_checkpoint(run)
+    if checkpoint is None:
+        broken = f" ({'; '.join(skipped)})" if skipped else ""
+        raise TrainingError(f"run {run_id} has no completed epoch to resume from{broken}; start a new run")
+    return run, record, checkpoint, skipped
 
 
 def _class_weights(version: DatasetVersion, classes: list[str]) -> dict[int, float]:
@@ -231,7 +241,7 @@ def _package_versions() -> dict[str, str]:
 
 
 def _epoch_recorder(run: RunDir, record: RunRecord):
-    """A callback that appends each finished epoch's metrics to run.json."""
+    """A callback that appends each finished epoch's metrics to run.json, and rewrites history.csv from it."""
     import keras
 
     class RecordEpochs(keras.callbacks.Callback):
@@ -239,5 +249,17 @@ def _epoch_recorder(run: RunDir, record: RunRecord):
             history = [h for h in record.history if h["epoch"] != epoch + 1]
             record.history = [*history, {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}]
             record.save(run)
+            _write_history_csv(run, record.history)
 
     return RecordEpochs()
+
+
+def _write_history_csv(run: RunDir, history: list[dict[str, float]]) -> None:
+    """history.csv, one row per epoch: a view of run.json's history, rebuilt whole each time."""
+    import csv
+
+    columns = ["epoch", *sorted({key for epoch in history for key in epoch if key != "epoch"})]
+    with atomic_path(run.history) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)

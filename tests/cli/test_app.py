@@ -82,3 +82,18 @@ def test_real_command_prints_exactly_one_json_object(tmp_path):
     summary = json.loads(done.stdout)  # the whole of stdout is one object
     assert summary["data_dir"] == str(tmp_path / "d")
     assert (tmp_path / "d" / "dataset.json").is_file()
+
+
+def test_an_internal_error_is_one_line_with_how_to_see_more(tmp_path, monkeypatch, capsys):
+    import mmpipe.ingest.sources
+
+    def broken(path):
+        raise RuntimeError("something mmpipe did not expect\nwith a second line")
+
+    monkeypatch.setattr(mmpipe.ingest.sources, "open_source", broken)
+    code, out, err = run_main(["ingest", str(tmp_path / "m.csv"), "--data", str(tmp_path / "d")], monkeypatch, capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "internal error: RuntimeError: something mmpipe did not expect" in err and "--verbose" in err
+    with pytest.raises(RuntimeError, match="did not expect"):  # --verbose: the traceback, for a bug report
+        run_main(["--verbose", "ingest", str(tmp_path / "m.csv")], monkeypatch, capsys)
+    monkeypatch.delenv("MMPIPE_DEBUG", raising=False)

@@ -8,6 +8,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from flows.ingest import ingest_flow, run_ingest
+from mmpipe.errors import SourceError
 from mmpipe.ingest.version import load_dataset
 from tests.fixtures.datasets import make_config
 
@@ -47,5 +48,6 @@ def test_unusable_source_fails_the_flow_run(prefect_api, tmp_path, config):
     bad.write_text("text,label\nx,y\n")
     state = ingest_flow(str(bad), config, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="lacks required column"):
+    assert "lacks required column(s) image" in state.message
+    with pytest.raises(SourceError, match="lacks required column"):
         state.result()

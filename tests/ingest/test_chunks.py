@@ -1,4 +1,9 @@
-from mmpipe.ingest.chunks import code_fingerprint, plan_chunks, process_chunk
+import ast
+import shutil
+from pathlib import Path
+
+import mmpipe.ingest.chunks as chunks_module
+from mmpipe.ingest.chunks import CLEANING_CODE, code_fingerprint, plan_chunks, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.sources import open_source
 from tests.fixtures.datasets import make_config
@@ -52,5 +57,27 @@ def test_processed_chunk_is_reused(tmp_path):
     assert (second.rows, second.rejected) == (first.rows, first.rejected) == (3, 0)
 
 
-def test_code_fingerprint_is_stable():
-    assert code_fingerprint() == code_fingerprint()
+def test_the_code_fingerprint_follows_the_cleaning_code(tmp_path):
+    package = Path(chunks_module.__file__).parent
+    copy = tmp_path / "ingest"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_fingerprint(copy) == code_fingerprint()
+    # Every ingest module the row judge (clean/) imports, directly or not, is part of the fingerprint.
+    fingerprinted = {path.relative_to(package) for pattern in CLEANING_CODE for path in package.glob(pattern)}
+    pending, seen = [package / "clean" / "record.py"], set()
+    while pending:
+        path = pending.pop()
+        seen.add(path.relative_to(package))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmpipe.ingest."):
+                target = package.joinpath(*node.module.split(".")[2:])
+                target = target / "__init__.py" if target.is_dir() else target.with_suffix(".py")
+                if target.relative_to(package) not in seen:
+                    pending.append(target)
+    assert seen <= fingerprinted, seen - fingerprinted
+    for name in ("clean/text.py", "split.py", "reasons.py"):
+        changed = tmp_path / name.replace("/", "-")
+        shutil.copytree(copy, changed)
+        with open(changed / name, "a") as handle:
+            handle.write("\n# a change\n")
+        assert code_fingerprint(changed) != code_fingerprint(copy), name

@@ -233,3 +233,21 @@ def test_a_given_group_decides_the_split_over_the_image(tmp_path):
     config = make_config(tmp_path / "data")
     m = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), config)
     assert sum(1 for count in m.splits.values() if count) == 1  # one group, one split, 30 images
+
+
+def test_a_changed_source_prunes_the_chunks_no_longer_used_and_keeps_the_rest(sample_manifest, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(sample_manifest.parent, source)
+    config = make_config(tmp_path / "data")
+    ingest(source / "manifest.csv", config)
+    cache = config.data_dir / "cache"
+    before = {folder: {p.name for p in (cache / folder).glob("*.parquet")} for folder in ("raw", "chunks")}
+    with open(source / "manifest.csv") as handle:
+        lines = handle.readlines()
+    (source / "manifest.csv").write_text("".join(lines[: len(lines) // 2]))  # the second half is gone
+    second = ingest(source / "manifest.csv", config)
+    after = {folder: {p.name for p in (cache / folder).glob("*.parquet")} for folder in ("raw", "chunks")}
+    assert len(after["chunks"]) == second.chunks["total"] < len(before["chunks"])
+    assert len(after["raw"]) == second.chunks["total"]
+    # Only the chunk the cut ends in is new; the others were reused, not cleaned again.
+    assert len(after["chunks"] - before["chunks"]) <= 1 and second.chunks["cached"] >= second.chunks["total"] - 1

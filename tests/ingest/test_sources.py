@@ -1,4 +1,5 @@
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,14 +98,22 @@ def test_unusable_sources_raise_a_clear_error(tmp_path, name, content, message):
         open_source(path)
 
 
-def test_rows_are_streamed_lazily(tmp_path):
-    path = tmp_path / "m.csv"
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_rows_are_streamed_lazily(tmp_path, suffix):
+    """Rows come from the file as it is read: cut the file short after the first row, and a streaming
+    reader sees the cut; one that read everything first would still yield all 50,000 rows."""
+    path = tmp_path / f"m{suffix}"
     with open(path, "w") as handle:
-        handle.write("text,image,label\n")
-        handle.writelines(f"t{index},i.png,c\n" for index in range(50_000))
+        if suffix == ".csv":
+            handle.write("text,image,label\n")
+            handle.writelines(f"t{index},i.png,c\n" for index in range(50_000))
+        else:
+            handle.writelines(json.dumps({"text": f"t{index}", "image": "i.png", "label": "c"}) + "\n"
+                              for index in range(50_000))
     rows = open_source(path).rows()
-    assert next(rows)["text"] == "t0"  # a generator: nothing beyond the first row was materialized
-    assert sum(1 for _ in rows) == 49_999
+    assert next(rows)["text"] == "t0"
+    os.truncate(path, 200_000)  # about a tenth of the file
+    assert sum(1 for _ in rows) < 20_000
 
 
 def test_csv_blank_lines_are_skipped_and_huge_fields_quarantined(tmp_path):

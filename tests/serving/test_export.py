@@ -167,3 +167,14 @@ def test_predict_refuses_unusable_input_in_one_line(trained_run, tmp_path, monke
     message = {"missing-image": "--text and --image", "tiff": "convert it", "unknown-run": "no run",
                "truncated": "cannot be decoded", "transparent-gif": "convert it to PNG"}[case]
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_files_scores_one_raw_pair_like_the_export(trained_run, parity_inputs):
+    from mmpipe.serving.predict import predict_files
+
+    record, files, texts = parity_inputs
+    result = predict_files(trained_run, texts[0], files[0])
+    assert set(result) == {"run_id", "variant", "label", "probabilities"} and result["run_id"] == trained_run.name
+    assert list(result["probabilities"]) == record.classes
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)

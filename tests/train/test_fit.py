@@ -1,6 +1,7 @@
 """Training runs on the validated sample: run dir contents, refusal, resume, determinism."""
 
 import io
+import json
 import shutil
 
 import keras
@@ -12,8 +13,10 @@ from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
+from mmpipe.train.checkpoints import state_path as checkpoint_state
 from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
+from tests.fixtures.prefect import run_log_lines
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -61,22 +64,59 @@ def test_an_unvalidated_dataset_is_refused(ingested_sample, tmp_path):
         train(run_config(tmp_path / "data", tmp_path / "runs"))
 
 
-class StopAfterFirstEpoch(keras.callbacks.Callback):
+class StopAfter(keras.callbacks.Callback):
+    """A kill at the end of an epoch, after the run's own callbacks have written its checkpoint."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
     def on_epoch_end(self, epoch, logs=None):
-        raise KeyboardInterrupt("simulated kill after epoch 1")
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt(f"simulated kill after epoch {self.epochs}")
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(data_dir, tmp_path):
-    config = run_config(data_dir, tmp_path / "runs", **{"train.epochs": 2, "train.early_stopping_patience": 5})
-    whole = train(config)
+RESUMABLE = {"train.epochs": 8, "train.early_stopping_patience": 1, "model.learning_rate": 0.05,
+             "model.dropout_rate": 0.25}
+
+
+def final_weights(run_dir):
+    return keras.models.load_model(RunDir(run_dir).model).get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(validated_sample, tmp_path_factory):
+    """A run that early stopping ends before its last epoch (patience 1, a high learning rate)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    shutil.copytree(validated_sample, root / "data")
+    result = train(run_config(root / "data", root / "runs", **RESUMABLE))
+    assert len(result.history["loss"]) < RESUMABLE["train.epochs"], "early stopping must end this run"
+    return result
+
+
+@pytest.mark.parametrize("damage", ["none", "last-checkpoint-half-written"])
+def test_a_resumed_run_is_the_same_run(uninterrupted, data_dir, tmp_path, damage):
+    """Same history, same final weights (early stopping's state and best weights survive the kill); a
+    checkpoint the kill left half-written is skipped, and the run says so."""
+    config = run_config(data_dir, tmp_path / "runs", **RESUMABLE)
     with pytest.raises(KeyboardInterrupt):
-        train(config, callbacks=[StopAfterFirstEpoch()])
-    interrupted = next(p for p in (tmp_path / "runs").iterdir() if p != whole.run_dir)
+        train(config, callbacks=[StopAfter(2)])
+    interrupted = next((tmp_path / "runs").iterdir())
     assert load_record(RunDir(interrupted)).status == "failed"
+    if damage != "none":
+        checkpoint_state(RunDir(interrupted), 2).write_text('{"epoch": 2, "early_st')
     resumed = train(config, resume=interrupted.name)
-    assert resumed.run_id == interrupted.name and len(resumed.history["loss"]) == 2
-    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-4)
-    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4)
+    assert resumed.run_id == interrupted.name
+    assert resumed.history.keys() == uninterrupted.history.keys()
+    for key, values in uninterrupted.history.items():
+        np.testing.assert_allclose(resumed.history[key], values, rtol=1e-6, err_msg=key)
+    for mine, theirs in zip(final_weights(resumed.run_dir), final_weights(uninterrupted.run_dir), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
+    expected_start = 2 if damage == "none" else 1
+    assert resumed.notes[0] == f"resumed from epoch {expected_start}"
+    assert (damage == "none") == (len(resumed.notes) == 1)
+    with RunDir(resumed.run_dir).history.open() as handle:
+        assert len(handle.readlines()) == len(values) + 1  # history.csv rebuilt: a header and one row per epoch
     with pytest.raises(TrainingError, match="already completed"):
         train(config, resume=interrupted.name)
 
@@ -90,15 +130,52 @@ def test_same_data_config_and_seed_give_the_same_metrics(data_dir, tmp_path):
     assert other.history["loss"] != first.history["loss"]
 
 
-def test_train_flow_completes_with_the_run_summary(prefect_api, data_dir, tmp_path):
+def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, data_dir, tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
     from flows.train import train_flow
 
-    config = run_config(data_dir, tmp_path / "runs", **{"model.variant": "text"})
-    state = train_flow(config, return_state=True)
+    config = run_config(data_dir, tmp_path / "runs", **{"model.variant": "text", "train.epochs": 2,
+                                                        "train.early_stopping_patience": 5})
+    with run_log_lines() as logged:
+        state = train_flow(config, return_state=True)
     assert state.is_completed()
     summary = state.result()
-    assert summary["status"] == "completed" and set(summary) == {"run_id", "run_dir", "history", "status"}
+    assert summary["status"] == "completed"
+    assert set(summary) == {"run_id", "run_dir", "history", "status", "notes"}
     assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "text"
+    lines = [line for line in logged if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "val_loss" in lines[-1]
+
+    async def progress():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                type=ArtifactFilterType(any_=["progress"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+
+    [artifact] = asyncio.run(progress())
+    assert artifact.data == 100.0 and artifact.description == "Training, 2 epoch(s)"
+
+
+def test_cli_train_json_then_a_resume_of_a_completed_run_is_refused(prefect_api, data_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    from tests.fixtures.cli import run_main
+
+    for key, value in {"IMAGE__SIZE": "16", "TRAIN__EXPORT_SERVING": "false", "MODEL__LSTM_UNITS": "8",
+                       "MODEL__CONV_FILTERS": "[4, 8]", "MODEL__EMBEDDING_DIM": "8", "MODEL__DENSE_UNITS": "8"}.items():
+        monkeypatch.setenv(f"MMPIPE_{key}", value)
+    code, out, err = run_main(["train", "--data", str(data_dir), "--runs", str(tmp_path / "runs"), "--epochs", "1",
+                               "--variant", "image", "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["status"] == "completed" and len(summary["history"]["loss"]) == 1
+    assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "image"
+    code, _, err = run_main(["train", "--data", str(data_dir), "--runs", str(tmp_path / "runs"), "--resume",
+                             summary["run_id"]], monkeypatch, capsys)
+    assert code == 2 and "already completed" in err and err.count("\n") == 1
 
 
 def test_cli_refuses_an_unknown_resume_in_one_line(data_dir, tmp_path, monkeypatch, capsys):

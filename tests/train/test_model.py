@@ -6,14 +6,13 @@ import pytest
 from mmpipe.config import ModelConfig
 from mmpipe.train.model import adapt_vectorizer, build_model
 
-pytestmark = pytest.mark.slow  # trains models
-
 TINY = {"max_tokens": 50, "sequence_length": 6, "embedding_dim": 4, "lstm_units": 4, "conv_filters": (4, 8),
         "dense_units": 8}
 TEXTS = np.array(["a red circle", "a blue square", "night moon", "day sun"], dtype=object)
 IMAGES = np.random.default_rng(0).integers(0, 255, size=(4, 8, 8, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("variant", ["fused", "text", "image"])
 def test_variants_build_fit_and_round_trip(variant, tmp_path):
     import keras
@@ -42,3 +41,26 @@ def test_default_pooling_keeps_parameters_small_and_flatten_is_available():
 def test_text_variant_needs_a_vectorizer():
     with pytest.raises(ValueError, match="vectorizer"):
         build_model(ModelConfig(variant="text"), 3, 8)
+
+
+@pytest.mark.parametrize("variant", ["fused", "text", "image"])
+def test_weights_depend_on_the_seed_alone(variant):
+    """Another thread drawing from Python's `random` between seeding and building (Prefect does) must not
+    change the initial weights; another seed must."""
+    import random
+
+    import keras
+
+    config = ModelConfig(variant=variant, dropout_rate=0.2, augment=True, **TINY)
+    vectorizer = adapt_vectorizer(config, [TEXTS]) if variant != "image" else None
+
+    def weights(seed, disturb):
+        keras.utils.set_random_seed(seed)
+        for _ in range(disturb):
+            random.random()
+        model = build_model(config, num_classes=3, image_size=8, vectorizer=vectorizer, seed=seed)
+        return [w.numpy() if hasattr(w, "numpy") else w for w in model.weights]
+
+    first, disturbed, other = weights(1, 0), weights(1, 5), weights(2, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, disturbed, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
