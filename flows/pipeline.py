@@ -19,7 +19,7 @@ from flows.ingest import run_ingest
 from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
-from mmpipe.files import exclusive_lock
+from mmpipe.files import hold_lock
 
 # In the data dir: held for a whole pipeline run, so a scheduled and a triggered run never overlap.
 PIPELINE_LOCK = ".pipeline.lock"
@@ -32,7 +32,7 @@ def pipeline_flow(source: str, config: Config) -> dict:
     logger = get_run_logger()
     lock = Path(config.data_dir) / PIPELINE_LOCK
     waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
-    with exclusive_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
+    with hold_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
         return _stages(source, config)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmpipe.errors import ConfigError
-from mmpipe.files import stable_hash
+from mmpipe.files import FAULT_ENV, stable_hash
 
 DEFAULT_CONFIG_FILE = "mmpipe.toml"
 ENV_PREFIX = "MMPIPE_"
@@ -239,7 +239,7 @@ def load_config(
     if file is not None:
         _merge(merged, _read_toml(file))
     for name, raw in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG):
+        if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG, FAULT_ENV):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _merge(merged, _nest(keys, _parse_env_value(raw)))
     for dotted, value in (overrides or {}).items():

@@ -1,17 +1,49 @@
-"""Atomic writes and content hashes: a reader never sees half a file."""
+"""Atomic writes, locks and content hashes: a reader never sees half a file, two writers never mix.
+
+Every file mmpipe publishes goes through `commit` (a rename of a finished temporary file), which
+is also the one place where tests inject a kill -9 (FAULT_ENV): between any two writes, the
+data dir and the run store must be in their old or their new state.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 HASH_BLOCK_BYTES = 1 << 20
+# Temporary files are named `.<final name>.<random>.tmp<suffix>`: recognizable, and hidden.
+TEMP_MARK = ".tmp"
+# Test hook: "N" kills this process (SIGKILL) at the Nth commit point, "log:PATH" appends every
+# commit point to PATH. Each commit has two points: before and after its rename.
+FAULT_ENV = "MMPIPE_FAULT_KILL_AT"
+_commit_points = itertools.count(1)  # per process, which is what a kill counts in
+
+
+def _fault_point(stage: str, final: Path) -> None:
+    hook = os.environ.get(FAULT_ENV)
+    if not hook:
+        return
+    point = next(_commit_points)
+    if hook.startswith("log:"):
+        with open(hook[4:], "a", encoding="utf-8") as log:
+            log.write(f"{point} {stage} {final}\n")
+    elif point == int(hook):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def commit(temp: Path, final: Path) -> None:
+    """Publish a finished temporary file (or folder) under its final name, atomically."""
+    _fault_point("before", final)
+    os.replace(temp, final)
+    _fault_point("after", final)
 
 
 def sha256_file(path: Path) -> str:
@@ -30,36 +62,52 @@ def stable_hash(value: Any, length: int = 16) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds."""
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `final`; commit it onto `final` only if the block succeeds.
+
+    `suffix` ends the temporary name, for writers that insist on one (Keras wants `.keras`).
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TEMP_MARK + suffix, dir=final.parent)
     os.close(fd)
     temp = Path(temp_name)
     os.chmod(temp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield temp
-        os.replace(temp, final)
+        commit(temp, final)
     finally:
         temp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if missing), waiting for other holders.
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files a killed writer left under `folder`; call only while holding its lock."""
+    removed = 0
+    for path in Path(folder).rglob(f".*{TEMP_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
-    `on_wait` is called once if the lock is held elsewhere, before waiting (to say so).
+
+@contextlib.contextmanager
+def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on `path` (created if missing), waiting for other holders. Exclusive
+    by default; `shared` holders (readers) exclude only exclusive ones (writers).
+
+    `on_wait` is called once if the lock is held elsewhere, before waiting (to say so). Locks are
+    released when the process dies, so a kill -9 never leaves one behind.
     """
     import fcntl
 
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait:
                 on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, mode)
         try:
             yield
         finally:

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from mmpipe.files import atomic_path, exclusive_lock, sha256_file, stable_hash, write_json_atomic
+from mmpipe.files import atomic_path, hold_lock, sha256_file, stable_hash, write_json_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -27,10 +27,10 @@ def test_the_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
     lock, order, waited = tmp_path / ".lock", [], threading.Event()
 
     def second():
-        with exclusive_lock(lock, on_wait=waited.set):
+        with hold_lock(lock, on_wait=waited.set):
             order.append("second")
 
-    with exclusive_lock(lock):
+    with hold_lock(lock):
         thread = threading.Thread(target=second)
         thread.start()
         assert waited.wait(timeout=10)

@@ -3,6 +3,7 @@ tensorflow, great_expectations) happen inside commands, so `mmpipe --help` answe
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -11,8 +12,22 @@ import typer
 
 from mmpipe.cli import contracts, pipeline, runs, stages
 from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT
+from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
 from mmpipe.errors import MmpipeError
+
+# Errors of the machine or of a path the user gave, not of mmpipe: one line with what to do, exit 2.
+USER_ERRNOS = {
+    errno.ENOSPC: "the disk is full: free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run it again",
+    errno.EACCES: "fix the permissions, or choose another path",
+    errno.EPERM: "fix the permissions, or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.EISDIR: "a folder is where a file was expected: check the path",
+    errno.ENOTDIR: "a file is where a folder was expected: check the path",
+    errno.ENAMETOOLONG: "the path is too long: choose a shorter one",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) and run it again",
+}
 
 app = typer.Typer(
     name="mmpipe",
@@ -47,10 +62,18 @@ def main() -> None:
     Exit 2: the input or a setting is unusable (a domain error, or a file the user named cannot be
     read or written); exit 1: an internal error, which is a bug to report.
     """
+    verbose = "--verbose" in sys.argv[1:] or bool(os.environ.get(DEBUG_ENV))
+    configure_terminal(verbose)
     try:
         app()
     except MmpipeError as error:
         typer.echo(f"mmpipe: error: {error}", err=True)
+        sys.exit(EXIT_UNUSABLE_INPUT)
+    except OSError as error:
+        if error.errno not in USER_ERRNOS or os.environ.get(DEBUG_ENV):
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        typer.echo(f"mmpipe: error: {error.strerror}{where} ({USER_ERRNOS[error.errno]})", err=True)
         sys.exit(EXIT_UNUSABLE_INPUT)
     except KeyboardInterrupt:
         typer.echo("mmpipe: interrupted; what was written completely is kept, the rest is redone next time", err=True)

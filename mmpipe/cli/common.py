@@ -40,6 +40,15 @@ ContractsOption = Annotated[
 ]
 
 
+def start_prefect() -> None:
+    """Before the first flow: Prefect's defaults for a temporary server, and a reachable API if one is set."""
+    from flows.environment import prepare_prefect
+    from mmpipe.cli.terminal import check_prefect_api
+
+    prepare_prefect()
+    check_prefect_api()
+
+
 def run_flow(call) -> Any:
     """Run a flow; a domain error raised inside it reaches the user as that error, not a traceback."""
     try:

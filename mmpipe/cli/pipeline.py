@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from flows.environment import prepare_prefect
 from mmpipe.cli.common import (
     EXIT_FAILED_CHECK,
     ConfigOption,
@@ -18,6 +17,7 @@ from mmpipe.cli.common import (
     JsonOption,
     RunsOption,
     run_flow,
+    start_prefect,
 )
 from mmpipe.cli.output import ProgressBar, print_notice, print_pipeline_summary
 from mmpipe.errors import ContractViolation, MmpipeError
@@ -82,7 +82,7 @@ def demo(
 
 
 def run_pipeline(source: Path, settings, quiet: bool) -> dict:
-    prepare_prefect()
+    start_prefect()
     from flows.pipeline import pipeline_flow
 
     try:

@@ -28,22 +28,31 @@ def runs_list(
     as_json: JsonOption = False,
 ) -> None:
     """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*)."""
-    from mmpipe.runs.store import list_runs
+    from mmpipe.errors import RunStoreError
+    from mmpipe.runs.store import list_runs, read_champion
 
-    rows = list_runs(runs_dir_of(runs, config), dataset)
+    folder = runs_dir_of(runs, config)
+    rows = list_runs(folder, dataset)
     if as_json:
         typer.echo(json.dumps(rows))
         return
     if not rows:
-        typer.echo("no runs yet: `mmpipe train` makes one")
+        typer.echo(f"no runs in {folder} yet: `mmpipe train` makes one (or pass --runs DIR)")
         return
-    typer.echo(f"  {'run':<24} {'started':<21} {'status':<10} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
+    typer.echo(f"  {'run':<24} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
                f"{'macro F1':>8}")
     for row in rows:
         scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
-        typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at']:<21} "
-                   f"{row['status']:<10} {row['variant']:<8} {row['dataset_version']:<17} {scores[0]:>8} "
-                   f"{scores[1]:>8}")
+        typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at'] or '-':<21} "
+                   f"{row['status']:<11} {row['variant'] or '-':<8} {row['dataset_version'] or '-':<17} "
+                   f"{scores[0]:>8} {scores[1]:>8}")
+    for row in rows:
+        if row["problem"]:
+            typer.echo(f"mmpipe: {row['run_id']}: {row['problem']}", err=True)
+    try:
+        read_champion(folder)
+    except RunStoreError as error:
+        typer.echo(f"mmpipe: {error}", err=True)
 
 
 @runs_app.command("show")

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from flows.environment import prepare_prefect
 from mmpipe.cli.common import (
     EXIT_FAILED_CHECK,
     ConfigOption,
@@ -18,6 +17,7 @@ from mmpipe.cli.common import (
     JsonOption,
     RunsOption,
     run_flow,
+    start_prefect,
 )
 from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice
 from mmpipe.errors import ContractViolation, MmpipeError
@@ -45,7 +45,7 @@ def ingest(
 
     settings = load_config(config, {"data_dir": data, "ingest.workers": workers, "ingest.dask_address": dask})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
-    prepare_prefect()
+    start_prefect()
     from flows.ingest import run_ingest
 
     with ProgressBar("Cleaning chunks", quiet=as_json):
@@ -79,7 +79,7 @@ def validate(
     settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
     load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
     load_contracts(settings.data_dir, settings)
-    prepare_prefect()
+    start_prefect()
     from flows.validate import validate_flow
 
     try:
@@ -130,7 +130,7 @@ def train_command(
     require_validated(version)  # fail fast (exit 2) before starting Prefect
     if resume:
         resumable_run(Path(settings.runs_dir).absolute(), resume, version)
-    prepare_prefect()
+    start_prefect()
     from flows.train import train_flow
 
     with ProgressBar("Training epochs", quiet=as_json):
@@ -206,7 +206,7 @@ def evaluate(
 
     settings = load_config(config, {"runs_dir": runs})
     load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
-    prepare_prefect()
+    start_prefect()
     from flows.evaluate import evaluate_flow
 
     summary = run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,

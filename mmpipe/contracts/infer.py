@@ -31,7 +31,7 @@ from mmpipe.contracts.suites import (
     write_suite,
 )
 from mmpipe.errors import ContractFileError
-from mmpipe.ingest.version import DatasetVersion, load_dataset
+from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 
 # Observed ranges are widened by this factor (down and up) before they become warnings.
 RANGE_MARGIN = 2.0
@@ -120,6 +120,11 @@ def init_source_suites(data_dir: Path, config: Config, out: Path | None = None, 
     Raises:
         ContractFileError: suites exist there already (and not `force`), or the dataset has no rows.
     """
+    with data_dir_lock(data_dir):
+        return _init_source_suites(data_dir, config, out, force)
+
+
+def _init_source_suites(data_dir: Path, config: Config, out: Path | None, force: bool) -> list[Path]:
     from mmpipe.contracts.frames import dataset_config, dataset_frame, shard_table
 
     version = load_dataset(data_dir)
@@ -139,6 +144,11 @@ def accept_classes(data_dir: Path, config: Config) -> tuple[dict[str, int], Path
     Raises:
         ContractFileError: there are no source suites yet, or they have no class-set expectation.
     """
+    with data_dir_lock(data_dir):
+        return _accept_classes(data_dir, config)
+
+
+def _accept_classes(data_dir: Path, config: Config) -> tuple[dict[str, int], Path]:
     version = load_dataset(data_dir)
     contracts = load_contracts(data_dir, config)
     if contracts.source is None:

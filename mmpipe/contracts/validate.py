@@ -45,14 +45,12 @@ from mmpipe.contracts.suites import (
 )
 from mmpipe.contracts.verdict import Outcome, ValidationReport
 from mmpipe.errors import DataDirError
-from mmpipe.files import sha256_file, stable_hash, write_json_atomic
-from mmpipe.ingest.version import DATASET_FILE, DatasetVersion, load_dataset
+from mmpipe.files import stable_hash, write_json_atomic
+from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"
 RESULT_FILE = "result.json"
-# Shard files re-hashed because their mtime changed (a copy, a touch): path -> bytes, mtime_ns, sha256.
-FILES_CACHE = "files.json"
 # Part of every cache key: results written by an older layout of this module are never reused.
 CACHE_FORMAT = 2
 INTEGRITY = "files"
@@ -87,14 +85,18 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
         DataDirError: no dataset in `data_dir`, or a shard it lists is missing.
         ContractFileError: a suite file is missing, malformed or rejected by GX.
     """
+    with data_dir_lock(data_dir):  # it writes results, suites and the reference into the data dir
+        return _validate(Path(data_dir).absolute(), config)
+
+
+def _validate(data_dir: Path, config: Config) -> ValidationReport:
     started = time.perf_counter()
-    data_dir = Path(data_dir).absolute()
     version = load_dataset(data_dir)
     config = dataset_config(version, config)
     contracts = load_contracts(data_dir, config)
     reference = read_reference(data_dir)
     out_dir = validation_dir(data_dir, version.version)
-    shard_hashes = _current_shard_hashes(data_dir, version)
+    shard_hashes = version.current_shard_hashes()
 
     def run_key(contracts: Contracts) -> str:
         return stable_hash([CACHE_FORMAT, version.version, shard_hashes, contracts.hashes(),
@@ -142,35 +144,6 @@ def validate_dataset(data_dir: Path, config: Config) -> ValidationReport:
     if success and reference is None:
         set_reference(data_dir, version.version)  # the first passing version anchors drift checks
     return _report_from(result, out_dir, reused=False, seconds=time.perf_counter() - started)
-
-
-def _current_shard_hashes(data_dir: Path, version: DatasetVersion) -> dict[str, str]:
-    """Each listed shard's sha256 as the file is now: trusted from dataset.json (or the re-hash cache)
-    only while its size and mtime are unchanged, else hashed again."""
-    cache_path = data_dir / VALIDATION_DIR / "cache" / FILES_CACHE
-    cache = _read_json(cache_path) or {}
-    hashes: dict[str, str] = {}
-    rehashed = False
-    for entry in version.shards:
-        path = version.path_of(entry)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise DataDirError(f"shard {entry.path} listed in {data_dir / DATASET_FILE} is missing; re-run "
-                               "`mmpipe ingest` to rebuild the dataset") from None
-        stamp = (stat.st_size, stat.st_mtime_ns)
-        cached = cache.get(entry.path, {})
-        if stamp == (entry.bytes, entry.mtime_ns):
-            hashes[entry.path] = entry.sha256
-        elif stamp == (cached.get("bytes"), cached.get("mtime_ns")):
-            hashes[entry.path] = cached["sha256"]
-        else:
-            hashes[entry.path] = sha256_file(path)
-            cache[entry.path] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hashes[entry.path]}
-            rehashed = True
-    if rehashed:
-        write_json_atomic(cache_path, cache, pretty=False)
-    return hashes
 
 
 def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -> list[Outcome]:

@@ -32,8 +32,9 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
     run = RunDir(runs_dir / run_id)
     record = load_record(run)
     decided = read_json(run.promotion)
-    if decided is not None:
-        return decided  # runs are immutable once decided
+    if decided is not None:  # runs are immutable once decided; a pointer swap a crash cut short is finished
+        _finish_swap(runs_dir, decided, record)
+        return decided
     ours = read_json(run.metrics)
     if ours is None:
         raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
@@ -54,13 +55,31 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
             "rules": {"promote_margin": config.promote_margin, "max_class_f1_drop": config.max_class_f1_drop},
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        # The decision first, then the pointer: a crash between the two is finished by the next
+        # `mmpipe evaluate` of this run (see _finish_swap); the other order would lose the reasons.
         write_json_atomic(run.promotion, decision)
         if promoted:
-            set_champion(runs_dir, {"run_id": run_id, "macro_f1": ours["metrics"]["macro_f1"],
-                                    "dataset_version": ours["dataset_version"], "variant": record.variant,
-                                    "promoted_at": decision["decided_at"], "previous": decision["champion_before"]})
+            set_champion(runs_dir, _pointer(decision, record.variant))
     write_report(run, record, ours)  # the report shows the decision
     return decision
+
+
+def _pointer(decision: dict[str, Any], variant: str) -> dict[str, Any]:
+    return {"run_id": decision["run_id"], "macro_f1": decision["macro_f1"],
+            "dataset_version": decision["test_set"]["dataset_version"], "variant": variant,
+            "promoted_at": decision["decided_at"], "previous": decision["champion_before"]}
+
+
+def _finish_swap(runs_dir: Path, decision: dict[str, Any], record) -> None:
+    """If this run was promoted but the pointer still names the champion it replaced (the process died
+    between writing the decision and the pointer), move the pointer now."""
+    if not decision["promoted"]:
+        return
+    with champion_lock(runs_dir):
+        champion = read_champion(runs_dir)
+        current = champion["run_id"] if champion else None
+        if current != decision["run_id"] and current == decision["champion_before"]:
+            set_champion(runs_dir, _pointer(decision, record.variant))
 
 
 def _judge(runs_dir: Path, ours: dict, champion: dict | None,

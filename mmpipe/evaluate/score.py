@@ -24,7 +24,7 @@ from mmpipe.config import EvaluateConfig
 from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.files import atomic_path, write_json_atomic
-from mmpipe.ingest.version import load_dataset
+from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.train.inputs import make_dataset, split_rows
 
@@ -66,17 +66,27 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
         EvaluationError: the run is not completed, the data dir holds no such split, or the
             dataset has labels the model does not know and cannot be scored.
     """
-    import keras
-
     run = RunDir(Path(run_dir).absolute())
     record = load_record(run)
     if record.status != "completed":
         raise EvaluationError(f"run {record.run_id} is {record.status}; only completed runs can be evaluated")
-    version = load_dataset(Path(data_dir) if data_dir else Path(record.data_dir))
-    if data_dir is None and version.version != record.dataset_version:
+    data = Path(data_dir) if data_dir else Path(record.data_dir)
+    with data_dir_lock(data, shared=True):  # the version cannot be replaced while it is scored
+        return _score(run, record, config, split, load_dataset(data), data_dir is None)
+
+
+def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, version: DatasetVersion,
+           own_data: bool) -> Evaluation:
+    import keras
+
+    if own_data and version.version != record.dataset_version:
         raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
                               f"{record.dataset_version} that run {record.run_id} trained on; pass --data DIR "
                               "to score it on another dataset")
+    changed = version.changed_shards()
+    if changed:
+        raise EvaluationError(f"shard {changed[0]} of dataset {version.version} is not the file ingest wrote (it "
+                              "changed since); re-run `mmpipe ingest`, then evaluate")
     rows = split_rows(version, split)
     if not rows:
         raise EvaluationError(f"dataset {version.version} has no {split!r} rows to evaluate on")

@@ -26,7 +26,7 @@ class Reason(StrEnum):
 
 # One sentence each; README.md's reason table is checked against this by a test.
 REASON_MEANINGS: dict[Reason, str] = {
-    Reason.ROW_MALFORMED: "the manifest row could not be parsed (bad JSON line, non-object row)",
+    Reason.ROW_MALFORMED: "the manifest row could not be parsed (bad JSON line, non-object row, wrong field count)",
     Reason.TEXT_INVALID: "the text is not valid Unicode (undecodable bytes or lone surrogates)",
     Reason.LABEL_MISSING: "the label is empty after stripping whitespace",
     Reason.LABEL_UNKNOWN: "the label is not in `ingest.classes`",

@@ -6,6 +6,7 @@ flows/ingest.py hands it the same steps as Prefect tasks.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -27,7 +28,7 @@ from mmpipe.ingest.chunks import (
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
-from mmpipe.ingest.version import DatasetVersion
+from mmpipe.ingest.version import DatasetVersion, data_dir_lock
 
 
 @dataclass
@@ -55,8 +56,6 @@ def plan_ingest(source: str | Path, config: Config) -> IngestPlan:
     started = time.perf_counter()
     raw_source = open_source(source)
     data_dir = Path(config.data_dir).absolute()
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataDirError(f"data dir {data_dir} is a file; pass a folder with --data")
     settings_key = stable_hash([config.ingest_hash(), code_fingerprint()])
     chunks = plan_chunks(raw_source, data_dir / CACHE_DIR, settings_key, config.ingest.chunk_rows)
     key = inputs_key(chunks, config)
@@ -112,12 +111,32 @@ def ingest(source: str | Path, config: Config, steps: IngestSteps = IngestSteps(
         steps: how each step runs (see IngestSteps).
         on_chunk: called as `(done, total, result)` after each chunk, for progress.
     """
-    plan = steps.plan(source, config)
-    started = time.perf_counter()
-    results: list[ChunkResult] = []
-    if plan.reusable is None:
-        for done, result in enumerate(steps.clean(plan, config), start=1):
-            results.append(result)
-            if on_chunk is not None:
-                on_chunk(done, len(plan.chunks), result)
-    return steps.finish(plan, results, config, time.perf_counter() - started)
+    with data_dir_lock(config.data_dir, create=True):  # one writer at a time; readers keep the version they read
+        began = time.time_ns()
+        try:
+            plan = steps.plan(source, config)
+            started = time.perf_counter()
+            results: list[ChunkResult] = []
+            if plan.reusable is None:
+                for done, result in enumerate(steps.clean(plan, config), start=1):
+                    results.append(result)
+                    if on_chunk is not None:
+                        on_chunk(done, len(plan.chunks), result)
+            return steps.finish(plan, results, config, time.perf_counter() - started)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            removed = _remove_files_written_since(Path(config.data_dir) / CACHE_DIR, began)
+            raise DataDirError(f"the disk holding {Path(config.data_dir).absolute()} is full ({error.strerror}): "
+                               "free some space and run the ingest again; the previous dataset version is intact "
+                               f"({removed} cache file(s) this ingest wrote were removed)") from None
+
+
+def _remove_files_written_since(folder: Path, since_ns: int) -> int:
+    """Delete the files under `folder` modified at or after `since_ns` (this run's partial cache)."""
+    removed = 0
+    for path in folder.rglob("*"):
+        if path.is_file() and path.stat().st_mtime_ns >= since_ns:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

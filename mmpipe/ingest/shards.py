@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmpipe.config import SPLITS
-from mmpipe.files import atomic_path, sha256_file
+from mmpipe.files import atomic_path, commit, sha256_file
 from mmpipe.ingest.version import DataFile
 
 # Pixels are already dense: compressing them costs CPU on every read and saves almost nothing.
@@ -87,7 +87,7 @@ class ShardWriter:
         self._writer.close()
         digest = sha256_file(self._temp)
         final = self.folder / f"{self.prefix}-{len(self.files):05d}-{digest[:12]}.parquet"
-        os.replace(self._temp, final)
+        commit(self._temp, final)
         stat = final.stat()
         self.files.append(DataFile(path=str(final.relative_to(self.data_dir)), sha256=digest, rows=self._rows,
                                    bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,

@@ -160,7 +160,12 @@ def _csv_rows(source: RawSource) -> Iterator[dict[str, Any]]:
                 continue
             if not fields:
                 continue  # a blank line is not a row
-            yield _raw_row(index, f"{source.path.name}:{reader.line_num}", dict(zip(header, fields, strict=False)))
+            where = f"{source.path.name}:{reader.line_num}"
+            row = _raw_row(index, where, dict(zip(header, fields, strict=False)))
+            if len(fields) != len(header) and row["reason"] is None:  # a shifted or cut row: no field can be trusted
+                row["reason"] = Reason.ROW_MALFORMED.value
+                row["detail"] = f"the row has {len(fields)} fields, the header {len(header)}"
+            yield row
             index += 1
 
 

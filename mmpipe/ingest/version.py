@@ -7,6 +7,10 @@ record is versioned (`format`); older formats are read and migrated here, and no
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmpipe.config import SPLITS, Config, ImageConfig, TextConfig
 from mmpipe.errors import DataDirError
-from mmpipe.files import read_record, write_json_atomic
+from mmpipe.files import hold_lock, read_record, remove_stale_temporaries, sha256_file, write_json_atomic
 
 DATASET_FILE = "dataset.json"
 SHARDS_DIR = "shards"
 QUARANTINE_DIR = "quarantine"
+# Held by every command that writes the data dir (exclusively) or reads its shards (shared).
+LOCK_FILE = ".lock"
+# Stale files (of a shard re-hashed after its mtime changed): path -> bytes, mtime_ns, sha256.
+FILE_HASHES = "cache/files.json"
 # 2: shard entries carry mtime_ns (so readers re-check files cheaply). 1 had none: read as unknown.
 FORMAT_VERSION = 2
 
@@ -99,6 +107,43 @@ class DatasetVersion(BaseModel):
     def path_of(self, entry: DataFile) -> Path:
         return self.data_dir / entry.path
 
+    def current_shard_hashes(self) -> dict[str, str]:
+        """Each listed shard's sha256 as the file is now: the recorded one while its size and mtime are
+        unchanged, else hashed again (remembered in cache/files.json until the file changes again).
+
+        Raises DataDirError naming a listed shard that is missing.
+        """
+        cache_path = self.data_dir / FILE_HASHES
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        hashes: dict[str, str] = {}
+        rehashed = False
+        for entry in self.shards:
+            try:
+                stat = self.path_of(entry).stat()
+            except FileNotFoundError:
+                raise DataDirError(f"shard {entry.path} listed in {self.data_dir / DATASET_FILE} is missing; "
+                                   f"re-run `mmpipe ingest` to rebuild the dataset") from None
+            stamp, cached = (stat.st_size, stat.st_mtime_ns), cache.get(entry.path, {})
+            if stamp == (entry.bytes, entry.mtime_ns):
+                hashes[entry.path] = entry.sha256
+            elif stamp == (cached.get("bytes"), cached.get("mtime_ns")):
+                hashes[entry.path] = cached["sha256"]
+            else:
+                hashes[entry.path] = sha256_file(self.path_of(entry))
+                cache[entry.path] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hashes[entry.path]}
+                rehashed = True
+        if rehashed:
+            write_json_atomic(cache_path, cache, pretty=False)
+        return hashes
+
+    def changed_shards(self) -> list[str]:
+        """The listed shards whose content is no longer what ingest wrote (DataDirError if one is missing)."""
+        current = self.current_shard_hashes()
+        return [entry.path for entry in self.shards if current[entry.path] != entry.sha256]
+
     def save(self) -> None:
         """Write dataset.json atomically (written last by an ingest: it is what makes a version current)."""
         write_json_atomic(self.data_dir / DATASET_FILE, self.model_dump(mode="json"))
@@ -138,6 +183,32 @@ class DatasetVersion(BaseModel):
         lines += ["", f"Chunks: {self.chunks['total']} ({self.chunks['cached']} reused from cache). "
                   f"Time: {self.timings['total_s']:.1f} s. Config hash `{self.config_hash}`."]
         return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path, *, shared: bool = False, create: bool = False) -> Iterator[None]:
+    """Hold the data dir: exclusively to write it (ingest, validate, contracts), shared to read its
+    shards (train, evaluate), so a version is never replaced under a reader and two writers never
+    mix. Whoever has to wait says so. A writer removes the temporary files killed writers left.
+    Only ingest `create`s a data dir; for everyone else a missing one is a DataDirError."""
+    data_dir = Path(data_dir)
+
+    def waiting() -> None:
+        logging.getLogger(__name__).warning(
+            "another mmpipe command is %s %s; waiting for it to finish", "writing" if shared else "using", data_dir)
+
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirError(f"data dir {data_dir} is a file; pass a folder with --data")
+    if not data_dir.is_dir() and not create:
+        raise DataDirError(f"no dataset in {data_dir}: run `mmpipe ingest SOURCE --data {data_dir}` first")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with hold_lock(data_dir / LOCK_FILE, on_wait=waiting, shared=shared):
+        if not shared:
+            removed = remove_stale_temporaries(data_dir)
+            if removed:
+                logging.getLogger(__name__).info("removed %d temporary file(s) an interrupted writer left in %s",
+                                                 removed, data_dir)
+        yield
 
 
 def load_dataset(data_dir: Path) -> DatasetVersion:

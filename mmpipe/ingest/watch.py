@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmpipe.files import exclusive_lock, sha256_file, stable_hash, write_json_atomic
+from mmpipe.files import hold_lock, sha256_file, stable_hash, write_json_atomic
 
 _SHOWN_FILES = 20
 
@@ -64,7 +64,7 @@ def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = ()) -> tuple[
     """One look at `source`: ("changed", summary to announce), ("arriving", None) while files are
     still moving, or ("unchanged", None)."""
     state_path = Path(data_dir) / "watch" / f"{source_key(source)}.json"
-    with exclusive_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
+    with hold_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
         return _poll(source, Path(data_dir), state_path, exclude)
 
 

@@ -8,6 +8,8 @@ versioned (`format`); older formats are read and migrated here.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,8 @@ from mmpipe.files import read_record, write_json_atomic
 
 RUN_FORMAT = 1
 Status = Literal["running", "completed", "failed"]
+# Never written: what a "running" record means when the process that wrote it is gone.
+INTERRUPTED = "interrupted"
 
 
 class RunDir:
@@ -121,6 +125,8 @@ class RunRecord(BaseModel):
     seconds: float | None = None
     error: str | None = None
     resumed_from_epoch: int | None = None
+    pid: int | None = None  # of the process training it, on `host`: a dead one means interrupted
+    host: str | None = None
     notes: list[str] = []  # what happened that a reader should know (resumed, a broken checkpoint skipped)
 
     @property
@@ -130,6 +136,19 @@ class RunRecord(BaseModel):
 
     def save(self, run: RunDir) -> None:
         write_json_atomic(run.record, self.model_dump(mode="json"))
+
+
+def status_of(record: RunRecord) -> str:
+    """The record's status, except that a run whose trainer died on this host (kill -9, power loss) is
+    `interrupted` (resume it with `mmpipe train --resume`), not `running` forever."""
+    if record.status == "running" and record.pid and record.host == socket.gethostname():
+        try:
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            return INTERRUPTED
+        except PermissionError:
+            pass  # alive, another user's
+    return record.status
 
 
 def load_record(run: RunDir) -> RunRecord:

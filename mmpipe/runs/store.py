@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmpipe.files import exclusive_lock, write_json_atomic
-from mmpipe.runs.record import RunDir, RunRecord, load_record
+from mmpipe.errors import RunStoreError
+from mmpipe.files import hold_lock, write_json_atomic
+from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 
 # Beside the run dirs: the champion pointer and the lock that serializes changing it.
 CHAMPION_FILE = "champion.json"
@@ -21,10 +22,17 @@ _LOCK_FILE = ".champion.lock"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file of the store; None when it does not exist, RunStoreError naming it when it is damaged."""
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise RunStoreError(f"{path} is damaged ({error}); it was written by something other than mmpipe, or "
+                            "the disk lost it") from None
+    if not isinstance(content, dict):
+        raise RunStoreError(f"{path} is damaged (not a JSON object)")
+    return content
 
 
 def load_run(runs_dir: Path, run_id: str) -> RunRecord:
@@ -33,12 +41,17 @@ def load_run(runs_dir: Path, run_id: str) -> RunRecord:
 
 
 def read_champion(runs_dir: Path) -> dict[str, Any] | None:
-    return read_json(Path(runs_dir) / CHAMPION_FILE)
+    """The champion pointer, or None; RunStoreError (saying how to repair it) when it is damaged."""
+    try:
+        return read_json(Path(runs_dir) / CHAMPION_FILE)
+    except RunStoreError as error:
+        raise RunStoreError(f"{error}; delete it and run `mmpipe evaluate RUN_ID` on the run that should be "
+                            "champion") from None
 
 
 def champion_lock(runs_dir: Path):
     """Exclusive across processes: read champion -> decide -> write pointer happens as one step."""
-    return exclusive_lock(Path(runs_dir) / _LOCK_FILE)
+    return hold_lock(Path(runs_dir) / _LOCK_FILE)
 
 
 def set_champion(runs_dir: Path, pointer: dict[str, Any]) -> None:
@@ -51,21 +64,34 @@ def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[s
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    champion = (read_champion(runs_dir) or {}).get("run_id")
+    try:
+        champion = (read_champion(runs_dir) or {}).get("run_id")
+    except RunStoreError:
+        champion = None  # `mmpipe runs champion` says what is wrong with it; the list goes on
     rows = []
     for path in sorted((path for path in runs_dir.iterdir() if path.is_dir()), reverse=True):
         run = RunDir(path)
         if not run.record.is_file():
             continue
-        record = load_record(run)
+        try:
+            record = load_record(run)
+        except RunStoreError as error:  # one broken run must not hide the others
+            rows.append({"run_id": run.run_id, "started_at": None, "status": "damaged", "variant": None,
+                         "dataset_version": None, "accuracy": None, "macro_f1": None, "champion": False,
+                         "problem": str(error)})
+            continue
         if dataset_version and record.dataset_version != dataset_version:
             continue
-        metrics = (read_json(run.metrics) or {}).get("metrics", {})
+        problem = None
+        try:
+            metrics = (read_json(run.metrics) or {}).get("metrics", {})
+        except RunStoreError as error:
+            metrics, problem = {}, str(error)
         rows.append({
-            "run_id": record.run_id, "started_at": record.started_at, "status": record.status,
+            "run_id": record.run_id, "started_at": record.started_at, "status": status_of(record),
             "variant": record.variant, "dataset_version": record.dataset_version,
             "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
-            "champion": record.run_id == champion,
+            "champion": record.run_id == champion, "problem": problem,
         })
     return rows
 
@@ -75,7 +101,8 @@ def show_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
     run = RunDir(Path(runs_dir) / run_id)
     record = load_record(run)
     evaluations = sorted(path.parent.name for path in (run.path / RunDir.EVALUATIONS).glob(f"*/{RunDir.METRICS}"))
-    return {**record.model_dump(mode="json"), "run_dir": str(run.path.absolute()), "evaluation": read_json(run.metrics),
+    return {**record.model_dump(mode="json"), "status": status_of(record), "run_dir": str(run.path.absolute()),
+            "evaluation": read_json(run.metrics),
             "promotion": read_json(run.promotion), "other_evaluations": evaluations,
             "champion": (read_champion(runs_dir) or {}).get("run_id") == run_id}
 

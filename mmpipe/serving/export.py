@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from mmpipe.config import ImageConfig, TextConfig
 from mmpipe.errors import ServingError
+from mmpipe.files import commit
 from mmpipe.runs.record import RunDir
 from mmpipe.serving.image_ops import ImageOps
 from mmpipe.serving.text_ops import TextOps
@@ -68,7 +69,7 @@ def export_serving(model, run_dir: Path, classes: list[str], text: TextConfig, i
     archive.write_out(str(temp), verbose=False)
     if final.exists():
         final.rename(old)  # a reader sees the old export or the new one, never a half-deleted one
-    temp.rename(final)
+    commit(temp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -6,6 +6,7 @@ before TensorFlow is even imported, so a bad file is a clear error at once.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,18 @@ def _read_image(path: Path, config: ImageConfig) -> bytes:
     from PIL import Image
 
     try:
-        size = path.stat().st_size
-        if size > config.max_file_bytes:
-            raise ServingError(f"{path} is {size:,} bytes, over image.max_file_bytes = {config.max_file_bytes:,}")
-        data = path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a device, FIFO or socket: reading it could never end
+            raise ServingError(f"{path} is not a regular file; give an image file")
+        if info.st_size > config.max_file_bytes:
+            raise ServingError(f"{path} is {info.st_size:,} bytes, over image.max_file_bytes = "
+                               f"{config.max_file_bytes:,}")
+        with open(path, "rb") as handle:
+            data = handle.read(config.max_file_bytes + 1)  # capped, should the file grow meanwhile
     except OSError as error:
         raise ServingError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > config.max_file_bytes:
+        raise ServingError(f"{path} is over image.max_file_bytes = {config.max_file_bytes:,}")
     if image_format(data) is None:
         raise ServingError(f"{path} is not a {', '.join(SERVING_FORMATS)} file (TIFF is not decodable by the "
                            "serving export): convert it, e.g. to PNG")

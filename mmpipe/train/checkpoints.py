@@ -13,7 +13,6 @@ it had to skip a newer, broken one (a kill in the middle of writing it).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,8 +78,11 @@ def last_checkpoint(run: RunDir) -> tuple[Checkpoint | None, list[str]]:
     return None, skipped
 
 
-def keras_callbacks(run: RunDir, monitor: str, patience: int, resume_from: Checkpoint | None) -> list:
-    """Early stopping that can be resumed, then the callback that writes each epoch's checkpoint."""
+def keras_callbacks(run: RunDir, monitor: str, patience: int, resume_from: Checkpoint | None,
+                    record_epoch) -> list:
+    """Early stopping that can be resumed, `record_epoch` (it writes the epoch into run.json), then the
+    callback that writes the epoch's checkpoint: the checkpoint comes last, so the record is never
+    behind the checkpoint a resume starts from."""
     import keras
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -109,15 +111,14 @@ def keras_callbacks(run: RunDir, monitor: str, patience: int, resume_from: Check
     class SaveCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             number = epoch + 1
-            temp = run.checkpoints / f".epoch-{number:03d}.tmp.keras"  # Keras wants the suffix
-            self.model.save(temp)
-            os.replace(temp, run.checkpoint(number))
+            with atomic_path(run.checkpoint(number), suffix=".keras") as temp:  # Keras wants the suffix
+                self.model.save(temp)
             seeds = [np.asarray(variable.numpy()).tolist() for variable in _seed_states(self.model)]
             write_json_atomic(state_path(run, number), {"format": STATE_FORMAT, "epoch": number,
                                                         "early_stopping": early_stopping.state(epoch),
                                                         "seed_generators": seeds})
 
-    return [early_stopping, SaveCheckpoint()]
+    return [early_stopping, record_epoch, SaveCheckpoint()]
 
 
 def _seed_states(model) -> list:

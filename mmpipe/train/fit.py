@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import secrets
+import socket
 import subprocess
 import time
 import warnings
@@ -24,8 +25,8 @@ from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
 from mmpipe.errors import RunStoreError, TrainingError
 from mmpipe.files import atomic_path
-from mmpipe.ingest.version import DatasetVersion, load_dataset
-from mmpipe.runs.record import RunDir, RunRecord, load_record
+from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
+from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
 from mmpipe.train.inputs import make_dataset, split_rows, train_texts
 
@@ -50,7 +51,13 @@ def new_run_id() -> str:
 
 
 def require_validated(version: DatasetVersion) -> None:
-    """Raise unless this dataset version passed its critical expectations."""
+    """Raise unless this dataset version passed its critical expectations and its shards are still
+    the files that passed (a stored "passed" is a claim about files, checked before it is used).
+
+    Raises:
+        TrainingError: not validated, failed, or a shard changed since ingest (named).
+        DataDirError: a shard the version lists is missing (named).
+    """
     path = validation_dir(version.data_dir, version.version) / RESULT_FILE
     try:
         passed = json.loads(path.read_text())["success"]
@@ -60,6 +67,10 @@ def require_validated(version: DatasetVersion) -> None:
         ) from None
     if not passed:
         raise TrainingError(f"dataset {version.version} failed its data contracts ({path}); fix the data first")
+    changed = version.changed_shards()
+    if changed:
+        raise TrainingError(f"shard {changed[0]} is not the file ingest wrote (it changed since; {len(changed)} "
+                            f"shard(s) in all): re-run `mmpipe ingest` to rebuild the dataset, then validate it")
 
 
 def train(config: Config, *, resume: str | None = None, callbacks: list | None = None) -> TrainResult:
@@ -72,17 +83,26 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     Raises:
         TrainingError: the dataset did not pass validation, or `resume` names no resumable run.
     """
+    with data_dir_lock(config.data_dir, shared=True):  # the version cannot be replaced while it is read
+        version = load_dataset(config.data_dir)
+        require_validated(version)
+        result = _train(config, version, resume, callbacks or [])
+    with data_dir_lock(version.data_dir):
+        set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
+    return result
+
+
+def _train(config: Config, version: DatasetVersion, resume: str | None, callbacks: list) -> TrainResult:
     import keras
     import tensorflow as tf
 
-    version = load_dataset(config.data_dir)
-    require_validated(version)
     runs_dir = Path(config.runs_dir).absolute()
     checkpoint = None
     if resume:
         run, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)
         config = record.run_config
         record.status, record.error, record.resumed_from_epoch = "running", None, checkpoint.epoch
+        record.pid, record.host = os.getpid(), socket.gethostname()
         record.history = [epoch for epoch in record.history if epoch["epoch"] <= checkpoint.epoch]
         record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
     else:
@@ -110,7 +130,7 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         has_val = split_rows(version, "val") > 0
         own = keras_callbacks(run, "val_loss" if has_val else "loss", config.train.early_stopping_patience,
-                              checkpoint)
+                              checkpoint, _epoch_recorder(run, record))
         remaining = range(initial_epoch, config.train.epochs) if not (checkpoint and checkpoint.stopped) else []
         if remaining:
             batch_size = config.train.batch_size
@@ -132,14 +152,12 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
                     steps_per_epoch=max(1, math.ceil(split_rows(version, "train") / batch_size)),
                     class_weight=_class_weights(version, classes) if config.train.class_weights else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
-                    callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), _epoch_recorder(run, record),
-                               *(callbacks or [])],
+                    callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                 )
         elif checkpoint and checkpoint.best_weights(run) is not None:
             model.set_weights(checkpoint.best_weights(run))  # stopped early before the interruption
-        temp = run.path / ".model.tmp.keras"  # Keras wants the .keras suffix; the rename makes it atomic
-        model.save(temp)
-        os.replace(temp, run.model)
+        with atomic_path(run.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
+            model.save(temp)
         if config.train.export_serving:
             _export(model, run, version)
     except BaseException as error:
@@ -149,7 +167,6 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     record.status, record.seconds = "completed", round(time.perf_counter() - started, 3)
     record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record.save(run)
-    set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
     # run.json's per-epoch record also covers the epochs before a resume.
     metrics = sorted({key for epoch in record.history for key in epoch if key != "epoch"})
     merged = {key: [epoch.get(key) for epoch in record.history] for key in metrics}
@@ -164,6 +181,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunReco
         config=config.model_dump(mode="json"), config_hash=config.hash(), code_version=mmpipe.__version__,
         git_commit=_git_commit(), packages=_package_versions(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
+        pid=os.getpid(), host=socket.gethostname(),
     )
 
 
@@ -205,6 +223,9 @@ def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
         raise TrainingError(str(error)) from None
     if record.status == "completed":
         raise TrainingError(f"run {run_id} already completed; runs are never edited after they finish")
+    if status_of(record) == "running":
+        raise TrainingError(f"run {run_id} is still being trained (pid {record.pid} on {record.host}); wait for it, "
+                            "or stop that process first")
     if record.dataset_version != version.version:
         raise TrainingError(f"run {run_id} trained on dataset {record.dataset_version}, "
                             f"but {version.data_dir} now holds {version.version}")

@@ -94,6 +94,6 @@ def test_an_internal_error_is_one_line_with_how_to_see_more(tmp_path, monkeypatc
     code, out, err = run_main(["ingest", str(tmp_path / "m.csv"), "--data", str(tmp_path / "d")], monkeypatch, capsys)
     assert code == 1 and out == "" and err.count("\n") == 1
     assert "internal error: RuntimeError: something mmpipe did not expect" in err and "--verbose" in err
+    monkeypatch.setenv("MMPIPE_DEBUG", "")  # so that what --verbose sets is undone after the test
     with pytest.raises(RuntimeError, match="did not expect"):  # --verbose: the traceback, for a bug report
         run_main(["--verbose", "ingest", str(tmp_path / "m.csv")], monkeypatch, capsys)
-    monkeypatch.delenv("MMPIPE_DEBUG", raising=False)

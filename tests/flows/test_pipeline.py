@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY, VALIDATION_REPORT
 from flows.pipeline import PIPELINE_LOCK, pipeline_flow
 from mmpipe.cli import app
-from mmpipe.files import exclusive_lock
+from mmpipe.files import hold_lock
 from mmpipe.ingest.version import DATASET_FILE
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
@@ -111,7 +111,7 @@ def test_a_second_pipeline_on_a_data_dir_waits_for_the_first(prefect_api, sample
     handler = Watch()
     logging.getLogger("prefect.flow_runs").addHandler(handler)
     try:
-        with exclusive_lock(config.data_dir / PIPELINE_LOCK):  # the first pipeline
+        with hold_lock(config.data_dir / PIPELINE_LOCK):  # the first pipeline
             thread = threading.Thread(target=lambda: outcome.update(
                 state=pipeline_flow(str(sample_manifest), config, return_state=True)))
             thread.start()

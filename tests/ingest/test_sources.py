@@ -137,3 +137,13 @@ def test_sidecar_symlink_out_of_root_is_not_read(tmp_path):
     (tmp_path / "root" / "cat" / "a.txt").symlink_to(tmp_path / "secret.txt")
     (row,) = rows_of(tmp_path / "root")
     assert row["reason"] == Reason.TEXT_INVALID and row["text"] == "" and "outside" in row["detail"]
+
+
+@pytest.mark.parametrize(("line", "fields"), [("a,x.png,cat," + ",".join("z" * 3 for _ in range(10_000)), 10_003),
+                                              ("a,x.png", 2)])
+def test_a_csv_row_with_more_or_fewer_fields_than_the_header_is_malformed(tmp_path, line, fields):
+    path = tmp_path / "m.csv"
+    path.write_text(f"text,image,label\n{line}\nb,y.png,dog\n")
+    rows = rows_of(path)
+    assert rows[0]["reason"] == Reason.ROW_MALFORMED and f"{fields} fields, the header 3" in rows[0]["detail"]
+    assert rows[1]["reason"] is None

@@ -1,6 +1,7 @@
 """The serving export: raw text + encoded image bytes in, the same answer as ingest + model."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -151,21 +152,27 @@ def test_predict_cli_prints_one_json_object(trained_run, parity_inputs, monkeypa
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
 
 
-@pytest.mark.parametrize("case", ["missing-image", "tiff", "unknown-run", "truncated", "transparent-gif"])
+@pytest.mark.parametrize("case", ["missing-image", "tiff", "unknown-run", "truncated", "transparent-gif", "fifo",
+                                  "char-device", "folder"])
 def test_predict_refuses_unusable_input_in_one_line(trained_run, tmp_path, monkeypatch, capsys, case):
     tiff, png, gif = tmp_path / "image.tif", tmp_path / "image.png", tmp_path / "image.gif"
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would wait forever
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")  # reading it would never end
+    (tmp_path / "folder.png").mkdir()
     textured(20, 20, 3).save(tiff)
     textured(40, 40, 4).save(png)
     png.write_bytes(png.read_bytes()[:200])
     noise = np.random.default_rng(5).integers(0, 256, (20, 20, 3), dtype=np.uint8)
     Image.fromarray(noise).convert("P").save(gif, transparency=0)  # palette index 0 is transparent
-    image = {"tiff": tiff, "truncated": png, "transparent-gif": gif}.get(case, tiff)
+    image = {"tiff": tiff, "truncated": png, "transparent-gif": gif, "fifo": tmp_path / "pipe.jpg",
+             "char-device": tmp_path / "zero.jpg", "folder": tmp_path / "folder.png"}.get(case, tiff)
     args = {"missing-image": [trained_run.name, "--text", "a sun"],
             "unknown-run": ["20000101T000000Z-abcdef", "--text", "a sun", "--image", str(tiff)]}.get(
         case, [trained_run.name, "--text", "a sun", "--image", str(image)])
     code, out, err = run_main(["predict", *args, "--runs", str(trained_run.parent)], monkeypatch, capsys)
     message = {"missing-image": "--text and --image", "tiff": "convert it", "unknown-run": "no run",
-               "truncated": "cannot be decoded", "transparent-gif": "convert it to PNG"}[case]
+               "truncated": "cannot be decoded", "transparent-gif": "convert it to PNG", "fifo": "not a regular file",
+               "char-device": "not a regular file", "folder": "not a regular file"}[case]
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
