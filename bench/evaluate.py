@@ -39,13 +39,13 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
     from mmpipe.ingest.version import load_dataset
     from mmpipe.runs.record import RunDir, RunRecord
     from mmpipe.train.inputs import train_texts
-    from mmpipe.train.model import adapt_vectorizer, build_model
+    from mmpipe.train.model import adapt_vectorizers, build_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
     keras.utils.set_random_seed(0)
     classes = version.classes
-    model = build_model(config.model, len(classes), 64, adapt_vectorizer(config.model, train_texts(version)))
+    model = build_model(config.model, len(classes), 64, adapt_vectorizers(config.model, train_texts(version)))
     run = RunDir(runs_dir / "20260101T000000Z-bench0")
     shutil.rmtree(runs_dir, ignore_errors=True)
     run.path.mkdir(parents=True)

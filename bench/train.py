@@ -38,7 +38,7 @@ def measure(data_dir: Path) -> dict:
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
     from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-    from mmpipe.train.model import adapt_vectorizer, build_model
+    from mmpipe.train.model import adapt_vectorizers, build_model
 
     version = load_dataset(data_dir)
     rows = split_rows(version, "train")
@@ -55,7 +55,7 @@ def measure(data_dir: Path) -> dict:
         pass
     iterate_s = time.perf_counter() - started
 
-    vectorizer = adapt_vectorizer(config.model, train_texts(version))
+    vectorizer = adapt_vectorizers(config.model, train_texts(version))
     classes = version.classes
     model = build_model(config.model, len(classes), 64, vectorizer)
     model.fit(pipeline(), epochs=1, verbose=0)  # trace the graph
@@ -86,13 +86,13 @@ def streaming_epoch(data_dir: Path) -> dict:
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
     from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-    from mmpipe.train.model import adapt_vectorizer, build_model
+    from mmpipe.train.model import adapt_vectorizers, build_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
     keras.utils.set_random_seed(0)
     model = build_model(config.model, len(version.classes), 64,
-                        adapt_vectorizer(config.model, train_texts(version)))
+                        adapt_vectorizers(config.model, train_texts(version)))
     started = time.perf_counter()
     model.fit(make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0), epochs=1, verbose=0)
     return {"rows": split_rows(version, "train"), "seconds": time.perf_counter() - started,

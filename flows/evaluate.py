@@ -39,8 +39,8 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
                 result["report"])
-    summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "per_class",
-                                            "low_support", "out_dir", "report")}
+    summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "baselines",
+                                            "per_class", "low_support", "out_dir", "report")}
     if promote_run and result["primary"]:
         decision = promote_task(runs_dir, run_id, config)
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"

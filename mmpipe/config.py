@@ -97,31 +97,48 @@ class ContractsConfig(Section):
 
 
 class ModelConfig(Section):
-    """The fused model's sizes (text: vectorize -> embed -> LSTM; image: two Conv2D -> pool)."""
+    """The fused model (text: vectorize -> embed -> LSTM; image: two Conv2D -> pool; Dense head).
 
+    `preset = "seed"` is the original design, whatever the sizes below say (see mmpipe/train/model.py).
+    """
+
+    preset: Literal["default", "seed", "pooled_seed"] = Field(
+        "default", description="seed: the original design; pooled_seed: it with global average pooling (the "
+        "default until this one); for ablations")
     variant: Literal["fused", "text", "image"] = Field("fused", description="which branches the model uses")
-    max_tokens: int = Field(20_000, ge=2, description="text vocabulary size, adapted on the train split")
-    sequence_length: int = Field(64, ge=1, description="tokens per text (longer is cut, shorter padded)")
-    embedding_dim: int = Field(64, ge=1)
-    lstm_units: int = Field(128, ge=1)
-    conv_filters: tuple[int, int] = Field((64, 128), description="filters of the two 3x3 Conv2D layers")
-    pooling: Literal["global_average", "flatten"] = Field(
-        "global_average", description="flatten (the original design) has S*S*128 features: 500k at S=64"
-    )
+    text_tokens: Literal["words+chars", "words", "chars"] = Field(
+        "words+chars", description="words, character 1-3-grams (for names like document-open), or both")
+    max_tokens: int = Field(20_000, ge=2, description="text vocabulary size per tokenizer, adapted on the train split")
+    sequence_length: int = Field(32, ge=1, description="words per text (longer is cut); character n-grams: 3x")
+    embedding_dim: int = Field(32, ge=1)
+    lstm_units: int = Field(64, ge=1)
+    conv_filters: tuple[int, int] = Field((32, 64), description="filters of the two 3x3 Conv2D layers")
+    pooling: Literal["global_average_max", "global_average", "global_max", "flatten"] = Field(
+        "global_average_max", description="after the convolutions (each followed by a 2x2 max-pool): global average "
+        "and max pooling side by side, one of them, or flatten")
     dense_units: int = Field(64, ge=1)
-    dropout_rate: float = Field(0.0, ge=0, lt=1)
+    dropout_rate: float = Field(0.1, ge=0, lt=1, description="before and after the dense layer, and in the LSTMs")
     augment: bool = Field(False, description="random flip, rotation, zoom and contrast while training")
-    learning_rate: float = Field(1e-3, gt=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(2e-3, gt=0, description="the start of the schedule")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: decays to 5% over the epochs")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay")
 
 
 class TrainConfig(Section):
     """How a model is fitted."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(20, ge=1, description="at most: early stopping ends a run that stopped improving")
     batch_size: int = Field(32, ge=1)
     shuffle_buffer: int = Field(2048, ge=1, description="rows; bounds memory, not the dataset size")
-    early_stopping_patience: int = Field(3, ge=1, description="epochs without a better val loss")
-    class_weights: bool = Field(False, description="weight classes inversely to their train counts")
+    early_stopping_monitor: Literal["val_macro_f1", "val_accuracy", "val_loss"] = Field(
+        "val_macro_f1", description="what early stopping keeps the best epoch of (what promotion judges)")
+    early_stopping_patience: int = Field(5, ge=1, description="epochs without a better monitored value")
+    early_stopping_warmup: int = Field(5, ge=0, description="epochs before early stopping starts watching (a fused "
+                                       "model's slower branch often only starts to learn after a few)")
+    class_weights: Literal["auto", "balanced", "none"] = Field(
+        "auto", description="balanced: weight classes inversely to their train rows; auto: when the largest class "
+        "has 3x the rows of the smallest")
     export_serving: bool = Field(True, description="write RUNS/<run_id>/serving, the SavedModel `mmpipe predict` uses")
 
 
@@ -133,6 +150,8 @@ class EvaluateConfig(Section):
     ece_bins: int = Field(10, ge=1, description="confidence bins of the expected calibration error")
     promote_margin: float = Field(0.01, ge=0, description="macro F1 must improve by at least this much")
     max_class_f1_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
+    min_gain_over_majority: float = Field(0.05, ge=0, description="never promote a run whose accuracy does not beat "
+                                          "always predicting the largest class by this much")
 
 
 class SourceEntry(Section):

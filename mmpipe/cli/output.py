@@ -32,8 +32,13 @@ def print_pipeline_summary(summary: dict) -> None:
                f"{sum(ingest['quarantined'].values())} quarantined, {ingest['duplicates']} duplicates; "
                f"contracts passed ({len(summary['validation']['warnings'])} warning(s))")
     print_contracts(summary["validation"])
+    majority = (summary.get("baselines") or {}).get("majority") or {}
+    against = (f" (always predicting {majority['class']!r}: accuracy {majority['accuracy']:.4f})"
+               if majority else "")
     typer.echo(f"run {summary['run_id']}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
-               f"(test split); {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
+               f"on the test split{against}; {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
+    if promotion and not promotion.get("promoted"):
+        typer.echo("  " + "; ".join(promotion.get("reasons", [])))
     typer.echo(f"report: {summary['report']}")
 
 

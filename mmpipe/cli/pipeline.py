@@ -58,7 +58,8 @@ def run_command(
 def demo(
     folder: Annotated[Path, typer.Argument(help="Folder for the sample, its data dir and runs dir.")] = Path(
         "mmpipe-demo"),
-    rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample.")] = 400,
+    rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample (the default model needs about "
+                                      "1,500 to learn its shapes).")] = 2000,
 ) -> None:
     """Generate the sample dataset and run the whole pipeline on it; prints where the report is.
 

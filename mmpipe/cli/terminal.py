@@ -53,12 +53,19 @@ def filter_native_stderr() -> None:
 
 
 def configure_terminal(verbose: bool) -> None:
-    """Call first thing, before any library is imported."""
-    if not verbose:
+    """Call first thing, before any library is imported. Once per process: a second call (tests run
+    `main()` many times) only renews mmpipe's own handler."""
+    # Only the process's real stderr is filtered; a caller that captures stderr (a test) sees it all.
+    if not verbose and sys.stderr is sys.__stderr__ and not getattr(sys.stderr, "mmpipe_filtered", False):
         filter_native_stderr()
+        sys.stderr.mmpipe_filtered = True
+        sys.__stderr__ = sys.stderr
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("mmpipe: %(message)s"))
+    handler.set_name("mmpipe-terminal")
     own = logging.getLogger("mmpipe")
+    for old in [h for h in own.handlers if h.get_name() == "mmpipe-terminal"]:
+        own.removeHandler(old)
     own.addHandler(handler)
     own.setLevel(logging.DEBUG if verbose else logging.INFO)
     if verbose:

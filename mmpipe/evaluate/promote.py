@@ -47,6 +47,9 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
             promoted, reasons, theirs = True, ["already the champion"], ours["metrics"]["macro_f1"]
         else:
             promoted, reasons, theirs = _judge(runs_dir, ours, champion, config)
+        floor = _beats_the_majority(ours, config)
+        if floor is not None:  # a model no better than a constant is never a champion, not even the first
+            promoted, reasons = False, [floor, *reasons]
         decision = {
             "run_id": run_id, "promoted": promoted, "reasons": reasons,
             "champion_before": champion["run_id"] if champion else None,
@@ -80,6 +83,18 @@ def _finish_swap(runs_dir: Path, decision: dict[str, Any], record) -> None:
         current = champion["run_id"] if champion else None
         if current != decision["run_id"] and current == decision["champion_before"]:
             set_champion(runs_dir, _pointer(decision, record.variant))
+
+
+def _beats_the_majority(ours: dict, config: EvaluateConfig) -> str | None:
+    """None when the run beats always predicting the largest class by `min_gain_over_majority`; else why not."""
+    majority = (ours.get("baselines") or {}).get("majority")
+    if majority is None:
+        return None
+    gain = ours["metrics"]["accuracy"] - majority["accuracy"]
+    if gain >= config.min_gain_over_majority:
+        return None
+    return (f"accuracy {ours['metrics']['accuracy']:.4f} does not beat always predicting {majority['class']!r} "
+            f"({majority['accuracy']:.4f}) by min_gain_over_majority {config.min_gain_over_majority}")
 
 
 def _judge(runs_dir: Path, ours: dict, champion: dict | None,

@@ -71,6 +71,12 @@ def render_html(record: RunRecord, result: dict[str, Any], png: bytes, decision:
                    "rest on little evidence): " + ", ".join(f"{escape(name)} ({count} train rows)"
                                                             for name, count in low["classes"].items())
                    + "</p>") if low["classes"] else ""
+    baseline_rows = "".join(
+        f"<tr><td>{escape(_baseline_name(name, found))}</td><td>{found['accuracy']:.4f}</td>"
+        f"<td>{found['macro_f1']:.4f}</td></tr>" for name, found in (result.get("baselines") or {}).items())
+    baselines = (f"<h2>Baselines on the same rows</h2><table><tr><th>model</th><th>accuracy</th><th>macro F1</th></tr>"
+                 f"<tr><td>this run</td><td>{metrics['accuracy']:.4f}</td><td>{metrics['macro_f1']:.4f}</td></tr>"
+                 f"{baseline_rows}</table>") if baseline_rows else ""
     promotion = ""
     if decision:
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"
@@ -86,6 +92,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 <p>Evaluated on the <b>{escape(result['split'])}</b> split of dataset <code>{escape(result['dataset_version'])}</code>
 ({result['n']} rows) at {escape(result['evaluated_at'])}.</p>
 {promotion}
+{baselines}
 <h2>Metrics</h2><table>{rows}</table>
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {per_class}</table>{low_support}
@@ -94,6 +101,12 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 <h2>Lineage</h2>{lineage_html(record)}
 </body></html>
 """
+
+
+def _baseline_name(name: str, found: dict[str, Any]) -> str:
+    if name == "majority":
+        return f"always predicting {found['class']!r}"
+    return f"{name}-only run {found['run_id']}"
 
 
 def lineage_html(record: RunRecord) -> str:

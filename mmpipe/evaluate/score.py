@@ -40,7 +40,8 @@ class Evaluation:
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe evaluate --json` prints."""
-        keys = ("run_id", "split", "dataset_version", "n", "metrics", "per_class", "low_support", "out_dir", "report")
+        keys = ("run_id", "split", "dataset_version", "n", "metrics", "baselines", "per_class", "low_support",
+                "out_dir", "report")
         return {key: self.result[key] for key in keys}
 
 
@@ -126,7 +127,8 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     result = {
         "run_id": record.run_id, "split": split, "dataset_version": version.version,
         "data_dir": str(version.data_dir), "primary": out.path == run.path, "classes": model_classes,
-        **scored, "low_support": low_support_classes(record), "out_dir": str(out.path), "report": str(out.report),
+        **scored, "baselines": baselines(labels, model_classes, record, run.path.parent, config),
+        "low_support": low_support_classes(record), "out_dir": str(out.path), "report": str(out.report),
         "seconds": round(seconds, 3),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": config.model_dump(mode="json"),
@@ -136,6 +138,37 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     write_report(out, record, result)
     write_json_atomic(out.metrics, result)
     return Evaluation(run.path, out.path, result)
+
+
+def baselines(labels: np.ndarray, classes: list[str], record: RunRecord, runs_dir: Path,
+              config: EvaluateConfig) -> dict[str, Any]:
+    """What a run must beat on the same rows: always predicting the train split's largest class, and
+    (when they exist) the single-modality runs on the same dataset version."""
+    train = record.lineage.get("counts", {}).get("train", {})
+    majority = max(classes, key=lambda name: (train.get(name, 0), name)) if classes else None
+    constant = np.zeros((len(labels), len(classes)))
+    if classes:
+        constant[:, classes.index(majority)] = 1.0
+    scored = classification_metrics(labels, constant, classes, top_k=config.top_k, ece_bins=config.ece_bins)
+    found: dict[str, Any] = {"majority": {"class": majority, "accuracy": scored["metrics"]["accuracy"],
+                                          "macro_f1": scored["metrics"]["macro_f1"]}}
+    if record.variant == "fused":
+        for variant in ("text", "image"):
+            other = _latest_run_of(runs_dir, record.dataset_version, variant)
+            if other is not None:
+                found[variant] = {"run_id": other["run_id"], "accuracy": other["metrics"]["accuracy"],
+                                  "macro_f1": other["metrics"]["macro_f1"]}
+    return found
+
+
+def _latest_run_of(runs_dir: Path, dataset_version: str, variant: str) -> dict[str, Any] | None:
+    """The newest evaluated run of `variant` on `dataset_version` (its primary metrics), if any."""
+    from mmpipe.runs.store import list_runs, read_json
+
+    for row in list_runs(runs_dir, dataset_version):
+        if row["variant"] == variant and row["status"] == "completed" and row["macro_f1"] is not None:
+            return read_json(RunDir(runs_dir / row["run_id"]).metrics)
+    return None
 
 
 def low_support_classes(record: RunRecord) -> dict[str, Any]:

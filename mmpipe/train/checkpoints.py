@@ -78,8 +78,8 @@ def last_checkpoint(run: RunDir) -> tuple[Checkpoint | None, list[str]]:
     return None, skipped
 
 
-def keras_callbacks(run: RunDir, monitor: str, patience: int, resume_from: Checkpoint | None,
-                    record_epoch) -> list:
+def keras_callbacks(run: RunDir, monitor: str, mode: str, patience: int, warmup: int,
+                    resume_from: Checkpoint | None, record_epoch) -> list:
     """Early stopping that can be resumed, `record_epoch` (it writes the epoch into run.json), then the
     callback that writes the epoch's checkpoint: the checkpoint comes last, so the record is never
     behind the checkpoint a resume starts from."""
@@ -106,7 +106,8 @@ def keras_callbacks(run: RunDir, monitor: str, patience: int, resume_from: Check
             return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch, "best_weights": best_file,
                     "stopped": bool(self.model.stop_training)}
 
-    early_stopping = ResumableEarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+    early_stopping = ResumableEarlyStopping(monitor=monitor, mode=mode, patience=patience, start_from_epoch=warmup,
+                                            restore_best_weights=True)
 
     class SaveCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -125,12 +125,15 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
         else:
             from mmpipe.train.model import build_model
 
-            vectorizer = adapt_vectorizer_for(config, version)
-            model = build_model(config.model, len(classes), version.image_size, vectorizer, seed=config.seed)
+            model = build_model(config.model, len(classes), version.image_size, vectorizers_for(config, version),
+                                seed=config.seed, steps_per_epoch=_steps_per_epoch(config, version),
+                                epochs=config.train.epochs)
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         has_val = split_rows(version, "val") > 0
-        own = keras_callbacks(run, "val_loss" if has_val else "loss", config.train.early_stopping_patience,
-                              checkpoint, _epoch_recorder(run, record))
+        monitor = _early_stopping_monitor(config, has_val)
+        warmup = 0 if config.model.preset != "default" else config.train.early_stopping_warmup
+        own = keras_callbacks(run, monitor, "min" if monitor.endswith("loss") else "max",
+                              config.train.early_stopping_patience, warmup, checkpoint, _epoch_recorder(run, record))
         remaining = range(initial_epoch, config.train.epochs) if not (checkpoint and checkpoint.stopped) else []
         if remaining:
             batch_size = config.train.batch_size
@@ -149,8 +152,8 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
                     train_data, epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0,
                     validation_data=make_dataset(version, "val", batch_size=batch_size, variant=variant)
                     if has_val else None,
-                    steps_per_epoch=max(1, math.ceil(split_rows(version, "train") / batch_size)),
-                    class_weight=_class_weights(version, classes) if config.train.class_weights else None,
+                    steps_per_epoch=_steps_per_epoch(config, version),
+                    class_weight=class_weights(config, version.counts["train"], classes),
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
                     callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                 )
@@ -204,12 +207,25 @@ def _export(model, run: RunDir, version: DatasetVersion) -> None:
     export_serving(model, run.path, list(version.classes), version.text_config, version.image_config)
 
 
-def adapt_vectorizer_for(config: Config, version: DatasetVersion):
+def vectorizers_for(config: Config, version: DatasetVersion) -> dict:
+    """The text vectorizers, adapted on the train split (none for the image variant)."""
     if config.model.variant == "image":
-        return None
-    from mmpipe.train.model import adapt_vectorizer
+        return {}
+    from mmpipe.train.model import adapt_vectorizers
 
-    return adapt_vectorizer(config.model, train_texts(version))
+    return adapt_vectorizers(config.model, train_texts(version))
+
+
+def _steps_per_epoch(config: Config, version: DatasetVersion) -> int:
+    return max(1, math.ceil(split_rows(version, "train") / config.train.batch_size))
+
+
+def _early_stopping_monitor(config: Config, has_val: bool) -> str:
+    """What early stopping watches: the configured validation metric (the seed preset: val loss), or the
+    training loss when there is no validation split."""
+    if not has_val:
+        return "loss"
+    return "val_loss" if config.model.preset != "default" else config.train.early_stopping_monitor
 
 
 def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
@@ -236,10 +252,25 @@ def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
     return run, record, checkpoint, skipped
 
 
-def _class_weights(version: DatasetVersion, classes: list[str]) -> dict[int, float]:
-    counts = version.counts["train"]
-    total = sum(counts.values())
-    return {i: total / (len(classes) * counts[name]) if counts.get(name) else 0.0 for i, name in enumerate(classes)}
+# With class_weights = "auto", classes are weighted once the largest has this many times the rows of the smallest.
+AUTO_WEIGHT_RATIO = 3.0
+# No class weighs more than this many times the largest one: a class of 1-3 rows (a typo in a label,
+# say) must not dominate the loss, which plain inverse-frequency weights make it do.
+MAX_CLASS_WEIGHT = 4.0
+
+
+def class_weights(config: Config, counts: dict[str, int], classes: list[str]) -> dict[int, float] | None:
+    """Weights that lift small classes: sqrt(largest / rows), at most MAX_CLASS_WEIGHT, scaled so the
+    average row weighs 1; when asked for, or when skewed and "auto"."""
+    present = {name: counts[name] for name in classes if counts.get(name)}
+    setting = "none" if config.model.preset != "default" else config.train.class_weights
+    skewed = bool(present) and max(present.values()) >= AUTO_WEIGHT_RATIO * min(present.values())
+    if setting == "none" or (setting == "auto" and not skewed):
+        return None
+    largest = max(present.values())
+    raw = {name: min(MAX_CLASS_WEIGHT, (largest / rows) ** 0.5) for name, rows in present.items()}
+    scale = sum(present.values()) / sum(rows * raw[name] for name, rows in present.items())
+    return {i: raw[name] * scale if name in raw else 0.0 for i, name in enumerate(classes)}
 
 
 def _git_commit() -> str | None:

@@ -1,14 +1,14 @@
-"""The fused model: every variant builds, trains a step, and survives a save/load round trip."""
+"""The fused model: presets, variants, tokenizers, seeded weights, compute, save/load round trip."""
 
 import numpy as np
 import pytest
 
 from mmpipe.config import ModelConfig
-from mmpipe.train.model import adapt_vectorizer, build_model
+from mmpipe.train.model import adapt_vectorizers, build_model, forward_flops, text_tokenizers
 
 TINY = {"max_tokens": 50, "sequence_length": 6, "embedding_dim": 4, "lstm_units": 4, "conv_filters": (4, 8),
         "dense_units": 8}
-TEXTS = np.array(["a red circle", "a blue square", "night moon", "day sun"], dtype=object)
+TEXTS = np.array(["document-open", "grinning_face", "a day at noon", "night moon"], dtype=object)
 IMAGES = np.random.default_rng(0).integers(0, 255, size=(4, 8, 8, 3), dtype=np.uint8)
 
 
@@ -18,8 +18,8 @@ def test_variants_build_fit_and_round_trip(variant, tmp_path):
     import keras
 
     config = ModelConfig(variant=variant, **TINY)
-    vectorizer = adapt_vectorizer(config, [TEXTS]) if variant != "image" else None
-    model = build_model(config, num_classes=3, image_size=8, vectorizer=vectorizer)
+    vectorizers = adapt_vectorizers(config, [TEXTS]) if variant != "image" else {}
+    model = build_model(config, num_classes=3, image_size=8, vectorizers=vectorizers)
     inputs = {name: value for name, value in (("text", TEXTS), ("image", IMAGES)) if name in model.input}
     assert set(inputs) == {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
     labels = keras.utils.to_categorical([0, 1, 2, 0], 3)
@@ -31,15 +31,30 @@ def test_variants_build_fit_and_round_trip(variant, tmp_path):
     np.testing.assert_allclose(before, after, atol=1e-6)
 
 
-def test_default_pooling_keeps_parameters_small_and_flatten_is_available():
-    config = ModelConfig(variant="image")
-    pooled = build_model(config, 4, 64).count_params()
-    flat = build_model(config.model_copy(update={"pooling": "flatten"}), 4, 64).count_params()
-    assert pooled < 200_000 < flat  # flatten at S=64 feeds 64*64*128 features to the dense layer
+def test_character_ngrams_see_inside_names_that_words_cannot():
+    config = ModelConfig(text_tokens="words+chars", **{**TINY, "max_tokens": 500})
+    assert text_tokenizers(config) == ["words", "chars"]
+    layers = adapt_vectorizers(config, [TEXTS])
+    words = set(layers["words"].get_vocabulary())
+    assert "documentopen" in words and "document" not in words  # default word splitting glues the name
+    chars = set(layers["chars"].get_vocabulary())
+    assert {"d o c", "o p e", "f a c"} <= chars  # n-grams keep its parts
+    assert text_tokenizers(ModelConfig(preset="seed", text_tokens="chars")) == ["words"]
+
+
+def test_the_default_needs_a_third_of_the_compute_of_the_previous_default():
+    image_config = {"variant": "image"}
+    default = forward_flops(build_model(ModelConfig(**image_config), 4, 64))
+    previous = forward_flops(build_model(ModelConfig(preset="pooled_seed", **image_config), 4, 64))
+    seed = build_model(ModelConfig(preset="seed", **image_config), 4, 64)
+    assert previous >= 3 * default and forward_flops(seed) > previous
+    assert seed.count_params() > 500_000  # the seed's flatten: 64 x 64 x 128 features into the dense layer
+    layer_types = {type(layer).__name__ for layer in seed.layers}
+    assert "Flatten" in layer_types and "Dropout" not in layer_types and "BatchNormalization" not in layer_types
 
 
 def test_text_variant_needs_a_vectorizer():
-    with pytest.raises(ValueError, match="vectorizer"):
+    with pytest.raises(ValueError, match="vectorizers"):
         build_model(ModelConfig(variant="text"), 3, 8)
 
 
@@ -52,13 +67,13 @@ def test_weights_depend_on_the_seed_alone(variant):
     import keras
 
     config = ModelConfig(variant=variant, dropout_rate=0.2, augment=True, **TINY)
-    vectorizer = adapt_vectorizer(config, [TEXTS]) if variant != "image" else None
+    vectorizers = adapt_vectorizers(config, [TEXTS]) if variant != "image" else {}
 
     def weights(seed, disturb):
         keras.utils.set_random_seed(seed)
         for _ in range(disturb):
             random.random()
-        model = build_model(config, num_classes=3, image_size=8, vectorizer=vectorizer, seed=seed)
+        model = build_model(config, num_classes=3, image_size=8, vectorizers=vectorizers, seed=seed)
         return [w.numpy() if hasattr(w, "numpy") else w for w in model.weights]
 
     first, disturbed, other = weights(1, 0), weights(1, 5), weights(2, 0)
