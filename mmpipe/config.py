@@ -137,8 +137,8 @@ class TrainConfig(Section):
     early_stopping_warmup: int = Field(5, ge=0, description="epochs before early stopping starts watching (a fused "
                                        "model's slower branch often only starts to learn after a few)")
     class_weights: Literal["auto", "balanced", "none"] = Field(
-        "auto", description="balanced: weight classes inversely to their train rows; auto: when the largest class "
-        "has 3x the rows of the smallest")
+        "auto", description="balanced: weight classes by sqrt(largest class rows / their rows), capped at 4x; auto: "
+        "the same once the largest class has 3x the rows of the smallest")
     export_serving: bool = Field(True, description="write RUNS/<run_id>/serving, the SavedModel `mmpipe predict` uses")
 
 
@@ -150,8 +150,8 @@ class EvaluateConfig(Section):
     ece_bins: int = Field(10, ge=1, description="confidence bins of the expected calibration error")
     promote_margin: float = Field(0.01, ge=0, description="macro F1 must improve by at least this much")
     max_class_f1_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
-    min_gain_over_majority: float = Field(0.05, ge=0, description="never promote a run whose accuracy does not beat "
-                                          "always predicting the largest class by this much")
+    min_gain_over_majority: float = Field(0.05, ge=-1, description="never promote a run whose accuracy does not beat "
+                                          "always predicting the largest class by this much (-1: no floor)")
 
 
 class SourceEntry(Section):

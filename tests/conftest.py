@@ -5,3 +5,11 @@ from flows.environment import prepare_prefect
 prepare_prefect()  # before anything imports Prefect
 
 pytest_plugins = ["tests.fixtures.datasets"]
+
+
+def pytest_unconfigure(config):
+    """A temporary Prefect server that a flow started on its own is stopped at exit, after pytest has closed
+    the stream Prefect's console handler writes to: its goodbye line would print a logging traceback."""
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)

@@ -157,7 +157,9 @@ def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(validate
 
 def test_evaluate_killed_at_its_writes_never_leaves_a_half_decision(validated, tmp_path, trained_run):
     runs = tmp_path / "runs"
-    settings = {**TRAIN_SETTINGS, "data_dir": str(validated), "runs_dir": str(runs)}
+    # No promotion floor: the tiny run must be promoted for the champion pointer's writes to be killed.
+    settings = {**TRAIN_SETTINGS, "evaluate.min_gain_over_majority": -1, "data_dir": str(validated),
+                "runs_dir": str(runs)}
     shutil.copytree(trained_run, runs / trained_run.name)
     scratch = tmp_path / "scratch"
     shutil.copytree(runs, scratch)

@@ -1,9 +1,10 @@
 """Champion / challenger: promote an evaluated run only if it beats the champion on the same test set.
 
-Rules (settings in [evaluate]): the first evaluated run becomes champion; after that a challenger
-is promoted when its macro F1 beats the champion's by at least `promote_margin` and no class's F1
-drops by more than `max_class_f1_drop`, both measured on the challenger's own test split (the
-champion is evaluated on it if it has not been). The decision and its reasons are written once to
+Rules (settings in [evaluate]): a run whose accuracy does not beat always predicting the test set's
+largest class by `min_gain_over_majority` is never promoted; otherwise the first evaluated run becomes
+champion, and after that a challenger is promoted when its macro F1 beats the champion's by at least
+`promote_margin` and no class's F1 drops by more than `max_class_f1_drop`, both measured on the
+challenger's own test split (the champion is evaluated on it if it has not been). The decision and its reasons are written once to
 RUNS/<run_id>/promotion.json; the champion pointer changes under a lock.
 """
 
@@ -43,19 +44,20 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
         if decided is not None:
             return decided
         champion = read_champion(runs_dir)
-        if champion and champion["run_id"] == run_id:
+        floor = _beats_the_majority(ours, config)
+        if floor is not None:  # a model no better than a constant is never a champion, not even the first
+            promoted, reasons, theirs = False, [floor], None
+        elif champion and champion["run_id"] == run_id:
             promoted, reasons, theirs = True, ["already the champion"], ours["metrics"]["macro_f1"]
         else:
             promoted, reasons, theirs = _judge(runs_dir, ours, champion, config)
-        floor = _beats_the_majority(ours, config)
-        if floor is not None:  # a model no better than a constant is never a champion, not even the first
-            promoted, reasons = False, [floor, *reasons]
         decision = {
             "run_id": run_id, "promoted": promoted, "reasons": reasons,
             "champion_before": champion["run_id"] if champion else None,
             "test_set": {"dataset_version": ours["dataset_version"], "split": ours["split"], "n": ours["n"]},
             "macro_f1": ours["metrics"]["macro_f1"], "champion_macro_f1": theirs,
-            "rules": {"promote_margin": config.promote_margin, "max_class_f1_drop": config.max_class_f1_drop},
+            "rules": {"promote_margin": config.promote_margin, "max_class_f1_drop": config.max_class_f1_drop,
+                      "min_gain_over_majority": config.min_gain_over_majority},
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         # The decision first, then the pointer: a crash between the two is finished by the next

@@ -120,6 +120,7 @@ class RunRecord(BaseModel):
     packages: dict[str, str] = {}
     started_at: str
     lineage: dict[str, Any] = {}
+    class_weights: dict[str, float] | None = None  # what each class's rows weighed in the loss (None: 1)
     history: list[dict[str, float]] = []
     finished_at: str | None = None
     seconds: float | None = None

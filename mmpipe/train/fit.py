@@ -153,7 +153,8 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
                     validation_data=make_dataset(version, "val", batch_size=batch_size, variant=variant)
                     if has_val else None,
                     steps_per_epoch=_steps_per_epoch(config, version),
-                    class_weight=class_weights(config, version.counts["train"], classes),
+                    class_weight={i: record.class_weights.get(name, 0.0) for i, name in enumerate(classes)}
+                    if record.class_weights else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
                     callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                 )
@@ -185,6 +186,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunReco
         git_commit=_git_commit(), packages=_package_versions(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
         pid=os.getpid(), host=socket.gethostname(),
+        class_weights=class_weights(config, version.counts["train"], list(version.classes)),
     )
 
 
@@ -259,7 +261,7 @@ AUTO_WEIGHT_RATIO = 3.0
 MAX_CLASS_WEIGHT = 4.0
 
 
-def class_weights(config: Config, counts: dict[str, int], classes: list[str]) -> dict[int, float] | None:
+def class_weights(config: Config, counts: dict[str, int], classes: list[str]) -> dict[str, float] | None:
     """Weights that lift small classes: sqrt(largest / rows), at most MAX_CLASS_WEIGHT, scaled so the
     average row weighs 1; when asked for, or when skewed and "auto"."""
     present = {name: counts[name] for name in classes if counts.get(name)}
@@ -270,7 +272,7 @@ def class_weights(config: Config, counts: dict[str, int], classes: list[str]) ->
     largest = max(present.values())
     raw = {name: min(MAX_CLASS_WEIGHT, (largest / rows) ** 0.5) for name, rows in present.items()}
     scale = sum(present.values()) / sum(rows * raw[name] for name, rows in present.items())
-    return {i: raw[name] * scale if name in raw else 0.0 for i, name in enumerate(classes)}
+    return {name: round(raw[name] * scale, 6) if name in raw else 0.0 for name in classes}
 
 
 def _git_commit() -> str | None:

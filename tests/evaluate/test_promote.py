@@ -53,6 +53,21 @@ def test_a_class_absent_from_the_test_set_does_not_skew_the_comparison(tmp_path)
     assert not decision["promoted"] and "below the margin" in decision["reasons"][0]
 
 
+def test_a_run_no_better_than_the_majority_class_is_never_promoted(tmp_path):
+    floor = EvaluateConfig(promote_margin=0.01, max_class_f1_drop=0.05, min_gain_over_majority=0.05)
+    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6}, majority=0.58)  # +0.02 only
+    decision = promote(tmp_path, "20260101T000000Z-a", floor)
+    assert not decision["promoted"] and read_champion(tmp_path) is None  # not even as the first run
+    assert decision["reasons"] == ["accuracy 0.6000 does not beat always predicting 'cat' (0.5800) "
+                                   "by min_gain_over_majority 0.05"]
+    make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.6, "dog": 0.6}, majority=0.5)  # +0.10
+    assert promote(tmp_path, "20260102T000000Z-b", floor)["promoted"]
+    # Over a champion, too: far better than the champion, still at the majority's level.
+    make_run(tmp_path, "20260103T000000Z-c", {"cat": 0.9, "dog": 0.9}, majority=0.88)
+    assert not promote(tmp_path, "20260103T000000Z-c", floor)["promoted"]
+    assert read_champion(tmp_path)["run_id"] == "20260102T000000Z-b"
+
+
 def test_unevaluated_run_cannot_be_promoted(tmp_path):
     make_run(tmp_path, "20260101T000000Z-a", None)
     with pytest.raises(EvaluationError, match="mmpipe evaluate"):

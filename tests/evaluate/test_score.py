@@ -101,7 +101,8 @@ def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
     assert "Promotion: promoted to champion" in RunDir(run_dir).report.read_text()
 
 
-def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir):
+def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir, monkeypatch):
+    monkeypatch.setenv("MMPIPE_EVALUATE__MIN_GAIN_OVER_MAJORITY", "-1")  # the tiny run is not above the majority
     runner = CliRunner()
     runs = ["--runs", str(run_dir.parent)]
     result = runner.invoke(app, ["evaluate", run_dir.name, *runs, "--json"])

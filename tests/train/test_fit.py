@@ -30,7 +30,8 @@ def data_dir(validated_sample, tmp_path):
 @pytest.mark.parametrize("variant", ["fused", "text", "image"])
 def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, variant):
     result = train(run_config(data_dir, tmp_path / "runs", **{"model.variant": variant,
-                                                              "train.export_serving": True}))
+                                                              "train.export_serving": True,
+                                                              "train.class_weights": "balanced"}))
     assert result.status == "completed" and result.run_dir.parent == tmp_path / "runs"
     run = RunDir(result.run_dir)
     record = load_record(run)
@@ -38,6 +39,7 @@ def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, varia
     assert record.dataset_version == load_dataset(data_dir).version
     assert record.config_hash and record.seconds and record.classes and record.run_config.seed == record.seed
     assert record.packages["tensorflow"] and len(record.history) == 1
+    assert set(record.class_weights) == set(record.classes)  # what the loss weighed is on record
     assert set(result.history) >= {"loss", "accuracy", "val_loss"}
     assert run.model.is_file() and run.history.is_file() and run.checkpoint(1).is_file()
     assert any(run.logs.rglob("*tfevents*"))

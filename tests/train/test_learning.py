@@ -36,19 +36,23 @@ def scene(colour: str, rng: random.Random, pixels: np.random.Generator) -> Image
     return image
 
 
-def write_source(folder, informative: str):
-    """Labels from the image's patch colour (`image`) or the caption's time of day (`text`); the other is noise."""
+def write_source(folder, informative: str, rows_count: int = ROWS):
+    """Labels from the image's patch colour (`image`), the caption's time of day (`text`), the other one
+    being noise; or from both (`both`: "same" when red by day or blue by night, else "other"), where
+    each input alone says nothing about the label."""
     rng, pixels = random.Random(3), np.random.default_rng(3)
     (folder / "images").mkdir(parents=True)
     rows = []
-    for index in range(ROWS):
+    for index in range(rows_count):
         colour, time_of_day = rng.choice(["red", "blue"]), rng.choice(["day", "night"])
         name = f"images/{index:04d}.png"
-        shown = colour if informative == "image" else rng.choice(["red", "blue"])
+        shown = colour if informative in ("image", "both") else rng.choice(["red", "blue"])
         (folder / name).write_bytes(encode_image(scene(shown, rng, pixels), "PNG", "RGB"))
         words = DAY_WORDS if time_of_day == "day" else NIGHT_WORDS
-        text = f"{rng.choice(words)} number {index}" if informative == "text" else f"{FILLER} {index}"
-        rows.append({"text": text, "image": name, "label": colour if informative == "image" else time_of_day})
+        text = f"{rng.choice(words)} number {index}" if informative in ("text", "both") else f"{FILLER} {index}"
+        label = {"image": colour, "text": time_of_day,
+                 "both": "same" if (colour == "red") == (time_of_day == "day") else "other"}[informative]
+        rows.append({"text": text, "image": name, "label": label})
     with open(folder / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["text", "image", "label"])
         writer.writeheader()
@@ -56,15 +60,14 @@ def write_source(folder, informative: str):
     return folder / "manifest.csv"
 
 
-@pytest.mark.parametrize("informative", ["image", "text"])
-def test_the_informative_branch_beats_chance(tmp_path, informative):
-    manifest = write_source(tmp_path / "source", informative)
-    values = {"image.size": 16, "runs_dir": str(tmp_path / "runs"),
-              "model.variant": informative, "model.conv_filters": [8, 16], "model.lstm_units": 16,
-              "model.embedding_dim": 16, "model.sequence_length": 6, "model.dense_units": 16,
-              "train.epochs": 12, "train.batch_size": 16, "train.early_stopping_patience": 12,
-              "model.learning_rate": 0.01}
-    config = make_config(tmp_path / "data", **values)
+SMALL = {"image.size": 16, "model.conv_filters": [8, 16], "model.lstm_units": 16, "model.embedding_dim": 16,
+         "model.sequence_length": 6, "model.dense_units": 16, "train.batch_size": 16, "model.learning_rate": 0.01}
+
+
+def held_out_accuracy(manifest, tmp_path, variant: str, **settings) -> float:
+    """Ingest, validate and train `variant`; its accuracy on the val and test splits together."""
+    config = make_config(tmp_path / "data", **{"runs_dir": str(tmp_path / "runs"), "model.variant": variant,
+                                               **SMALL, **settings})
     ingest(manifest, config)
     assert validate_dataset(config.data_dir, config).success
     result = train(config)
@@ -72,9 +75,28 @@ def test_the_informative_branch_beats_chance(tmp_path, informative):
     version = load_dataset(config.data_dir)
     correct = total = 0
     for split in ("val", "test"):
-        for inputs, labels in make_dataset(version, split, batch_size=64, variant=informative):
+        for inputs, labels in make_dataset(version, split, batch_size=64, variant=variant):
             predicted = model.predict(inputs, verbose=0).argmax(axis=1)
             correct += int((predicted == labels.numpy().argmax(axis=1)).sum())
             total += len(predicted)
     assert total >= 20
-    assert correct / total >= 0.75, f"{informative} branch: {correct}/{total} held out, chance is 0.5"
+    return correct / total
+
+
+@pytest.mark.parametrize("informative", ["image", "text"])
+def test_the_informative_branch_beats_chance(tmp_path, informative):
+    manifest = write_source(tmp_path / "source", informative)
+    accuracy = held_out_accuracy(manifest, tmp_path, informative, **{"train.epochs": 12,
+                                                                     "train.early_stopping_patience": 12})
+    assert accuracy >= 0.75, f"{informative} branch: {accuracy:.2f} held out, chance is 0.5"
+
+
+def test_the_fused_model_learns_what_neither_input_tells_alone(tmp_path):
+    """Red by day or blue by night is "same": each input alone is at chance, the fused model is not."""
+    manifest = write_source(tmp_path / "source", "both", rows_count=320)
+    settings = {"train.epochs": 20, "train.early_stopping_patience": 20}
+    alone = {variant: held_out_accuracy(manifest, tmp_path / variant, variant, **settings)
+             for variant in ("text", "image")}
+    fused = held_out_accuracy(manifest, tmp_path / "fused", "fused", **settings)
+    assert all(accuracy <= 0.68 for accuracy in alone.values()), alone
+    assert fused >= 0.85, f"fused {fused:.2f}, each alone {alone}"

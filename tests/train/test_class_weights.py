@@ -1,0 +1,34 @@
+"""Class weights: when they apply, how far they go, and that the loss's scale stays put."""
+
+import pytest
+
+from mmpipe.config import Config
+from mmpipe.train.fit import MAX_CLASS_WEIGHT, class_weights
+
+CLASSES = ["big", "mid", "tiny", "gone"]
+
+
+def weights(setting: str, counts: dict[str, int], preset: str = "default"):
+    config = Config.model_validate({"train": {"class_weights": setting}, "model": {"preset": preset}})
+    return class_weights(config, counts, CLASSES)
+
+
+def test_auto_leaves_a_balanced_dataset_alone_and_lifts_a_skewed_one():
+    assert weights("auto", {"big": 100, "mid": 80, "tiny": 40}) is None  # 2.5x: not skewed enough
+    lifted = weights("auto", {"big": 100, "mid": 80, "tiny": 25})
+    assert lifted["tiny"] > lifted["mid"] > lifted["big"] > 0
+    assert lifted["tiny"] / lifted["big"] == pytest.approx(2.0, rel=1e-4)  # sqrt(100 / 25)
+
+
+def test_a_class_of_a_few_rows_is_capped_and_the_average_row_still_weighs_one():
+    counts = {"big": 1000, "mid": 300, "tiny": 2}
+    result = weights("balanced", counts)
+    assert result["tiny"] / result["big"] == pytest.approx(MAX_CLASS_WEIGHT, rel=1e-4)
+    assert sum(counts[name] * result[name] for name in counts) / sum(counts.values()) == pytest.approx(1.0, rel=1e-4)
+    assert result["gone"] == 0.0  # a class without train rows contributes nothing
+
+
+def test_none_and_the_seed_presets_never_weigh():
+    skewed = {"big": 1000, "mid": 10, "tiny": 2}
+    assert weights("none", skewed) is None
+    assert weights("balanced", skewed, preset="seed") is None
