@@ -1,7 +1,8 @@
 """Realistic datasets built from material on this machine, for the model benchmark (never stored in git).
 
 * icons: the Adwaita icon theme (Debian's adwaita-icon-theme), its PNG icons at 24 and 48 px; the
-  label is the icon's category folder (the 9 largest), the text its file name
+  label is the icon's category folder (the 9 largest but `legacy`, the theme's folder of deprecated
+  icons of every kind, whose name says nothing about what an icon shows), the text its file name
   ("document-open-symbolic"). Both sizes of one icon share a `group`, so none sits in train and
   test at once.
 * glyphs: characters of 9 Unicode blocks drawn with the DejaVu fonts (fonts-dejavu) in several
@@ -21,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 ICON_THEME = Path("/usr/share/icons/Adwaita")
+NOT_A_CATEGORY = {"legacy"}
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 GLYPH_BLOCKS = {
     "latin": [*range(0x41, 0x5B), *range(0x61, 0x7B), *range(0xC0, 0x100)],
@@ -40,7 +42,7 @@ def write_icons(folder: Path, classes: int = 9) -> Path:
     rows = []
     for png in sorted(ICON_THEME.glob("*/*/*.png")):
         size, category = png.parts[-3], png.parts[-2]
-        if size not in ("24x24", "48x48"):
+        if size not in ("24x24", "48x48") or category in NOT_A_CATEGORY:
             continue
         rows.append({"text": png.stem, "image": str(png.relative_to(ICON_THEME)), "label": category,
                      "group": f"{category}/{png.stem}"})
@@ -87,6 +89,14 @@ def write_glyphs(folder: Path, per_char: int = 1, seed: int = 0) -> Path:
                 rows.append({"text": name.split()[-1].lower(), "image": path, "label": label,
                              "group": f"{code:05x}"})
     return _write_csv(folder / "manifest.csv", rows, ["text", "image", "label", "group"])
+
+
+def write_demo_set(folder: Path) -> Path:
+    """The sample exactly as `mmpipe demo` writes it (its mmpipe.toml included)."""
+    from mmpipe.cli.pipeline import DEMO
+    from mmpipe.sample import write_sample
+
+    return write_sample(folder, DEMO)
 
 
 def write_sample_set(folder: Path, rows: int) -> Path:

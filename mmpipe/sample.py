@@ -42,6 +42,7 @@ class SampleSpec:
     max_side: int = 160
     fault_rate: float = 0.05
     kinds: tuple[tuple[str, str, str], ...] = tuple(KINDS)
+    image_size: int | None = None  # written to mmpipe.toml as `[image] size` when set
 
 
 def write_sample(folder: Path, spec: SampleSpec = SampleSpec()) -> Path:
@@ -66,7 +67,8 @@ def write_sample(folder: Path, spec: SampleSpec = SampleSpec()) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     classes = ", ".join(f'"{name}"' for name in sorted(CLASSES.values()))
-    (folder / "mmpipe.toml").write_text(f"# Written by `mmpipe sample`.\n[ingest]\nclasses = [{classes}]\n")
+    image = f"\n[image]\nsize = {spec.image_size}\n" if spec.image_size else ""
+    (folder / "mmpipe.toml").write_text(f"# Written by `mmpipe sample`.\n[ingest]\nclasses = [{classes}]\n{image}")
     return manifest
 
 

@@ -28,3 +28,20 @@ def test_sample_is_deterministic_and_varied(tmp_path):
     assert formats >= {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
     assert modes >= {"RGB", "L", "RGBA", "P", "CMYK", "LA"}
     assert "classes" in (tmp_path / "a" / "mmpipe.toml").read_text()
+
+
+def test_the_demo_sample_carries_its_image_size_to_the_run(tmp_path):
+    from mmpipe.cli.pipeline import DEMO
+    from mmpipe.config import load_config
+
+    write_sample(tmp_path / "demo", SampleSpec(rows=8, seed=0, min_side=DEMO.min_side, max_side=DEMO.max_side,
+                                               image_size=DEMO.image_size))
+    config = load_config(tmp_path / "demo" / "mmpipe.toml", {}, environ={})
+    assert config.image.size == DEMO.image_size == 32 and config.ingest.classes == sorted(CLASSES.values())
+    for image in (tmp_path / "demo" / "images").iterdir():
+        try:
+            with Image.open(image) as opened:
+                assert min(opened.size) >= DEMO.min_side  # no shape squeezed to a few pixels
+        except OSError:
+            continue  # the injected faults
+    assert "[image]" not in (write_sample(tmp_path / "plain", SampleSpec(rows=8)).parent / "mmpipe.toml").read_text()

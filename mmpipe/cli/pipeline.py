@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,12 @@ from mmpipe.cli.common import (
 )
 from mmpipe.cli.output import ProgressBar, print_notice, print_pipeline_summary
 from mmpipe.errors import ContractViolation, MmpipeError
+from mmpipe.sample import SampleSpec
+
+# The demo's sample: shapes never squeezed to a few pixels by an extreme aspect ratio (`mmpipe sample`'s
+# 24-160 px sides are for exercising ingest), stored at 32 px, so the default model solves it in about a
+# minute on 2 cores (measured: 0.99 test accuracy, 34 s of training).
+DEMO = SampleSpec(rows=1000, seed=0, min_side=48, max_side=128, image_size=32)
 
 
 def run_command(
@@ -59,19 +66,20 @@ def demo(
     folder: Annotated[Path, typer.Argument(help="Folder for the sample, its data dir and runs dir.")] = Path(
         "mmpipe-demo"),
     rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample (the default model needs about "
-                                      "1,500 to learn its shapes).")] = 2000,
+                                      "1,000 to learn its shapes).")] = DEMO.rows,
 ) -> None:
     """Generate the sample dataset and run the whole pipeline on it; prints where the report is.
 
-    Writes FOLDER/sample (raw files), FOLDER/data (shards), FOLDER/runs (the run, its report
-    and serving export). A few minutes on a 2-core laptop, CPU only.
+    Writes FOLDER/sample (raw files and the mmpipe.toml the run used), FOLDER/data (shards),
+    FOLDER/runs (the run, its report and serving export). About a minute on a 2-core laptop, CPU
+    only: the sample's images are 48-128 px stored at 32 px, and the default model trains its 20 epochs.
     """
     from mmpipe.config import load_config
-    from mmpipe.sample import SampleSpec, write_sample
+    from mmpipe.sample import write_sample
 
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the demo")
-    manifest = write_sample(folder / "sample", SampleSpec(rows=rows, seed=0))
+    manifest = write_sample(folder / "sample", dataclasses.replace(DEMO, rows=rows))
     typer.echo(f"wrote the sample: {manifest}")
     settings = load_config(folder / "sample" / "mmpipe.toml",
                            {"data_dir": folder / "data", "runs_dir": folder / "runs"})

@@ -4,8 +4,8 @@ Rules (settings in [evaluate]): a run whose accuracy does not beat always predic
 largest class by `min_gain_over_majority` is never promoted; otherwise the first evaluated run becomes
 champion, and after that a challenger is promoted when its macro F1 beats the champion's by at least
 `promote_margin` and no class's F1 drops by more than `max_class_f1_drop`, both measured on the
-challenger's own test split (the champion is evaluated on it if it has not been). The decision and its reasons are written once to
-RUNS/<run_id>/promotion.json; the champion pointer changes under a lock.
+challenger's own test split (the champion is evaluated on it if it has not been). The decision and
+its reasons are written once to RUNS/<run_id>/promotion.json; the champion pointer changes under a lock.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
 
 def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, version: DatasetVersion,
            own_data: bool) -> Evaluation:
-    import keras
+
+    from mmpipe.train.model import load_model
 
     if own_data and version.version != record.dataset_version:
         raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
@@ -99,7 +100,7 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
                               f"trained on: {', '.join(unknown)}; train a new run on it")
     to_model_index = np.array([model_classes.index(name) for name in data_classes], dtype=np.int64)
 
-    model = keras.models.load_model(run.model)
+    model = load_model(run.model)
     size = version.image_size
     image_input = model.input.get("image") if isinstance(model.input, dict) else None
     if image_input is not None and tuple(image_input.shape[1:3]) != (size, size):

@@ -96,6 +96,8 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
     import keras
     import tensorflow as tf
 
+    from mmpipe.train.model import build_model, load_model
+
     runs_dir = Path(config.runs_dir).absolute()
     checkpoint = None
     if resume:
@@ -120,11 +122,9 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
     record.save(run)
     try:
         if checkpoint:
-            model = keras.models.load_model(checkpoint.model)
+            model = load_model(checkpoint.model)
             checkpoint.restore_random_state(model)
         else:
-            from mmpipe.train.model import build_model
-
             model = build_model(config.model, len(classes), version.image_size, vectorizers_for(config, version),
                                 seed=config.seed, steps_per_epoch=_steps_per_epoch(config, version),
                                 epochs=config.train.epochs)

@@ -6,8 +6,8 @@ accepts raw strings and training and serving cannot disagree about the vocabular
 
 Presets of one family (text: vectorize -> embed -> LSTM; image: two Conv2D; concatenated
 -> Dense -> softmax; Adam + cross-entropy):
-* `default`: words and character n-grams side by side (names like `document-open` or
-  `grinning_face` share no word with each other, but share n-grams); batch normalization and a
+* `default`: words (split at anything not a letter or digit, so `document-open` is two) and
+  character n-grams (which see inside words) side by side; batch normalization and a
   max-pool after each convolution, then global average and max pooling together (a fraction of
   the seed's compute); dropout, label smoothing, AdamW with weight decay and a cosine
   learning-rate schedule.
@@ -35,6 +35,33 @@ CHAR_NGRAMS = (1, 2, 3)
 CHAR_SEQUENCE_FACTOR = 3  # a character n-gram sequence is this many times longer than a word sequence
 
 
+def split_names(texts):
+    """The words tokenizer's standardization: lowercase, and every run of characters that are neither
+    letters nor digits becomes a space, so `document-open`, `grinning_face` and `a lantern, at night`
+    are read as their words (Keras' own `lower_and_strip_punctuation` deletes the `-` and `_` and
+    turns a name into one word no other name shares)."""
+    import tensorflow as tf
+
+    lowered = tf.strings.lower(texts, encoding="utf-8")  # every script's capitals, not ASCII's alone
+    return tf.strings.strip(tf.strings.regex_replace(lowered, r"[^\pL\pN]+", " "))
+
+
+def _registered_split_names():
+    """`split_names`, registered so a saved model that uses it loads (see `load_model`)."""
+    import keras
+
+    return keras.saving.register_keras_serializable(package="mmpipe", name="split_names")(split_names)
+
+
+def load_model(path):
+    """A saved mmpipe model (model.keras, a checkpoint): the one way to load one, since the words
+    tokenizer's standardization is mmpipe's own function."""
+    import keras
+
+    _registered_split_names()
+    return keras.models.load_model(path)
+
+
 def text_tokenizers(config: ModelConfig) -> list[str]:
     """Which vectorizers the text branch has: words, character n-grams, or both."""
     if config.preset != "default" or config.text_tokens == "words":
@@ -51,9 +78,13 @@ def adapt_vectorizers(config: ModelConfig, texts: Iterable[np.ndarray]) -> dict:
     corpus = tf.data.Dataset.from_tensor_slices(np.concatenate(batches) if batches else np.array([""]))
     layers = {}
     for kind in text_tokenizers(config):
-        if kind == "words":
+        if kind == "words" and config.preset != "default":  # the seed's own tokenizer
             layer = keras.layers.TextVectorization(max_tokens=config.max_tokens, name="text_words",
                                                    output_sequence_length=config.sequence_length)
+        elif kind == "words":
+            layer = keras.layers.TextVectorization(
+                max_tokens=config.max_tokens, standardize=_registered_split_names(), name="text_words",
+                output_sequence_length=config.sequence_length)
         else:  # built-in modes only, so the saved model needs no custom code to load
             layer = keras.layers.TextVectorization(
                 max_tokens=config.max_tokens, standardize="lower", split="character", ngrams=CHAR_NGRAMS,
