@@ -1,8 +1,11 @@
 """Classification metrics from predictions: one implementation, checked against hand-computed cases.
 
-Conventions (the same as scikit-learn's with `zero_division=0`): a class that is never predicted
-has precision 0; a class absent from the truth has recall 0 and support 0, and counts in the
-macro average (it is part of the model's class set) but not in the weighted one.
+Conventions (the same as scikit-learn's with `zero_division=0` and its default labels): a class
+that is never predicted has precision 0; a class absent from the truth has recall 0 and support 0.
+Macro averages are over the classes that occur in the truth or the predictions: a class with no test
+rows that the model never predicts has no F1 to average (a tiny class often has no test row at all,
+and counting it as 0 would cost the macro F1 a whole class's share); one that is predicted anyway
+counts, with precision 0. Weighted averages weigh by support.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
     recall = _divide(true_positive, support)
     f1 = _divide(2 * precision * recall, precision + recall)
     weights = support / count if count else np.zeros(num_classes)
+    seen = (support > 0) | (predicted_count > 0)
     k = min(top_k, num_classes)
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     metrics = {
         "accuracy": float(true_positive.sum() / count) if count else 0.0,
-        "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": _mean(precision[seen]), "macro_recall": _mean(recall[seen]), "macro_f1": _mean(f1[seen]),
         "weighted_precision": float((precision * weights).sum()), "weighted_recall": float((recall * weights).sum()),
         "weighted_f1": float((f1 * weights).sum()),
         "log_loss": float(-np.log(np.clip(probabilities[np.arange(count), labels], _EPSILON, 1)).mean())
@@ -52,6 +55,10 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(support[i])} for i, name in enumerate(classes)}
     return {"n": count, "metrics": metrics, "per_class": per_class, "confusion_matrix": confusion.tolist()}
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:

@@ -39,6 +39,14 @@ def test_a_class_absent_from_the_test_set():
     assert result["per_class"]["c"]["support"] == 0 and result["per_class"]["c"]["precision"] == 0.0
 
 
+def test_a_class_absent_and_never_predicted_has_no_f1_to_average():
+    # A tiny class with no test row (c): the macro average is over a and b, as scikit-learn's default.
+    result = classification_metrics([0, 1, 1], one_hot_like([0, 1, 0], 3), ["a", "b", "c"])
+    assert result["metrics"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert result["metrics"]["macro_recall"] == pytest.approx((1 + 1 / 2) / 2)
+    assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
 def test_top_k_accuracy_counts_the_second_guess():
     probabilities = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
     # truth b c a: first guesses a c b -> 1 of 3 right; in the top 2: b yes, c yes, a no -> 2 of 3.
