@@ -72,7 +72,7 @@ def demo(
 
     Writes FOLDER/sample (raw files and the mmpipe.toml the run used), FOLDER/data (shards),
     FOLDER/runs (the run, its report and serving export). About a minute on a 2-core laptop, CPU
-    only: the sample's images are 48-128 px stored at 32 px, and the default model trains its 20 epochs.
+    only: the sample's images are 48-128 px stored at 32 px, and the default model trains up to 20 epochs.
     """
     from mmpipe.config import load_config
     from mmpipe.sample import write_sample

@@ -14,6 +14,7 @@ from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
 from mmpipe.train.checkpoints import state_path as checkpoint_state
+from mmpipe.train.model import load_model
 from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
 from tests.fixtures.prefect import run_log_lines
@@ -43,7 +44,7 @@ def test_each_variant_trains_and_writes_a_complete_run(data_dir, tmp_path, varia
     assert set(result.history) >= {"loss", "accuracy", "val_loss"}
     assert run.model.is_file() and run.history.is_file() and run.checkpoint(1).is_file()
     assert any(run.logs.rglob("*tfevents*"))
-    model = keras.models.load_model(run.model)
+    model = load_model(run.model)
     inputs = {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
     assert set(model.input) == inputs
     # The serving export takes exactly the variant's inputs, raw.
@@ -83,7 +84,7 @@ RESUMABLE = {"train.epochs": 8, "train.early_stopping_patience": 1, "model.learn
 
 
 def final_weights(run_dir):
-    return keras.models.load_model(RunDir(run_dir).model).get_weights()
+    return load_model(RunDir(run_dir).model).get_weights()
 
 
 @pytest.fixture(scope="module")

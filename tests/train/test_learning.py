@@ -7,7 +7,6 @@ classes, validate, train, and read the held-out accuracy.
 import csv
 import random
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -19,6 +18,7 @@ from mmpipe.runs.record import RunDir
 from mmpipe.sample import DAY_WORDS, NIGHT_WORDS, encode_image
 from mmpipe.train import train
 from mmpipe.train.inputs import make_dataset
+from mmpipe.train.model import load_model
 from tests.fixtures.datasets import make_config
 
 pytestmark = pytest.mark.slow  # trains models
@@ -71,7 +71,7 @@ def held_out_accuracy(manifest, tmp_path, variant: str, **settings) -> float:
     ingest(manifest, config)
     assert validate_dataset(config.data_dir, config).success
     result = train(config)
-    model = keras.models.load_model(RunDir(result.run_dir).model)
+    model = load_model(RunDir(result.run_dir).model)
     version = load_dataset(config.data_dir)
     correct = total = 0
     for split in ("val", "test"):
