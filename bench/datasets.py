@@ -93,8 +93,7 @@ def write_glyphs(folder: Path, per_char: int = 1, seed: int = 0) -> Path:
 
 def write_demo_set(folder: Path) -> Path:
     """The sample exactly as `mmpipe demo` writes it (its mmpipe.toml included)."""
-    from mmpipe.cli.pipeline import DEMO
-    from mmpipe.sample import write_sample
+    from mmpipe.sample import DEMO, write_sample
 
     return write_sample(folder, DEMO)
 

@@ -45,6 +45,12 @@ class SampleSpec:
     image_size: int | None = None  # written to mmpipe.toml as `[image] size` when set
 
 
+# `mmpipe demo`'s sample: shapes never squeezed to a few pixels by an extreme aspect ratio (the default
+# 24-160 px sides are for exercising ingest), stored at 32 px, so the default model solves it in about a
+# minute on 2 cores (measured: 0.99 test accuracy, 34 s of training).
+DEMO = SampleSpec(rows=1000, seed=0, min_side=48, max_side=128, image_size=32)
+
+
 def write_sample(folder: Path, spec: SampleSpec = SampleSpec()) -> Path:
     """Write `folder`/manifest.csv, `folder`/images/* and `folder`/mmpipe.toml; return the manifest path."""
     rng = random.Random(spec.seed)

@@ -31,8 +31,8 @@ def test_sample_is_deterministic_and_varied(tmp_path):
 
 
 def test_the_demo_sample_carries_its_image_size_to_the_run(tmp_path):
-    from mmpipe.cli.pipeline import DEMO
     from mmpipe.config import load_config
+    from mmpipe.sample import DEMO
 
     write_sample(tmp_path / "demo", SampleSpec(rows=8, seed=0, min_side=DEMO.min_side, max_side=DEMO.max_side,
                                                image_size=DEMO.image_size))

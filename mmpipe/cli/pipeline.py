@@ -22,12 +22,6 @@ from mmpipe.cli.common import (
 )
 from mmpipe.cli.output import ProgressBar, print_notice, print_pipeline_summary
 from mmpipe.errors import ContractViolation, MmpipeError
-from mmpipe.sample import SampleSpec
-
-# The demo's sample: shapes never squeezed to a few pixels by an extreme aspect ratio (`mmpipe sample`'s
-# 24-160 px sides are for exercising ingest), stored at 32 px, so the default model solves it in about a
-# minute on 2 cores (measured: 0.99 test accuracy, 34 s of training).
-DEMO = SampleSpec(rows=1000, seed=0, min_side=48, max_side=128, image_size=32)
 
 
 def run_command(
@@ -65,8 +59,9 @@ def run_command(
 def demo(
     folder: Annotated[Path, typer.Argument(help="Folder for the sample, its data dir and runs dir.")] = Path(
         "mmpipe-demo"),
-    rows: Annotated[int, typer.Option(min=40, help="Rows in the generated sample (the default model needs about "
-                                      "1,000 to learn its shapes).")] = DEMO.rows,
+    rows: Annotated[int | None, typer.Option(min=40, show_default=False, help="Rows in the generated sample "
+                                             "(default 1,000: what the default model needs to learn its shapes).")
+                    ] = None,
 ) -> None:
     """Generate the sample dataset and run the whole pipeline on it; prints where the report is.
 
@@ -75,11 +70,11 @@ def demo(
     only: the sample's images are 48-128 px stored at 32 px, and the default model trains up to 20 epochs.
     """
     from mmpipe.config import load_config
-    from mmpipe.sample import write_sample
+    from mmpipe.sample import DEMO, write_sample
 
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the demo")
-    manifest = write_sample(folder / "sample", dataclasses.replace(DEMO, rows=rows))
+    manifest = write_sample(folder / "sample", dataclasses.replace(DEMO, rows=rows or DEMO.rows))
     typer.echo(f"wrote the sample: {manifest}")
     settings = load_config(folder / "sample" / "mmpipe.toml",
                            {"data_dir": folder / "data", "runs_dir": folder / "runs"})

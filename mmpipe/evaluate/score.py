@@ -78,7 +78,6 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
 
 def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, version: DatasetVersion,
            own_data: bool) -> Evaluation:
-
     from mmpipe.train.model import load_model
 
     if own_data and version.version != record.dataset_version:
@@ -154,22 +153,14 @@ def baselines(labels: np.ndarray, classes: list[str], record: RunRecord, runs_di
     found: dict[str, Any] = {"majority": {"class": majority, "accuracy": scored["metrics"]["accuracy"],
                                           "macro_f1": scored["metrics"]["macro_f1"]}}
     if record.variant == "fused":
-        for variant in ("text", "image"):
-            other = _latest_run_of(runs_dir, record.dataset_version, variant)
-            if other is not None:
-                found[variant] = {"run_id": other["run_id"], "accuracy": other["metrics"]["accuracy"],
-                                  "macro_f1": other["metrics"]["macro_f1"]}
+        from mmpipe.runs.store import list_runs
+
+        # The store's list (newest first) already carries each run's primary accuracy and macro F1.
+        for row in list_runs(runs_dir, record.dataset_version):
+            if row["variant"] in ("text", "image") and row["variant"] not in found \
+                    and row["status"] == "completed" and row["macro_f1"] is not None:
+                found[row["variant"]] = {key: row[key] for key in ("run_id", "accuracy", "macro_f1")}
     return found
-
-
-def _latest_run_of(runs_dir: Path, dataset_version: str, variant: str) -> dict[str, Any] | None:
-    """The newest evaluated run of `variant` on `dataset_version` (its primary metrics), if any."""
-    from mmpipe.runs.store import list_runs, read_json
-
-    for row in list_runs(runs_dir, dataset_version):
-        if row["variant"] == variant and row["status"] == "completed" and row["macro_f1"] is not None:
-            return read_json(RunDir(runs_dir / row["run_id"]).metrics)
-    return None
 
 
 def low_support_classes(record: RunRecord) -> dict[str, Any]:

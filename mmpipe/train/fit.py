@@ -158,8 +158,8 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
                     callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
                 )
-        elif checkpoint and checkpoint.best_weights(run) is not None:
-            model.set_weights(checkpoint.best_weights(run))  # stopped early before the interruption
+        elif checkpoint and (best := checkpoint.best_weights(run)) is not None:
+            model.set_weights(best)  # stopped early before the interruption
         with atomic_path(run.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
             model.save(temp)
         if config.train.export_serving:

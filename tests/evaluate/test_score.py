@@ -121,3 +121,28 @@ def test_cli_evaluate_json_then_runs_commands(prefect_api, run_dir, monkeypatch)
     predicted = runner.invoke(app, ["predict", *runs, "--text", "a sun", "--image", str(image), "--json"])
     assert predicted.exit_code == 0, predicted.output
     assert json.loads(predicted.stdout)["run_id"] == run_dir.name  # no RUN_ID: the champion
+
+
+def test_the_baselines_are_the_majority_and_the_newest_single_input_runs(run_dir):
+    record = load_record(RunDir(run_dir))
+
+    def neighbour(run_id, variant, macro_f1, version=record.dataset_version):
+        other = RunDir(run_dir.parent / run_id)
+        other.path.mkdir()
+        record.model_copy(update={"run_id": run_id, "variant": variant, "dataset_version": version}).save(other)
+        other.metrics.write_text(json.dumps({"metrics": {"accuracy": macro_f1, "macro_f1": macro_f1}}))
+
+    neighbour("20000101T000000Z-old", "text", 0.1)
+    neighbour("20000102T000000Z-new", "text", 0.2)  # newer than the one above, older than the fused run
+    neighbour("20000103T000000Z-img", "image", 0.3)
+    neighbour("20000104T000000Z-else", "text", 0.9, version="another-version")
+    result = evaluate_run(run_dir, EvaluateConfig()).result
+    assert result["baselines"]["text"] == {"run_id": "20000102T000000Z-new", "accuracy": 0.2, "macro_f1": 0.2}
+    assert result["baselines"]["image"]["run_id"] == "20000103T000000Z-img"
+    # Always predicting the train split's largest class, scored on the same rows independently.
+    train = record.lineage["counts"]["train"]
+    largest = max(record.classes, key=lambda name: (train.get(name, 0), name))
+    labels = pq.read_table(RunDir(run_dir).predictions).to_pydict()["label"]
+    assert result["baselines"]["majority"]["class"] == largest
+    assert result["baselines"]["majority"]["accuracy"] == pytest.approx(labels.count(largest) / len(labels))
+    assert "text-only run 20000102T000000Z-new" in RunDir(run_dir).report.read_text()
