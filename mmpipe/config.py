@@ -152,6 +152,10 @@ class EvaluateConfig(Section):
     max_class_f1_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
     min_gain_over_majority: float = Field(0.05, ge=-1, description="never promote a run whose accuracy does not beat "
                                           "always predicting the largest class by this much (-1: no floor)")
+    slice_by: list[str] = Field(default_factory=list, description="more columns to slice the test metrics by (besides "
+                                "class, image format, image size and text length): a shard column such as group, "
+                                "or any column of the source manifest")
+    min_slice_rows: int = Field(30, ge=1, description="slices with fewer test rows are flagged small in the report")
 
 
 class SourceEntry(Section):

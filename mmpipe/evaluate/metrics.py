@@ -21,8 +21,9 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
                            top_k: int = 2, ece_bins: int = 10) -> dict[str, Any]:
     """Metrics of `probabilities` ([n, C], rows sum to 1) against integer `labels` ([n], in 0..C-1).
 
-    Returns {"n", "metrics": {...}, "per_class": {class: {...}}, "confusion_matrix": [[...]]}
-    where confusion_matrix[i][j] counts rows of true class i predicted as j.
+    Returns {"n", "metrics": {...}, "per_class": {class: {...}}, "confusion_matrix": [[...]], "calibration": [...]}
+    where confusion_matrix[i][j] counts rows of true class i predicted as j and calibration holds the
+    reliability diagram's bins (`calibration_bins`).
     """
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -54,27 +55,37 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
     }
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(support[i])} for i, name in enumerate(classes)}
-    return {"n": count, "metrics": metrics, "per_class": per_class, "confusion_matrix": confusion.tolist()}
+    return {"n": count, "metrics": metrics, "per_class": per_class, "confusion_matrix": confusion.tolist(),
+            "calibration": calibration_bins(labels, probabilities, ece_bins)}
 
 
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
-    """Sum over equal-width confidence bins of (share of rows) x |accuracy - mean confidence|."""
-    if not len(labels):
-        return 0.0
-    confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
-    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 goes to bin 0.
+def calibration_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width confidence bins (what a reliability diagram draws): for each bin its bounds, rows,
+    accuracy and mean confidence (None for an empty bin). Bin i holds confidences in (i/bins, (i+1)/bins];
+    a confidence of exactly 0 goes to bin 0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1) if len(labels) else np.zeros(0)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64) if len(labels) else np.zeros(0)
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    total = 0.0
+    found = []
     for b in range(bins):
         members = index == b
-        if members.any():
-            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total)
+        found.append({"low": b / bins, "high": (b + 1) / bins, "n": int(members.sum()),
+                      "accuracy": float(correct[members].mean()) if members.any() else None,
+                      "confidence": float(confidence[members].mean()) if members.any() else None})
+    return found
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """Sum over equal-width confidence bins of (share of rows) x |accuracy - mean confidence|."""
+    count = len(labels)
+    return float(sum(b["n"] / count * abs(b["accuracy"] - b["confidence"])
+                     for b in calibration_bins(labels, probabilities, bins) if b["n"])) if count else 0.0
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

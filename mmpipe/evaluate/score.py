@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from mmpipe.config import EvaluateConfig
 from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.metrics import classification_metrics
+from mmpipe.evaluate.slices import slice_metrics
 from mmpipe.files import atomic_path, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
@@ -41,7 +42,7 @@ class Evaluation:
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe evaluate --json` prints."""
         keys = ("run_id", "split", "dataset_version", "n", "metrics", "baselines", "per_class", "low_support",
-                "out_dir", "report")
+                "slices", "out_dir", "report")
         return {key: self.result[key] for key in keys}
 
 
@@ -121,9 +122,13 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     scored = classification_metrics(labels, probabilities, model_classes, top_k=config.top_k,
                                      ece_bins=config.ece_bins)
     scored["metrics"].update(throughput_samples_per_s=round(len(labels) / seconds, 2), latency_ms=latency)
+    row_ids = [value.decode("utf-8") for value in ids]
+    scored["slices"] = slice_metrics(version, split, row_ids, labels, probabilities, model_classes,
+                                     slice_by=config.slice_by, min_rows=config.min_slice_rows,
+                                     ece_bins=config.ece_bins)
     out = evaluation_dir(run, record, version.version, split)
     out.path.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out.predictions, ids, labels, probabilities, model_classes)
+    _write_predictions(out.predictions, row_ids, labels, probabilities, model_classes)
     result = {
         "run_id": record.run_id, "split": split, "dataset_version": version.version,
         "data_dir": str(version.data_dir), "primary": out.path == run.path, "classes": model_classes,
@@ -187,7 +192,7 @@ def _single_sample_latency_ms(model, inputs) -> dict[str, float]:
 def _write_predictions(path: Path, ids, labels, probabilities, classes: list[str]) -> None:
     names = np.array(classes, dtype=object)
     table = pa.table({
-        "id": pa.array([value.decode("utf-8") for value in ids], pa.string()),
+        "id": pa.array(ids, pa.string()),
         "label": pa.array(names[labels], pa.string()),
         "predicted": pa.array(names[probabilities.argmax(axis=1)], pa.string()),
         "probabilities": pa.FixedSizeListArray.from_arrays(
