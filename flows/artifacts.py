@@ -6,5 +6,7 @@ INGEST_REJECTS = "ingest-rejects"
 VALIDATION_REPORT = "validation-report"
 EVALUATION_REPORT = "evaluation-report"
 EVALUATION_METRICS = "evaluation-metrics"
+EVALUATION_REPORT_FILE = "evaluation-report-file"  # a link to report.html
+CONFUSION_MATRIX = "confusion-matrix"
 PROMOTION_DECISION = "promotion-decision"
 PIPELINE_SUMMARY = "pipeline-summary"

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DECISION
+from flows.artifacts import (
+    CONFUSION_MATRIX,
+    EVALUATION_METRICS,
+    EVALUATION_REPORT,
+    EVALUATION_REPORT_FILE,
+    PROMOTION_DECISION,
+)
 from mmpipe.config import Config
 from mmpipe.evaluate import evaluate_run
 from mmpipe.evaluate.promote import promote
+from mmpipe.runs.record import RunDir
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE, persist_result=False)
@@ -35,6 +48,14 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
                              description=f"Run {run_id} on {result['split']} of {result['dataset_version']}")
     create_table_artifact(key=EVALUATION_METRICS, table=metric_rows(result),
                           description=f"Run {run_id}: metrics on {result['n']} {result['split']} rows")
+    report = Path(result["report"])
+    create_link_artifact(key=EVALUATION_REPORT_FILE, link=report.as_uri(), link_text=f"{report} (open it from the "
+                         "machine that ran the flow: charts, slices, lineage)",
+                         description=f"Run {run_id}: the full report, self-contained HTML")
+    # A data URI: the UI shows the picture without a file server (the run dir is on the worker's disk).
+    png = base64.b64encode(RunDir(Path(result["out_dir"])).confusion_matrix.read_bytes()).decode()
+    create_image_artifact(key=CONFUSION_MATRIX, image_url=f"data:image/png;base64,{png}",
+                          description=f"Run {run_id}: confusion matrix on {result['split']}")
     logger = get_run_logger()
     logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
@@ -73,5 +94,18 @@ def evaluation_markdown(result: dict) -> str:
     for name, scores in result["per_class"].items():
         lines.append(f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} "
                      f"| {scores['support']} |")
-    lines += ["", f"Report: `{result['report']}`"]
+    lines += _slice_lines(result.get("slices") or {})
+    lines += ["", f"Report: [{result['report']}]({Path(result['report']).as_uri()})"]
     return "\n".join(lines)
+
+
+def _slice_lines(slices: dict) -> list[str]:
+    """The worst slice of each dimension (where to look first), flagged when it is small."""
+    lines = []
+    for dimension, entries in slices.items():
+        if len(entries) > 1:
+            worst = min(entries, key=lambda entry: entry["accuracy"])
+            lines.append(f"| {dimension} | {worst['value']} | {worst['n']}{' (small)' if worst['small'] else ''} "
+                         f"| {worst['accuracy']:.4f} |")
+    return ["", "Weakest slice per dimension:", "", "| dimension | slice | rows | accuracy |", "|---|---|---:|---:|",
+            *lines] if lines else []

@@ -21,6 +21,8 @@ RAW_FIELDS = [
     pa.field("label", pa.string()),
     pa.field("split", pa.string()),
     pa.field("group", pa.string()),
+    # The manifest's other columns as one JSON object ({"region": "eu"}), kept for slicing and lineage.
+    pa.field("extra", pa.string()),
     # Set when the row was already unusable as read (bad JSON line, undecodable bytes).
     pa.field("reason", pa.string()),
     pa.field("detail", pa.string()),
@@ -51,6 +53,7 @@ def shard_schema(image_size: int) -> pa.Schema:
             pa.field("group", pa.string()),
             pa.field("source", pa.string(), nullable=False),
             pa.field("text_truncated", pa.bool_(), nullable=False),
+            pa.field("extra", pa.string()),  # the manifest's other columns (JSON object), or null
         ],
         metadata={IMAGE_SHAPE_KEY: f"{image_size},{image_size},3".encode()},
     )
@@ -61,7 +64,7 @@ def chunk_schema(image_size: int) -> pa.Schema:
 
     It holds no `row`/`source` locators: a cached chunk stays valid when rows above it move.
     """
-    raw = [pa.field(f"raw_{field.name}", field.type) for field in RAW_FIELDS[2:8]]
+    raw = [pa.field(f"raw_{field.name}", field.type) for field in RAW_FIELDS[2:9]]
     cleaned = [field.with_nullable(True) for field in shard_schema(image_size) if field.name != "source"]
     return pa.schema(
         [
@@ -80,7 +83,7 @@ def quarantine_rows(chunk: pa.Table, locators: pa.Table) -> pa.Table:
         "row": locators["row"],
         "source": locators["source"],
         "id": chunk["id"],  # the given id, else one derived from the row's content
-        **{name: chunk[f"raw_{name}"] for name in ("text", "image", "label", "split", "group")},
+        **{name: chunk[f"raw_{name}"] for name in ("text", "image", "label", "split", "group", "extra")},
         "reason": chunk["reason"],
         "detail": chunk["detail"],
     }

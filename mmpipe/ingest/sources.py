@@ -20,6 +20,7 @@ from mmpipe.ingest.reasons import Reason
 MANIFEST_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = ("text", "image", "label")
 OPTIONAL_COLUMNS = ("id", "split", "group")
+KNOWN_COLUMNS = frozenset((*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS))
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 SIDECAR_SUFFIX = ".txt"
 # A sidecar is a caption, not a book: past this many bytes the rest is never read.
@@ -126,7 +127,22 @@ def _raw_row(row: int, where: str, values: dict[str, Any]) -> dict[str, Any]:
             record["reason"] = Reason.TEXT_INVALID.value
             record["detail"] = f"column {name!r} is not valid UTF-8 text (bad character at position {position})"
         record[name] = None if value is None else _storable(value)
+    record["extra"] = _extra(values)
     return record
+
+
+def _extra(values: dict[str, Any]) -> str | None:
+    """The row's other scalar columns as one JSON object (sorted keys: equal rows, equal text), or None.
+
+    Kept, not judged: they are the user's (a region, a capture device) and slice the metrics later.
+    Nested values and bytes are not kept: nothing slices by them, and they can be large.
+    """
+    kept = {str(name).strip(): value for name, value in values.items()
+            if name not in KNOWN_COLUMNS and str(name).strip() and isinstance(value, str | int | float | bool)
+            and value != ""}
+    if not kept:
+        return None
+    return _storable(json.dumps(kept, ensure_ascii=False, sort_keys=True))
 
 
 def _broken_unicode_at(value: str) -> int | None:
@@ -200,7 +216,10 @@ def _parquet_rows(source: RawSource) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(source.path)
-    names = [name for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in parquet.schema_arrow.names]
+    # The known columns, and the other scalar ones (kept as the row's `extra`).
+    names = [field.name for field in parquet.schema_arrow if field.name in KNOWN_COLUMNS
+             or pa.types.is_string(field.type) or pa.types.is_integer(field.type)
+             or pa.types.is_floating(field.type) or pa.types.is_boolean(field.type)]
     index = 0
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names):
         columns = {}

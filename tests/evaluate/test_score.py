@@ -1,6 +1,7 @@
 """Evaluation of a real trained run: files, numbers that agree with the predictions, the flow."""
 
 import asyncio
+import base64
 import json
 import shutil
 
@@ -10,7 +11,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from flows.artifacts import EVALUATION_METRICS, EVALUATION_REPORT, PROMOTION_DECISION
+from flows.artifacts import (
+    CONFUSION_MATRIX,
+    EVALUATION_METRICS,
+    EVALUATION_REPORT,
+    EVALUATION_REPORT_FILE,
+    PROMOTION_DECISION,
+)
 from flows.evaluate import evaluate_flow
 from mmpipe.cli import app
 from mmpipe.config import EvaluateConfig
@@ -130,6 +137,11 @@ def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
     table = asyncio.run(artifact(flow_run, EVALUATION_METRICS))
     assert table is not None and "macro_f1" in str(table.data)
     assert "promoted to champion" in asyncio.run(artifact(flow_run, PROMOTION_DECISION)).data
+    link = asyncio.run(artifact(flow_run, EVALUATION_REPORT_FILE))
+    assert link.type == "markdown" and f"]({RunDir(run_dir).report.as_uri()})" in link.data
+    image = asyncio.run(artifact(flow_run, CONFUSION_MATRIX))
+    assert image.type == "image" and image.data == "data:image/png;base64," + base64.b64encode(
+        RunDir(run_dir).confusion_matrix.read_bytes()).decode()
     assert "Promotion: promoted to champion" in RunDir(run_dir).report.read_text()
 
 

@@ -48,7 +48,7 @@ def test_touching_an_image_changes_the_fingerprint(tmp_path):
 
 def test_processed_chunk_is_reused(tmp_path):
     source = open_source(manifest_with(tmp_path, ["a", "b", "c"]))
-    (plan,) = plan_chunks(source, tmp_path / "cache", "settings", 8)
+    (plan,) = plan_chunks(source, tmp_path / "cache", "settings", 64)  # 3 rows: under the smallest chunk
     config = make_config(tmp_path / "data")
     location = SourceLocation(source.base_dir, source.root)
     first = process_chunk(plan, location, config, tmp_path / "cache")

@@ -251,3 +251,22 @@ def test_a_changed_source_prunes_the_chunks_no_longer_used_and_keeps_the_rest(sa
     assert len(after["raw"]) == second.chunks["total"]
     # Only the chunk the cut ends in is new; the others were reused, not cleaned again.
     assert len(after["chunks"] - before["chunks"]) <= 1 and second.chunks["cached"] >= second.chunks["total"] - 1
+
+
+def test_manifest_columns_reach_the_shards_and_the_quarantine(tmp_path):
+    import json
+
+    from tests.fixtures.datasets import make_config
+    from tests.fixtures.files import distinct_images, write_manifest
+
+    names = distinct_images(tmp_path / "src", 6, seed=3)
+    rows = [{"text": f"row {i}", "image": name, "label": "cat" if i % 2 else "dog", "region": f"r{i % 3}"}
+            for i, name in enumerate(names)] + [{"text": "gone", "image": "missing.png", "label": "cat", "region": "x"}]
+    summary = ingest(write_manifest(tmp_path / "src" / "m.csv", rows), make_config(tmp_path / "data"))
+    shards = [pq.read_table(path, columns=["text", "extra"]).to_pydict()
+              for path in (tmp_path / "data" / "shards").glob("*.parquet")]
+    kept = {text: json.loads(extra) for table in shards for text, extra in zip(*table.values(), strict=True)}
+    assert kept == {f"row {i}": {"region": f"r{i % 3}"} for i in range(6)} and summary.accepted == 6
+    quarantine = [row for path in (tmp_path / "data" / "quarantine").glob("*.parquet")
+                  for row in pq.read_table(path).to_pylist()]
+    assert [json.loads(row["extra"]) for row in quarantine] == [{"region": "x"}]

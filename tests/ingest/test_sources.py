@@ -147,3 +147,19 @@ def test_a_csv_row_with_more_or_fewer_fields_than_the_header_is_malformed(tmp_pa
     rows = rows_of(path)
     assert rows[0]["reason"] == Reason.ROW_MALFORMED and f"{fields} fields, the header 3" in rows[0]["detail"]
     assert rows[1]["reason"] is None
+
+
+def test_other_manifest_columns_are_kept_as_one_json_object(tmp_path):
+    csv_rows = rows_of(write_manifest_csv(
+        tmp_path / "m.csv", [{"text": "a", "image": "x.png", "label": "cat", "region": "eu", "device": ""}],
+        columns=("text", "image", "label", "region", "device")))
+    assert json.loads(csv_rows[0]["extra"]) == {"region": "eu"}  # an empty cell is no value
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"text": "a", "image": "x.png", "label": "cat", "shots": 3, "meta": {"a": 1}}) + "\n"
+                    + json.dumps({"text": "b", "image": "x.png", "label": "cat"}) + "\n")
+    kept, none = rows_of(path)
+    assert json.loads(kept["extra"]) == {"shots": 3} and none["extra"] is None  # nested values are not kept
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"text": ["a"], "image": ["x.png"], "label": ["cat"], "score": [0.5],
+                             "blob": pa.array([b"\x00" * 10], pa.binary())}), path)
+    assert json.loads(rows_of(path)[0]["extra"]) == {"score": "0.5"}  # no bytes columns

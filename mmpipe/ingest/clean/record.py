@@ -32,7 +32,8 @@ class SourceLocation:
 
 def clean_record(raw: dict[str, Any], location: SourceLocation, config: Config) -> dict[str, Any]:
     """Judge one RAW-schema row; return a CHUNK-schema row (without `row`/`source`)."""
-    out: dict[str, Any] = {f"raw_{name}": raw[name] for name in ("id", "text", "image", "label", "split", "group")}
+    out: dict[str, Any] = {f"raw_{name}": raw[name]
+                           for name in ("id", "text", "image", "label", "split", "group", "extra")}
     verdict = _judge(raw, location, config)
     if isinstance(verdict, Rejection):
         # Quarantined rows get an id too, so reports and contracts can name them.
@@ -82,5 +83,6 @@ def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dic
         "split": given_split or assign_split(group or image.sha256, config.ingest.split_ratios),
         "group": group,
         "text_truncated": truncated,
+        "extra": raw["extra"],
         "content_key": content_key,
     }
