@@ -26,6 +26,7 @@ from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
 from mmpipe.ingest.version import DatasetVersion
+from mmpipe.wording import counted
 
 # Read by the CLI's progress bar from the flow's log records.
 PROGRESS_EXTRA = "mmpipe_progress"
@@ -35,7 +36,7 @@ PROGRESS_EXTRA = "mmpipe_progress"
 def plan_chunks_task(source: str, config: Config) -> IngestPlan:
     plan = plan_ingest(source, config)
     reused = f"; source and settings unchanged: reusing dataset {plan.reusable.version}" if plan.reusable else ""
-    get_run_logger().info("planned %d chunk(s) from %s%s", len(plan.chunks), plan.source.path, reused)
+    get_run_logger().info("planned %s from %s%s", counted(len(plan.chunks), "chunk"), plan.source.path, reused)
     return plan
 
 
@@ -69,9 +70,9 @@ def ingest_flow(source: str, config: Config) -> dict:
 
     def report(done: int, total: int, result: ChunkResult) -> None:
         if not progress:
-            progress.append(create_progress_artifact(progress=0.0, description=f"Cleaning {total} chunk(s)"))
+            progress.append(create_progress_artifact(progress=0.0, description=f"Cleaning {counted(total, 'chunk')}"))
         update_progress_artifact(progress[0], progress=100.0 * done / total)
-        logger.info("chunk %d/%d: %d rows, %d rejected%s", done, total, result.rows, result.rejected,
+        logger.info("chunk %d/%d: %s, %d rejected%s", done, total, counted(result.rows, "row"), result.rejected,
                     " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, total)})
 
     version = ingest(source, config, TASK_STEPS, on_chunk=report)

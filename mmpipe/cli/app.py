@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mmpipe.cli import contracts, pipeline, runs, stages
-from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT
+from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
 from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
 from mmpipe.errors import MmpipeError
@@ -38,12 +38,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # docstring paragraphs reflow; [brackets] are not eaten as markup
+    cls=PlainFlagsGroup,
 )
 
 for command, name in ((pipeline.demo, "demo"), (pipeline.run_command, "run"), (stages.ingest, "ingest"),
                       (stages.validate, "validate"), (stages.train_command, "train"), (stages.evaluate, "evaluate"),
                       (stages.predict, "predict"), (pipeline.serve, "serve"), (pipeline.sample, "sample")):
     app.command(name)(command)
+app.command("watch")(pipeline.watch)  # the watcher to run next to a worker (deployments/prefect.yaml)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(contracts.contracts_app, name="contracts")
 

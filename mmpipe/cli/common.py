@@ -1,4 +1,5 @@
-"""What every command shares: option types, exit codes, and running a Prefect flow from the CLI."""
+"""What every command shares: option types, exit codes, help that shows flags as flags, and running a
+Prefect flow from the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from mmpipe.errors import MmpipeError
 
@@ -38,6 +40,30 @@ ContractsOption = Annotated[
                  "instead of the ones inferred into `DATA/contracts/` (sets `contracts.suites_dir`).",
                  show_default=False),
 ]
+
+
+class PlainFlagsGroup(TyperGroup):
+    """A command group whose help shows flags bare (`--json`), its own and those of every command in it.
+
+    Typer 0.29's help prints a type after every option, flags too (`--json <bool>`), as if they took
+    a value; it prints a metavar instead when one is set, and an empty one prints nothing.
+    """
+
+    def get_params(self, ctx):
+        return _bare_flags(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _bare_flags(command.get_params(ctx))  # --help included: it is made here, not declared
+        return command
+
+
+def _bare_flags(params: list) -> list:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
 
 
 def start_prefect() -> None:

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mmpipe.cli.common import ConfigOption, ContractsOption, DataOption, JsonOption
+from mmpipe.cli.common import ConfigOption, ContractsOption, DataOption, JsonOption, PlainFlagsGroup
 from mmpipe.cli.output import brief
+from mmpipe.wording import counted
 
 contracts_app = typer.Typer(help="The data contracts of a data dir: show, export, infer, accept new classes.",
-                            no_args_is_help=True)
+                            no_args_is_help=True, cls=PlainFlagsGroup)
 
 
 @contracts_app.command("show")
@@ -125,5 +126,6 @@ def contracts_accept_classes(
     if not added:
         typer.echo(f"nothing to accept: {path} already knows every class of the current version")
         return
-    typer.echo(f"accepted {', '.join(f'{name!r} ({rows} rows)' for name, rows in added.items())} into {path}")
+    accepted = ", ".join(f"{name!r} ({counted(rows, 'row')})" for name, rows in added.items())
+    typer.echo(f"accepted {accepted} into {path}")
     typer.echo("next: `mmpipe validate` (or `mmpipe run`)")

@@ -10,12 +10,14 @@ from typing import Any
 
 import typer
 
+from mmpipe.wording import counted
+
 
 def print_ingest_summary(summary: dict[str, Any]) -> None:
     quarantined = sum(summary["quarantined"].values())
     typer.echo(f"dataset {summary['dataset_version']} in {summary['data_dir']}")
-    typer.echo(f"  rows read {summary['rows_read']}: accepted {summary['accepted']}, "
-               f"quarantined {quarantined}, duplicates {summary['duplicates']}")
+    typer.echo(f"  {counted(summary['rows_read'], 'row')} read: {summary['accepted']} accepted, "
+               f"{quarantined} quarantined, {counted(summary['duplicates'], 'duplicate')}")
     for reason, count in sorted(summary["quarantined"].items(), key=lambda item: -item[1]):
         typer.echo(f"    {reason}: {count}")
     typer.echo("  splits: " + ", ".join(f"{split} {count}" for split, count in summary["splits"].items()))
@@ -28,9 +30,12 @@ def print_ingest_summary(summary: dict[str, Any]) -> None:
 def print_pipeline_summary(summary: dict) -> None:
     metrics, promotion = summary["metrics"], summary["promotion"] or {}
     ingest = summary["ingest"]
-    typer.echo(f"dataset {summary['dataset_version']}: {ingest['accepted']} accepted, "
-               f"{sum(ingest['quarantined'].values())} quarantined, {ingest['duplicates']} duplicates; "
-               f"contracts passed ({len(summary['validation']['warnings'])} warning(s))")
+    validation = summary["validation"]
+    typer.echo(f"dataset {summary['dataset_version']}: {counted(ingest['accepted'], 'row')} accepted, "
+               f"{sum(ingest['quarantined'].values())} quarantined, {counted(ingest['duplicates'], 'duplicate')}; "
+               f"contracts passed ({warnings_of(validation)})")
+    if validation.get("page"):
+        typer.echo(f"  validation page: {validation['page']}")
     print_contracts(summary["validation"])
     majority = (summary.get("baselines") or {}).get("majority") or {}
     against = (f" (always predicting {majority['class']!r}: accuracy {majority['accuracy']:.4f})"
@@ -48,6 +53,12 @@ def print_contracts(validation: dict) -> None:
 
     typer.echo(f"  {source_origin_line(validation['contracts'])}")
     print_notice(validation)
+
+
+def warnings_of(validation: dict) -> str:
+    """`no warnings`, `1 warning`, `3 warnings`: how many warning expectations failed."""
+    count = len(validation["warnings"])
+    return counted(count, "warning") if count else "no warnings"
 
 
 def print_notice(validation: dict) -> None:

@@ -8,15 +8,38 @@ from typing import Annotated
 
 import typer
 
-from mmpipe.cli.common import ConfigOption, JsonOption, RunsOption
+from mmpipe.cli.common import ConfigOption, JsonOption, PlainFlagsGroup, RunsOption
+from mmpipe.wording import counted
 
-runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True)
+runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True,
+                       cls=PlainFlagsGroup)
 
 
 def runs_dir_of(runs: Path | None, config: Path | None) -> Path:
     from mmpipe.config import load_config
 
     return Path(load_config(config, {"runs_dir": runs}).runs_dir).absolute()
+
+
+def none_yet(what: str, folder: Path, how: str) -> str:
+    """`no runs in DIR yet`, naming the folder looked in: run from elsewhere, `./mmpipe-runs` is not there."""
+    if not folder.is_dir():
+        return f"no {what}: {folder} does not exist ({how} there, or pass --runs DIR to look elsewhere)"
+    return f"no {what} in {folder} yet: {how} (or pass --runs DIR)"
+
+
+def validation_line(validation: dict) -> str:
+    """`passed (PAGE)`: the verdict the run trained on and where to read it (the page, else result.json)."""
+    from mmpipe.contracts.page import PAGE_FILE
+
+    if validation.get("success") is None:
+        return "not recorded"
+    verdict = "passed" if validation["success"] else "FAILED"
+    result = validation.get("result")
+    if not result:
+        return verdict
+    page = Path(result).with_name(PAGE_FILE)
+    return f"{verdict} ({page if page.is_file() else result})"
 
 
 @runs_app.command("list")
@@ -37,7 +60,7 @@ def runs_list(
         typer.echo(json.dumps(rows))
         return
     if not rows:
-        typer.echo(f"no runs in {folder} yet: `mmpipe train` makes one (or pass --runs DIR)")
+        typer.echo(none_yet("runs", folder, "`mmpipe train` makes one"))
         return
     typer.echo(f"  {'run':<24} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
                f"{'macro F1':>8}")
@@ -71,9 +94,10 @@ def runs_show(
         return
     lineage = shown.get("lineage", {})
     typer.echo(f"run {run_id}: {shown['status']}, {shown['variant']} model{', champion' if shown['champion'] else ''}")
-    typer.echo(f"  dataset {shown['dataset_version']} ({len(lineage.get('shards', []))} shards), validation passed: "
-               f"{lineage.get('validation', {}).get('success')}")
-    typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git {shown.get('git_commit')}")
+    typer.echo(f"  dataset {shown['dataset_version']} ({counted(len(lineage.get('shards', [])), 'shard')}), "
+               f"validation: {validation_line(lineage.get('validation') or {})}")
+    git = shown.get("git_commit") or "not a git checkout"
+    typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git: {git}")
     if shown.get("error"):
         typer.echo(f"  error: {shown['error']}")
     evaluation = shown["evaluation"]
@@ -120,12 +144,13 @@ def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json:
     """The current champion (the run `mmpipe predict` uses by default)."""
     from mmpipe.runs.store import read_champion
 
-    champion = read_champion(runs_dir_of(runs, config))
+    folder = runs_dir_of(runs, config)
+    champion = read_champion(folder)
     if as_json:
         typer.echo(json.dumps(champion))
         return
     if champion is None:
-        typer.echo("no champion yet: `mmpipe evaluate RUN_ID` promotes the first evaluated run")
+        typer.echo(none_yet("champion", folder, "`mmpipe evaluate RUN_ID` promotes the first evaluated run"))
         return
     typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
                f"promoted {champion['promoted_at']}, previous {champion['previous']})")

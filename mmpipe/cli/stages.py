@@ -19,8 +19,9 @@ from mmpipe.cli.common import (
     run_flow,
     start_prefect,
 )
-from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice
+from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice, warnings_of
 from mmpipe.errors import ContractViolation, MmpipeError
+from mmpipe.wording import counted
 
 
 def ingest(
@@ -68,8 +69,9 @@ def validate(
     source suites (this source's classes, ranges and drift). A data dir without source suites
     gets them inferred from its first version that passes the project suites, into
     `DATA/contracts/`; review them with `mmpipe contracts show`. Critical expectations gate
-    training; warnings are reported. Results and GX Data Docs go to
-    `DATA/validation/DATASET_VERSION/`; an unchanged dataset and suite are not validated twice.
+    training; warnings are reported. The report goes to `DATA/validation/DATASET_VERSION/`:
+    `index.html` to read (self-contained, opens offline) and `result.json` for programs; an
+    unchanged dataset and suite are not validated twice.
     Exit status: 0 all critical expectations pass, 1 one fails, 2 no dataset or an unusable suite file.
     """
     from mmpipe.config import load_config
@@ -95,7 +97,7 @@ def validate(
         print_notice(summary)
         return
     typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
-               f"({len(summary['warnings'])} warning(s)); report: {summary['report']}")
+               f"({warnings_of(summary)}); report: {summary['page']}")
     print_contracts(summary)
     for warning in summary["warnings"]:
         typer.echo(f"  warning: {warning['expectation']}: {warning['observed']}")
@@ -140,7 +142,7 @@ def train_command(
         return
     history = summary["history"]
     last = {key: values[-1] for key, values in history.items() if values}
-    typer.echo(f"run {summary['run_id']} {summary['status']} after {len(history.get('loss', []))} epoch(s): "
+    typer.echo(f"run {summary['run_id']} {summary['status']} after {counted(len(history.get('loss', [])), 'epoch')}: "
                + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
     typer.echo(f"run dir: {summary['run_dir']}")
 
@@ -215,7 +217,7 @@ def evaluate(
         typer.echo(json.dumps(summary))
         return
     metrics = summary["metrics"]
-    typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({summary['n']} rows): "
+    typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({counted(summary['n'], 'row')}): "
                f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
                f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}")
     if "promotion" in summary:

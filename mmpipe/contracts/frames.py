@@ -82,11 +82,16 @@ def dataset_frame(shard_tables: list[pa.Table], config: Config) -> pd.DataFrame:
     frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     train_counts = frame.loc[frame["split"] == "train", "label"].value_counts()
     frame["train_count_of_label"] = frame["label"].map(train_counts).fillna(0).astype("int64")
-    shares = frame["split"].value_counts(normalize=True)
+    shares = split_shares(frame)
     ratios = config.ingest.split_ratios.model_dump()  # the dataset's own ratios (see contract_parameters)
     frame["split_share_error"] = (frame["split"].map(shares) - frame["split"].map(ratios).fillna(0.0)).abs()
     frame["image_split_count"] = frame.groupby("image_sha256")["split"].transform("nunique").astype("int64")
     return frame
+
+
+def split_shares(frame: pd.DataFrame) -> pd.Series:
+    """Each split's share of the rows (what `split_share_error` compares with the configured ratios)."""
+    return frame["split"].value_counts(normalize=True)
 
 
 def dataset_statistics(frame: pd.DataFrame) -> dict[str, Any]:

@@ -12,8 +12,14 @@ from typing import Any
 from mmpipe.contracts.suites import INDEX_META, SOURCE, SUITE_META, SuiteFile, build_gx_suite, describe_expectation
 from mmpipe.contracts.verdict import Outcome
 from mmpipe.files import stable_hash
+from mmpipe.wording import counted
 
 EXAMPLES = 10
+# What a single observed value measures, as its wording starts.
+MEASURES = {"expect_column_median_to_be_between": "median ", "expect_column_mean_to_be_between": "mean ",
+            "expect_column_kl_divergence_to_be_less_than": "KL divergence ",
+            "expect_column_unique_value_count_to_be_between": "distinct values: "}
+ROW_COUNTS = ("expect_table_row_count_to_be_between", "expect_table_row_count_to_equal")
 RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["id"], "partial_unexpected_count": 20}
 
 
@@ -53,8 +59,8 @@ def parameters_used(suites: list[SuiteFile], parameters: dict[str, Any]) -> dict
     return {name: value for name, value in parameters.items() if f'"$PARAMETER": "{name}"' in text}
 
 
-def outcomes_of(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
-    """One Outcome per expectation of `suite`, merged over the scopes (shards) it ran on."""
+def outcomes_of(suite: SuiteFile, results: dict[str, dict], rows: dict[str, int]) -> list[Outcome]:
+    """One Outcome per expectation of `suite`, merged over the scopes (shards) it ran on; `rows` per scope."""
     by_index = {scope: {item["expectation_config"]["meta"][INDEX_META]: item for item in result["results"]
                         if item["expectation_config"]["meta"].get(SUITE_META) == suite.label}
                 for scope, result in results.items()}
@@ -68,8 +74,10 @@ def outcomes_of(suite: SuiteFile, results: dict[str, dict]) -> list[Outcome]:
             for row in item["result"].get("partial_unexpected_index_list", []):
                 if "id" in row and str(row["id"]) not in examples:
                     examples.append(str(row["id"]))
-        observed = (_observed([item for _, item in failing]) if failing
-                    else _observed([next(iter(by_index.values()))[index]]))
+        if failing:  # a failing result is always one shard's own (a failed batch is re-run shard by shard)
+            observed = _observed([item for _, item in failing])
+        else:  # a passing one may be a batch's, cached from another version: rows come from the scopes
+            observed = _observed([next(iter(by_index.values()))[index]], [rows[scope] for scope in by_index])
         outcomes.append(Outcome(
             suite=suite.label, expectation=describe_expectation(entry), severity=entry["severity"],
             success=not failing, observed=observed, examples=examples[:EXAMPLES],
@@ -86,8 +94,9 @@ def _check_name(entry: dict[str, Any]) -> str:
     return f"{entry['type']}({target})"
 
 
-def _observed(items: list[dict]) -> Any:
-    """What GX observed, summed over the scopes (shards) an expectation ran on."""
+def _observed(items: list[dict], rows: list[int] | None = None) -> str:
+    """What GX observed, in words, summed over the scopes (shards) an expectation ran on; `rows`: the
+    scopes' row counts, where the items may describe other rows too."""
     errors = []
     for item in items:
         info = item["exception_info"]
@@ -97,18 +106,66 @@ def _observed(items: list[dict]) -> Any:
     if messages:
         return "error: " + "; ".join(str(message) for message in messages)
     results = [item["result"] for item in items]
+    kwargs = items[0]["expectation_config"].get("kwargs", {})
     if all("unexpected_count" in result for result in results):
         unexpected = sum(result["unexpected_count"] for result in results)
-        total = sum(result.get("element_count") or 0 for result in results)
-        values = [value for result in results for value in result.get("partial_unexpected_list", [])][:5]
-        examples = f", e.g. {values}" if values else ""
-        return f"{unexpected} of {total} rows unexpected{examples}"
-    if "partial_missing_list" in results[0]:  # "contains the set": GX reports what is missing, not what was seen
-        missing = results[0]["partial_missing_list"]
-        return f"missing: {', '.join(map(str, missing))}" if missing else "none missing"
-    if "observed_value" in results[0]:
-        return results[0]["observed_value"]
-    return results[0]
+        total = sum(rows) if rows is not None else sum(result.get("element_count") or 0 for result in results)
+        if not total:
+            return "no rows to check"
+        values = list(dict.fromkeys(str(value) for result in results
+                                    for value in result.get("partial_unexpected_list", [])))[:5]
+        examples = f", e.g. {', '.join(values)}" if values else ""
+        return f"{unexpected} of {counted(total, 'row')} unexpected{examples}{_expected(kwargs)}"
+    first = results[0]
+    if "partial_missing_list" in first:  # "contains the set": GX reports what is missing, not what was seen
+        missing, wanted = sorted(first["partial_missing_list"], key=str), kwargs.get("value_set") or []
+        present = [value for value in wanted if value not in missing]
+        if not missing:
+            return f"all {len(wanted)} present: {names(wanted)}"
+        return f"missing: {names(missing)}" + (f" (present: {names(present)})" if present else " (none present)")
+    mismatched = (first.get("details") or {}).get("mismatched")
+    if mismatched:  # a column set: name what is missing or extra, not the whole observed list
+        return "; ".join(f"{key} columns: {names(value)}" for key, value in mismatched.items() if value)
+    if "observed_value" in first:
+        value = first["observed_value"]
+        if value is None:  # GX computes no median, KL divergence ... over no values
+            return "nothing to measure: no values in this column"
+        if isinstance(value, list):
+            return names(value, limit=20)
+        kind = items[0]["expectation_config"]["type"]
+        if kind not in ROW_COUNTS:
+            return f"{MEASURES.get(kind, '')}{number(value)}{_expected(kwargs)}"
+        if rows is not None and len(rows) > 1:
+            return f"{counted(len(rows), 'shard')}, the smallest with {counted(min(rows), 'row')}{_expected(kwargs)}"
+        return counted(rows[0] if rows else value, "row") + _expected(kwargs)
+    return json.dumps(first, default=str)
+
+
+def _expected(kwargs: dict[str, Any]) -> str:
+    """The bounds an expectation allows, as ` (expected 1 to 300)`, or nothing when it has none."""
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if "threshold" in kwargs:
+        return f" (expected under {number(kwargs['threshold'])})"
+    if low is not None and high is not None:
+        return f" (expected {number(low)} to {number(high)})" if low != high else f" (expected {number(low)})"
+    if low is not None:
+        return f" (expected at least {number(low)})"
+    if high is not None:
+        return f" (expected at most {number(high)})"
+    return ""
+
+
+def number(value: Any) -> str:
+    """A measured number as people read it: 57, 181.9, 0.15, 4.844e-09."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def names(values: list, limit: int = 10) -> str:
+    """Up to `limit` names, then how many more: a class set of thousands stays one readable line."""
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def without_source(result: dict) -> dict:

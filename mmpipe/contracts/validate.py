@@ -10,19 +10,19 @@ or mtime differs from what ingest recorded, so a stored verdict never outlives t
 
 A data dir without source suites gets them inferred from this version (see infer.py) when it
 passes the project suites; the inferred suites run in the same pass and must pass on it.
-gx.py runs GX; verdict.py holds what comes out; docs.py renders GX's Data Docs.
+gx.py runs GX; verdict.py holds what comes out; page.py writes the page people read (index.html).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from mmpipe.config import Config
-from mmpipe.contracts.docs import write_docs
+from mmpipe.config import SPLITS, Config
 from mmpipe.contracts.frames import (
     contract_parameters,
     dataset_config,
@@ -30,9 +30,11 @@ from mmpipe.contracts.frames import (
     dataset_statistics,
     frame_of,
     shard_table,
+    split_shares,
 )
 from mmpipe.contracts.gx import GreatExpectations, outcomes_of, parameters_used, without_source
 from mmpipe.contracts.infer import inferred_suites, save_suites
+from mmpipe.contracts.page import PAGE_FILE, write_page
 from mmpipe.contracts.suites import (
     INFERRED,
     NOT_YET,
@@ -47,6 +49,7 @@ from mmpipe.contracts.verdict import Outcome, ValidationReport
 from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
+from mmpipe.wording import counted
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"
@@ -106,6 +109,8 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
 
     previous = _read_json(out_dir / RESULT_FILE)
     if previous is not None and previous.get("run_key") == run_key(contracts):
+        if not (out_dir / PAGE_FILE).is_file():  # validated by an older mmpipe, or stopped before the page
+            _publish_page(out_dir, previous, version)
         return _report_from(previous, out_dir, reused=True, seconds=time.perf_counter() - started)
     run = _Run(data_dir, version, config, shard_hashes)
     inferring = contracts.source is None and run.dataset_frame().shape[0] > 0  # nothing to learn from no rows
@@ -118,8 +123,9 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
     shard_results = run.validate_shards(contracts.suites("shards"), parameters)
     dataset_result = run.validate_dataset(contracts.suites("dataset"), parameters)
     outcomes = _integrity_outcomes(version, shard_hashes)
+    rows = {entry.path: entry.rows for entry in version.shards} | {"dataset": len(run.dataset_frame())}
     for kind, results in (("shards", shard_results), ("dataset", {"dataset": dataset_result})):
-        outcomes += [o for suite in contracts.suites(kind) for o in outcomes_of(suite, results)]
+        outcomes += [o for suite in contracts.suites(kind) for o in outcomes_of(suite, results, rows)]
     if inferring:
         if all(o.success for o in outcomes if o.severity == "critical" and not o.suite.startswith(SOURCE)):
             save_suites(contracts.source)
@@ -130,17 +136,18 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
             contracts = replace(contracts, source=None, source_origin=NOT_YET)
             inferring = False
     _explain_new_classes(outcomes, contracts, run, data_dir)
-    _explain_small_classes(outcomes, run, config.contracts.min_train_per_class)
+    _explain_train_counts(outcomes, run, config.contracts.min_train_per_class)
+    _explain_split_shares(outcomes, run, config, parameters["split_tolerance"])
     success = all(o.success for o in outcomes if o.severity == "critical")
-    docs = write_docs(out_dir / "docs", shard_results, dataset_result)
     result = {
         "run_key": run_key(contracts), "dataset_version": version.version, "success": success,
         "outcomes": [asdict(o) for o in outcomes], "reference": reference_used["dataset_version"],
         "statistics": statistics, "parameters": parameters, "contracts": contracts.describe(),
         "inferred": inferring, "shards": shard_hashes,
-        "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "docs": str(docs),
+        "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "page": str(out_dir / PAGE_FILE),
     }
     write_json_atomic(out_dir / RESULT_FILE, result)
+    _publish_page(out_dir, result, version)  # after result.json, which it links to and is rendered from
     if success and reference is None:
         set_reference(data_dir, version.version)  # the first passing version anchors drift checks
     return _report_from(result, out_dir, reused=False, seconds=time.perf_counter() - started)
@@ -149,7 +156,7 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
 def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -> list[Outcome]:
     """A critical outcome: every shard file is still the one ingest wrote (a changed shard is named)."""
     changed = [entry.path for entry in version.shards if shard_hashes[entry.path] != entry.sha256]
-    observed = (f"{len(changed)} shard(s) differ from the sha256 recorded in dataset.json: {', '.join(changed)}"
+    observed = (f"{counted(len(changed), 'shard')} not as recorded in dataset.json (sha256): {', '.join(changed)}"
                 if changed else "every shard matches its recorded sha256")
     return [Outcome(suite=INTEGRITY, expectation="shard files unchanged since ingest", severity="critical",
                     success=not changed, observed=observed, shards=changed,
@@ -158,14 +165,36 @@ def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -
                     if changed else "")]
 
 
-def _explain_small_classes(outcomes: list[Outcome], run: _Run, minimum: int) -> None:
-    """A failed train-count check names the classes and their train rows instead of GX's row count."""
+def _publish_page(out_dir: Path, result: dict[str, Any], version: DatasetVersion) -> None:
+    write_page(out_dir, result, version, RESULT_FILE)
+    # GX Data Docs written by an older mmpipe: broken offline (see page.py), so nobody should open them.
+    shutil.rmtree(out_dir / "docs", ignore_errors=True)
+
+
+def _explain_train_counts(outcomes: list[Outcome], run: _Run, minimum: int) -> None:
+    """The train-count check names classes and their train rows instead of GX's count of rows."""
+    frame = run.dataset_frame()
     for outcome in outcomes:
-        if outcome.check.endswith("(train_count_of_label)") and not outcome.success:
-            frame = run.dataset_frame()
+        if outcome.check.endswith("(train_count_of_label)") and not frame.empty:
             counts = frame.groupby("label")["train_count_of_label"].first()
             small = ", ".join(f"{label!r} ({count})" for label, count in sorted(counts.items()) if count < minimum)
-            outcome.observed = f"train rows per class under {minimum}: {small}"
+            fewest = counts.idxmin()
+            outcome.observed = (f"train rows per class under {minimum}: {small}" if small else
+                                f"every class has at least {minimum} train rows (fewest: {fewest!r}, "
+                                f"{counts[fewest]})")
+
+
+def _explain_split_shares(outcomes: list[Outcome], run: _Run, config: Config, tolerance: float) -> None:
+    """The split-share check shows each split's share and the configured ratio, not a count of rows;
+    its example ids are dropped (every row of an off split would qualify, which says nothing)."""
+    frame = run.dataset_frame()
+    for outcome in outcomes:
+        if outcome.check.endswith("(split_share_error)") and not frame.empty:
+            shares, ratios = split_shares(frame), config.ingest.split_ratios.model_dump()
+            observed = ", ".join(f"{split} {shares.get(split, 0.0):.2f}" for split in SPLITS)
+            expected = ", ".join(f"{split} {ratios[split]:.2f}" for split in SPLITS)
+            outcome.observed = f"{observed} (expected {expected}, each within {tolerance:g})"
+            outcome.examples = []
 
 
 def _explain_new_classes(outcomes: list[Outcome], contracts: Contracts, run: _Run, data_dir: Path) -> None:
@@ -181,7 +210,7 @@ def _explain_new_classes(outcomes: list[Outcome], contracts: Contracts, run: _Ru
             counts = run.dataset_frame()["label"].value_counts()
             known = set(entry["kwargs"].get("value_set") or [])
             unknown = {str(label): int(count) for label, count in counts.items() if label not in known}
-            shown = ", ".join(f"{label!r} ({count} rows)" for label, count in sorted(unknown.items()))
+            shown = ", ".join(f"{label!r} ({counted(count, 'row')})" for label, count in sorted(unknown.items()))
             outcome.observed = f"classes the source contracts do not know: {shown}"
             outcome.hint = (f"if they are real classes, accept them with `mmpipe contracts accept-classes --data "
                             f"{data_dir}`; otherwise fix their labels and ingest again")
@@ -255,7 +284,7 @@ def _report_from(result: dict, out_dir: Path, reused: bool, seconds: float) -> V
     return ValidationReport(
         dataset_version=result["dataset_version"], success=result["success"],
         outcomes=[Outcome(**o) for o in result["outcomes"]], report=out_dir / RESULT_FILE,
-        docs=Path(result["docs"]), reference=result["reference"], contracts=result["contracts"],
+        page=out_dir / PAGE_FILE, reference=result["reference"], contracts=result["contracts"],
         inferred=result["inferred"] and not reused, reused=reused, seconds=round(seconds, 3),
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.contracts.infer import source_origin_line
+from mmpipe.wording import counted
 
 
 @dataclass
@@ -37,8 +38,8 @@ class ValidationReport:
     dataset_version: str
     success: bool
     outcomes: list[Outcome]
-    report: Path
-    docs: Path
+    report: Path  # result.json: everything, for programs
+    page: Path  # index.html: the same, for people (offline, self-contained)
     reference: str
     contracts: dict[str, Any]
     inferred: bool = False
@@ -75,6 +76,7 @@ class ValidationReport:
             "failed": [o.describe() for o in self.failed],
             "warnings": [o.describe() for o in self.warnings],
             "report": str(self.report),
+            "page": str(self.page),
             "contracts": self.contracts,
             "inferred": self.inferred,
             "notice": self.notice,
@@ -88,16 +90,17 @@ class ValidationReport:
             hint = f" ({outcome.hint})" if outcome.hint else ""
             parts.append(f"{outcome.expectation} [{outcome.suite}: {outcome.check}] observed "
                          f"{short(outcome.observed, 300)}{ids}{hint}")
-        return (f"dataset {self.dataset_version} failed {len(parts)} critical expectation(s): "
-                + " | ".join(parts) + f". Details: {self.report}")
+        return (f"dataset {self.dataset_version} failed {counted(len(parts), 'critical expectation')}: "
+                + " | ".join(parts) + f". Details: {self.page}")
 
     def to_markdown(self) -> str:
         verdict = "passed" if self.success else "FAILED"
         lines = [f"# Validation of dataset `{self.dataset_version}`: {verdict}", ""]
         if self.notice:
             lines += [f"**{self.notice}**", ""]
-        lines += [f"{len(self.failed)} critical failure(s), {len(self.warnings)} warning(s), "
-                  f"{len(self.outcomes)} expectations. Drift reference: `{self.reference}`. Report: `{self.report}`.",
+        lines += [f"{counted(len(self.failed), 'critical failure')}, {counted(len(self.warnings), 'warning')}, "
+                  f"{counted(len(self.outcomes), 'expectation')}. Drift reference: `{self.reference}`.",
+                  "", f"The whole report, offline: `{self.page}` (every observed value: `{self.report}`).",
                   "", f"Suites: {self.contracts_line}.",
                   "", "| suite | expectation | severity | result | observed | examples |",
                   "|---|---|---|---|---|---|"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,26 @@ def test_an_internal_error_is_one_line_with_how_to_see_more(tmp_path, monkeypatc
     monkeypatch.setenv("MMPIPE_DEBUG", "")  # so that what --verbose sets is undone after the test
     with pytest.raises(RuntimeError, match="did not expect"):  # --verbose: the traceback, for a bug report
         run_main(["--verbose", "ingest", str(tmp_path / "m.csv")], monkeypatch, capsys)
+
+
+def every_command_path(group=None, path=()):
+    """Every command and group of `mmpipe`, as the argument lists that reach them."""
+    import typer.main
+
+    group = group or typer.main.get_command(app)
+    yield list(path)
+    for name, command in getattr(group, "commands", {}).items():
+        yield from every_command_path(command, (*path, name)) if hasattr(command, "commands") else [[*path, name]]
+
+
+def test_help_shows_flags_as_flags_not_as_options_with_a_type():
+    """Typer 0.29 prints `--json <bool>` as if it took a value; every flag, --help included, shows bare."""
+    paths = list(every_command_path())
+    assert ["validate"] in paths and ["runs", "list"] in paths and ["contracts", "export"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.stdout and "<bool>" not in result.stdout, (path, result.stdout)
+    validate = runner.invoke(app, ["validate", "--help"], terminal_width=200).stdout
+    assert "<path>" in validate  # options that take a value still say what kind
+    assert re.search(r"--json +Print one JSON object", validate)

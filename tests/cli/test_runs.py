@@ -24,6 +24,33 @@ def test_runs_compare_shows_metric_class_and_config_changes(tmp_path):
     assert diff["per_class_f1"]["cat"]["delta"] == 0.2 and diff["config"] == {"train.epochs": {"a": 1, "b": 3}}
 
 
-def test_runs_list_says_where_it_looked_when_there_are_none(tmp_path):
-    shown = runner.invoke(app, ["runs", "list", "--runs", str(tmp_path / "none")])
-    assert shown.exit_code == 0 and "no runs" in shown.stdout
+def test_runs_list_and_champion_say_where_they_looked_when_there_are_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not where the runs are: the default ./mmpipe-runs does not exist
+    shown = runner.invoke(app, ["runs", "list"])
+    assert shown.exit_code == 0
+    assert f"no runs: {tmp_path / 'mmpipe-runs'} does not exist" in shown.stdout and "--runs DIR" in shown.stdout
+    champion = runner.invoke(app, ["runs", "champion"])
+    assert f"no champion: {tmp_path / 'mmpipe-runs'} does not exist" in champion.stdout
+    (tmp_path / "empty").mkdir()
+    shown = runner.invoke(app, ["runs", "list", "--runs", str(tmp_path / "empty")])
+    assert f"no runs in {tmp_path / 'empty'} yet" in shown.stdout
+
+
+def test_runs_show_says_the_validation_verdict_and_git_in_words(tmp_path):
+    run_dir = make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
+    shown = runner.invoke(app, ["runs", "show", "20260101T000000Z-a", "--runs", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "(0 shards), validation: not recorded" in shown.stdout and "git: not a git checkout" in shown.stdout
+    assert "None" not in shown.stdout and "True" not in shown.stdout
+    validated = tmp_path / "data" / "validation" / "v1"
+    validated.mkdir(parents=True)
+    (validated / "result.json").write_text("{}")
+    (validated / "index.html").write_text("<!doctype html>")
+    record = json.loads((run_dir / "run.json").read_text())
+    record["lineage"].update(shards=[{"path": "shards/train-0.parquet"}],
+                             validation={"success": True, "result": str(validated / "result.json")})
+    record["git_commit"] = "abc1234"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    shown = runner.invoke(app, ["runs", "show", "20260101T000000Z-a", "--runs", str(tmp_path)])
+    assert f"dataset v1 (1 shard), validation: passed ({validated / 'index.html'})" in shown.stdout
+    assert "git: abc1234" in shown.stdout

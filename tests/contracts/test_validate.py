@@ -50,11 +50,11 @@ def test_first_version_passes_and_gets_its_source_suites_inferred(contracts_conf
     assert {o.suite for o in report.outcomes} == {"files", "project/shards", "project/dataset", "source/shards",
                                                   "source/dataset"}
     out = data_dir / "validation" / report.dataset_version
-    assert (out / "docs" / "index.html").is_file()
-    assert "Great Expectations" in (out / "docs" / "dataset.html").read_text()
+    assert report.page == out / "index.html" and stored["page"] == str(report.page)
+    assert report.dataset_version in report.page.read_text()  # what the page says: tests/contracts/test_page.py
     assert read_reference(data_dir)["dataset_version"] == report.dataset_version
-    assert set(report.summary()) == {"dataset_version", "success", "failed", "warnings", "report", "contracts",
-                                     "inferred", "notice"}
+    assert set(report.summary()) == {"dataset_version", "success", "failed", "warnings", "report", "page",
+                                     "contracts", "inferred", "notice"}
     again = validate_dataset(data_dir, contracts_config)
     assert again.reused and again.success and not again.inferred and again.notice is None
 
@@ -363,3 +363,16 @@ def test_contracts_commands_show_export_init_and_accept(sample_manifest, tmp_pat
     accepted = runner.invoke(app, ["contracts", "accept-classes", "--data", data])
     assert accepted.exit_code == 0 and "accepted 'zebra' (6 rows)" in accepted.stdout
     assert validate_dataset(config.data_dir, config).success
+
+
+def test_a_split_share_warning_shows_the_shares_not_row_ids(data_dir):
+    config = make_config(data_dir, **{"ingest.classes": SAMPLE_CLASSES, "contracts.split_tolerance": 0.001})
+    report = validate_dataset(data_dir, config)
+    assert report.success
+    off = next(o for o in report.warnings if o.expectation == "split shares close to the configured ratios")
+    counts = json.loads((data_dir / DATASET_FILE).read_text())["splits"]
+    total = sum(counts.values())
+    shown = ", ".join(f"{split} {counts[split] / total:.2f}" for split in ("train", "val", "test"))
+    assert off.observed == f"{shown} (expected train 0.80, val 0.10, test 0.10, each within 0.001)"
+    assert off.examples == []  # every row of an off split would be an example: none is named
+    assert off.observed in report.to_markdown() and off.observed in report.page.read_text()

@@ -3,12 +3,13 @@
 import asyncio
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from flows.artifacts import VALIDATION_REPORT
-from flows.validate import validate_flow
+from flows.validate import VALIDATION_PAGE, validate_flow
 from mmpipe.cli import app
 from mmpipe.errors import ContractViolation
 from tests.fixtures.cli import run_main
@@ -33,6 +34,11 @@ def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):
     report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
     assert report is not None and "passed" in report.data and "expect_column_values_to_be_unique" in report.data
     assert "contracts inferred from dataset" in report.data  # the first version: said loudly
+    page = Path(state.result()["page"])
+    assert page.is_file() and f"`{page}`" in report.data
+    link = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_PAGE))
+    assert link is not None and link.data == f"[Validation page of dataset {page.parent.name} (opens offline)]" \
+                                             f"({page.as_uri()})"
 
 
 def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, config):
@@ -62,6 +68,8 @@ def test_cli_validate_exit_codes_and_json(prefect_api, data_dir, tmp_path, monke
     passed = json.loads(ok.stdout)
     assert passed["success"] is True and passed["inferred"] and passed["contracts"]["source"]["origin"] == "inferred"
     assert "contracts inferred from dataset" in ok.stderr
+    said = runner.invoke(app, ["validate", "--config", str(toml)])
+    assert said.exit_code == 0 and f"(no warnings); report: {passed['page']}\n" in said.stdout
     tamper(data_dir, duplicate_id)
     bad = runner.invoke(app, ["validate", "--config", str(toml), "--json"])
     assert bad.exit_code == 1
@@ -70,5 +78,8 @@ def test_cli_validate_exit_codes_and_json(prefect_api, data_dir, tmp_path, monke
     failed = {item["expectation"]: item for item in summary["failed"]}
     assert failed["ids unique in the shard"]["check"] == "expect_column_values_to_be_unique(id)"
     assert failed["ids unique in the shard"]["examples"] and failed["ids unique in the shard"]["severity"] == "critical"
+    told = runner.invoke(app, ["validate", "--config", str(toml)])
+    assert told.exit_code == 1 and "failed 2 critical expectations: ids unique in the shard" in told.stderr
+    assert told.stderr.rstrip().endswith(f"Details: {summary['page']}")
     code, _, err = run_main(["validate", "--data", str(tmp_path / "nothing")], monkeypatch, capsys)
     assert code == 2 and "mmpipe ingest" in err and "Traceback" not in err

@@ -1,0 +1,10 @@
+"""How counts read in what people see (CLI lines, flow logs, artifacts, pages): `1 row`, `2 rows`."""
+
+from __future__ import annotations
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """`count` with its noun in the right number: `1 class`, `2 classes`, `0 rows` (`plural` for irregular nouns)."""
+    if count == 1:
+        return f"{count} {singular}"
+    return f"{count} {plural or singular + ('es' if singular.endswith(('s', 'x', 'ch', 'sh')) else 's')}"
