@@ -62,11 +62,13 @@ def summary_markdown(summary: dict) -> str:
         f"# Pipeline on `{summary['source']}`", "",
         f"* **ingest**: dataset `{summary['dataset_version']}`, {summary['ingest']['accepted']} rows accepted, "
         f"{sum(summary['ingest']['quarantined'].values())} quarantined, {summary['ingest']['duplicates']} duplicates",
-        f"* **validate**: passed{', with warnings' if summary['validation'].get('warnings') else ''}",
+        f"* **validate**: passed{', with warnings' if summary['validation'].get('warnings') else ''}"
+        + (f" ([validation page]({Path(summary['validation']['page']).as_uri()}))"
+           if summary["validation"].get("page") else ""),
         f"* **train**: run `{summary['run_id']}` in `{summary['run_dir']}`",
         f"* **evaluate**: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}",
         f"* **promote**: {verdict}: " + "; ".join(promotion.get("reasons", [])),
-        "", f"Report: `{summary['report']}`",
+        "", f"Report: [{summary['report']}]({Path(summary['report']).as_uri()})",
     ])
 
 

@@ -17,6 +17,7 @@ from mmpipe.evaluate import charts
 from mmpipe.evaluate.slices import smallest
 from mmpipe.files import atomic_path
 from mmpipe.runs.record import RunDir, RunRecord
+from mmpipe.wording import counted
 
 # (key in metrics, how a reader names it); top_k_accuracy's key carries its k.
 QUALITY = [("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"), ("macro_f1", "macro F1"),
@@ -121,7 +122,7 @@ def per_class_html(result: dict[str, Any]) -> str:
         f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>" for name, v in result["per_class"].items())
     low = result.get("low_support") or {"classes": {}}
     low_support = (f"<p><b>Low-support classes</b> (fewer than {low['min_train_rows']} train rows, so their numbers "
-                   "rest on little evidence): " + ", ".join(f"{escape(name)} ({_rows(count, 'train row')})"
+                   "rest on little evidence): " + ", ".join(f"{escape(name)} ({counted(count, 'train row')})"
                                                             for name, count in low["classes"].items())
                    + "</p>") if low["classes"] else ""
     return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
@@ -134,7 +135,7 @@ def slices_html(sliced: dict[str, list[dict[str, Any]]]) -> str:
         return "<p>no slices (evaluated before mmpipe computed them)</p>"
     escape = html.escape
     flagged = smallest(sliced)
-    named = ", ".join(f"{escape(dimension)} = {escape(entry['value'])} ({_rows(entry['n'], 'row')})"
+    named = ", ".join(f"{escape(dimension)} = {escape(entry['value'])} ({counted(entry['n'], 'row')})"
                       for dimension, entry in flagged[:8])
     named += f" and {len(flagged) - 8} more" if len(flagged) > 8 else ""
     warning = f"<p><b>Small slices</b> (their numbers rest on few rows): {named}</p>" if flagged else ""
@@ -142,15 +143,15 @@ def slices_html(sliced: dict[str, list[dict[str, Any]]]) -> str:
     for dimension, entries in sliced.items():
         rows = "".join(
             f"<tr{' class=small' if entry['small'] else ''}><td>{escape(entry['value'])}</td><td>{entry['n']}</td>"
-            f"<td>{entry['accuracy']:.4f}</td><td>{entry['macro_f1']:.4f}</td><td>{entry['ece']:.4f}</td>"
+            f"<td>{entry['accuracy']:.4f}</td><td>{_score(entry['macro_f1'])}</td><td>{entry['ece']:.4f}</td>"
             f"<td>{'small' if entry['small'] else ''}</td></tr>" for entry in entries)
         tables.append(f"<h3>by {escape(dimension.replace('_', ' '))}</h3><table><tr><th>{escape(dimension)}</th>"
                       f"<th>rows</th><th>accuracy</th><th>macro F1</th><th>ECE</th><th></th></tr>{rows}</table>")
     return warning + "".join(tables)
 
 
-def _rows(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def _score(value: float | None) -> str:
+    return "&mdash;" if value is None else f"{value:.4f}"
 
 
 def _baseline_name(name: str, found: dict[str, Any]) -> str:
@@ -164,7 +165,7 @@ def lineage_html(record: RunRecord) -> str:
     escape = html.escape
     lineage = record.lineage
     validation = lineage.get("validation") or {}
-    shards = "".join(f"<li><code>{escape(s['path'])}</code> {_rows(s['rows'], 'row')}, "
+    shards = "".join(f"<li><code>{escape(s['path'])}</code> {counted(s['rows'], 'row')}, "
                      f"sha256 <code>{s['sha256']}</code></li>" for s in lineage.get("shards", []))
     packages = ", ".join(f"{name} {version}" for name, version in record.packages.items())
     items = [

@@ -36,7 +36,8 @@ def _figures(page: str) -> list[str]:
 
 def test_the_report_shows_metrics_classes_low_support_promotion_and_lineage(tmp_path):
     run, record, scored, page = _report(tmp_path)
-    assert f"{scored['metrics']['accuracy']:.4f}" in page and "Low-support classes" in page and "dog (2 train rows)" in page
+    assert f"{scored['metrics']['accuracy']:.4f}" in page
+    assert "Low-support classes" in page and "dog (2 train rows)" in page
     assert "Promotion: promoted to champion" in page and "no champion yet" in page
     assert record.config_hash in page and run.confusion_matrix.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert external_links(page) == []  # self-contained: nothing fetched from the network or the disk
