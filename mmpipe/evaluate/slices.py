@@ -95,8 +95,15 @@ def slice_values(version: DatasetVersion, split: str, ids: list[str], slice_by: 
         "text_words": lambda i: words_bucket(len(rows["text"][i].split())),
     }
     for name in slice_by:
-        derived[name] = lambda i, name=name: MISSING if rows[name][i] in (None, "") else str(rows[name][i])
+        derived[name] = lambda i, name=name: _shown(rows[name][i])
     return {dimension: np.array([describe(i) for i in order], dtype=object) for dimension, describe in derived.items()}
+
+
+def _shown(value: Any) -> str:
+    """A slice value as the manifest wrote it: JSON's true/false, not Python's True/False."""
+    if value is None or value == "":
+        return MISSING
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def size_bucket(pixels: int) -> str:

@@ -21,8 +21,9 @@ def regional(tmp_path_factory):
     root = tmp_path_factory.mktemp("regional")
     names = distinct_images(root / "src", 12, seed=5)
     rows = [{"text": " ".join(["word"] * (i + 1)), "image": name, "label": ("cat", "dog")[i % 2],
-             "split": "test", "region": ("north", "south", "east")[i % 3]} for i, name in enumerate(names)]
-    ingest(write_manifest(root / "src" / "m.csv", rows), make_config(root / "data"))
+             "split": "test", "region": ("north", "south", "east")[i % 3], "flash": i < 4}
+            for i, name in enumerate(names)]
+    ingest(write_manifest(root / "src" / "m.jsonl", rows), make_config(root / "data"))
     return load_dataset(root / "data")
 
 
@@ -47,6 +48,11 @@ def test_a_manifest_column_slices_the_metrics(regional):
     assert [entry["n"] for entry in sliced["text_words"]] == [2, 3, 7]
     assert [entry["small"] for entry in sliced["text_words"]] == [True, True, False]
     assert all(entry["macro_f1"] is None for entry in sliced["class"])
+
+
+def test_json_values_slice_as_the_manifest_wrote_them(regional):
+    sliced = _scored(regional, ["flash"], lambda row: True)
+    assert {entry["value"]: entry["n"] for entry in sliced["flash"]} == {"true": 4, "false": 8}
 
 
 def test_a_column_nobody_has_is_named_with_the_columns_there_are(regional):
