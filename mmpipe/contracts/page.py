@@ -32,7 +32,8 @@ code { font: 12px ui-monospace, Menlo, Consolas, monospace; word-break: break-al
 .passed { color: #0a7d32; font-weight: 600; } .failed { color: #b3261e; font-weight: 700; }
 .warning { color: #9a5b00; font-weight: 600; } .muted { color: #666; }
 .notice { background: #fff6d6; border: 1px solid #e6c200; padding: .6em .8em; }
-tr.failed td { background: #fdecea; } tr.warning td { background: #fff8e6; }
+tr.failed-row td { background: #fdecea; } tr.warning-row td { background: #fff8e6; }
+td.ids code { word-break: normal; white-space: nowrap; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; } dt { font-weight: 600; }
 """
 
@@ -132,9 +133,9 @@ def _expectations(outcomes: list[dict[str, Any]]) -> list[str]:
             notes.append(escape(o["hint"]))
         observed = escape(str(o["observed"])) + "".join(f"<br><span class='muted'>{note}</span>" for note in notes)
         examples = ", ".join(f"<code>{escape(str(e))}</code>" for e in o.get("examples", []))
-        rows.append(f"<tr class='{state}'><td>{escape(o['suite'])}</td><td>{escape(o['expectation'])}<br>"
+        rows.append(f"<tr class='{state}-row'><td>{escape(o['suite'])}</td><td>{escape(o['expectation'])}<br>"
                     f"<code class='muted'>{escape(o.get('check', ''))}</code></td><td>{escape(o['severity'])}</td>"
-                    f"<td class='{state}'>{shown}</td><td>{observed}</td><td>{examples}</td></tr>")
+                    f"<td class='{state}'>{shown}</td><td>{observed}</td><td class='ids'>{examples}</td></tr>")
     return [f"<h2>Expectations ({len(outcomes)})</h2>",
             "<table><tr><th>suite</th><th>expectation</th><th>severity</th><th>result</th><th>observed</th>"
             "<th>example ids</th></tr>", *rows, "</table>"]

@@ -161,7 +161,8 @@ def _integrity_outcomes(version: DatasetVersion, shard_hashes: dict[str, str]) -
     return [Outcome(suite=INTEGRITY, expectation="shard files unchanged since ingest", severity="critical",
                     success=not changed, observed=observed, shards=changed,
                     check="sha256(shard file) == dataset.json",
-                    hint="something rewrote them after ingest; run `mmpipe ingest` again to rebuild the dataset"
+                    hint=f"something rewrote {'it' if len(changed) == 1 else 'them'} after ingest; run `mmpipe ingest` "
+                    "again to rebuild the dataset"
                     if changed else "")]
 
 
