@@ -1,25 +1,29 @@
-"""`mmpipe serve`: the three deployments, registered and served by one long-running process.
+"""`mmpipe serve`: two deployments and the source watcher, in one long-running process.
 
 * `retrain`: the pipeline on each configured source, on `serve.retrain_cron` in `serve.timezone`
-  (with several sources, each has its own data and runs dirs: see `Config.for_source`).
-* `watch`: every `serve.watch_interval_s`, fingerprint the sources and emit `mmpipe.source.changed`
-  (resource id `mmpipe.source.<hash of the path>`, the change summary as payload) only when new
-  files have arrived and settled, so a burst of files is one event.
-* `on-new-data`: the pipeline, started by that event through a DeploymentEventTrigger with the
-  source from the event's payload; at most one run at a time (later triggers queue), and the
-  pipeline itself holds a lock on its data dir, so a scheduled and a triggered run never overlap.
+  (with several sources, one `retrain-<name>-<hash>` each, and each source has its own data and
+  runs dirs: see `Config.for_source`).
+* `on-new-data`: the pipeline, started by the event `mmpipe.source.changed` through a
+  DeploymentEventTrigger with the source from the event's payload; at most one run at a time (later
+  triggers queue), and the pipeline itself holds a lock on its data dir, so a scheduled and a
+  triggered run never overlap.
+* The watcher, a thread of this process (not a deployment: a flow run per poll buried the real runs
+  in the UI): every `serve.watch_interval_s` it fingerprints the sources and emits the event only
+  when new files have arrived and settled, so a burst of files is one event and one pipeline run.
 
 Schedules and triggers need a real Prefect server (`prefect server start`, then set
-PREFECT_API_URL); the temporary server a one-off CLI run starts does not fire them.
+PREFECT_API_URL); the temporary server a one-off CLI run starts does not fire them. Deployments of
+the same names that `prefect deploy` made for a work pool are never taken over: serving them here
+would leave their work pool set, and every run a worker picked up would crash.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
 from pathlib import Path
 
 from mmpipe.config import Config, source_dir_name
-from mmpipe.errors import ConfigError
+from mmpipe.errors import ConfigError, MmpipeError
 
 
 def build_deployments(config: Config) -> list:
@@ -29,14 +33,10 @@ def build_deployments(config: Config) -> list:
     from prefect.schedules import Cron
 
     from flows.pipeline import pipeline_flow
-    from flows.watch import SOURCE_CHANGED, watch_flow
+    from flows.watch import SOURCE_CHANGED
 
-    sources = [str(Path(entry.path).absolute()) for entry in config.serve.sources]
-    if not sources:
-        raise ConfigError("mmpipe serve needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
-                          "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
-    config = config.model_copy(update={"data_dir": Path(config.data_dir).absolute(),
-                                       "runs_dir": Path(config.runs_dir).absolute()})
+    config = absolute_paths(config)
+    sources = [entry.path for entry in config.serve.sources]
     settings = config.model_dump(mode="json")  # deployment parameters are stored as JSON
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     deployments = []
@@ -46,23 +46,72 @@ def build_deployments(config: Config) -> list:
             name=name, schedules=[Cron(config.serve.retrain_cron, timezone=config.serve.timezone)],
             parameters={"source": source, "config": settings}, concurrency_limit=one_at_a_time,
             description=f"Retrain on {source} on a schedule", tags=["mmpipe"]))
-    skip_if_busy = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-    deployments.append(watch_flow.to_deployment(
-        name="watch", interval=timedelta(seconds=config.serve.watch_interval_s), parameters={"config": settings},
-        concurrency_limit=skip_if_busy,
-        description="Fingerprint the sources; emit mmpipe.source.changed when new files settle", tags=["mmpipe"]))
+    # The trigger passes only the source: a run's other parameters (the config) are the deployment's.
     deployments.append(pipeline_flow.to_deployment(
         name="on-new-data", concurrency_limit=one_at_a_time, parameters={"config": settings}, tags=["mmpipe"],
         description="Run the pipeline on a source when the watcher reports new data",
         triggers=[DeploymentEventTrigger(
             name="mmpipe: new data in a source", expect={SOURCE_CHANGED},
             match={"prefect.resource.id": "mmpipe.source.*"},
-            parameters={"source": "{{ event.payload.source }}", "config": settings})]))
+            parameters={"source": "{{ event.payload.source }}"})]))
     return deployments
 
 
+def absolute_paths(config: Config) -> Config:
+    """`config` with its sources, data and runs dirs made absolute here, where `mmpipe serve` runs."""
+    if not config.serve.sources:
+        raise ConfigError("mmpipe serve needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
+                          "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+    sources = [entry.model_copy(update={"path": str(Path(entry.path).absolute())}) for entry in config.serve.sources]
+    return config.model_copy(update={"data_dir": Path(config.data_dir).absolute(),
+                                     "runs_dir": Path(config.runs_dir).absolute(),
+                                     "serve": config.serve.model_copy(update={"sources": sources})})
+
+
+def refuse_worker_deployments(deployments: list) -> None:
+    """Raise if a deployment of the same name already belongs to a work pool (made by `prefect deploy`).
+
+    Serving would register it again but keep its work pool: the worker would then pick up its runs
+    and crash on flow code it cannot download.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    taken = []
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            full_name = f"{deployment.flow_name}/{deployment.name}"
+            try:
+                existing = client.read_deployment_by_name(full_name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                taken.append((full_name, existing.work_pool_name))
+    if taken:
+        names = ", ".join(f"{name} (work pool {pool})" for name, pool in taken)
+        several = len(taken) > 1
+        deployment, it, belongs = ("deployments", "them", "belong") if several else ("deployment", "it", "belongs")
+        deletes = "; ".join(f"prefect deployment delete {name}" for name, _ in taken)
+        raise MmpipeError(f"{deployment} {names} {belongs} to a work pool (made by `prefect deploy`), and mmpipe serve "
+                          f"will not take {it} over: keep using the worker (see deployments/prefect.yaml), or delete "
+                          f"{it} first: {deletes}")
+
+
 def serve_forever(config: Config) -> None:
-    """Register the deployments with the configured Prefect server and run their flows until stopped."""
+    """Register the deployments with the configured Prefect server, watch the sources in a thread, and run the
+    deployments' flows until stopped."""
     from prefect import serve
 
-    serve(*build_deployments(config), print_starting_message=True)
+    from flows.watch import watch_and_announce
+
+    deployments = build_deployments(config)
+    refuse_worker_deployments(deployments)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_and_announce, name="mmpipe-watch", daemon=True,
+                               args=(absolute_paths(config), stop, lambda line: print(line, flush=True)))
+    watcher.start()
+    try:
+        serve(*deployments, print_starting_message=True)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)

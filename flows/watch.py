@@ -1,14 +1,20 @@
-"""The watch flow: look at each source; emit `mmpipe.source.changed` once new files have settled."""
+"""New data, announced: the `mmpipe.source.changed` event that the `on-new-data` deployment's trigger waits for.
+
+The watcher is not a flow (a flow run per poll buried the real runs in the UI): `mmpipe serve` runs
+`mmpipe.ingest.watch.watch_sources` in a thread, `mmpipe watch` in its own process, and both hand each
+settled change to `announce_change`. The event shows in the UI's Event Feed.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from mmpipe.config import Config
-from mmpipe.ingest.watch import poll, source_key
+from mmpipe.ingest.watch import source_key, watch_sources
 
 SOURCE_CHANGED = "mmpipe.source.changed"
 
@@ -19,19 +25,21 @@ def source_resource(source: str) -> dict[str, str]:
             "prefect.resource.name": str(Path(source).absolute())}
 
 
-@flow(name="watch")
-def watch_flow(config: Config) -> list[dict]:
-    """Poll every configured source; an event per source whose files changed and settled."""
-    logger = get_run_logger()
-    changes = []
-    for source in (entry.path for entry in config.serve.sources):
-        status, change = poll(Path(source), Path(config.data_dir), exclude=(Path(config.runs_dir),))
-        if change is None:
-            logger.info("%s: %s", source, "files still arriving, waiting for them to settle"
-                        if status == "arriving" else "nothing new")
-            continue
-        emit_event(event=SOURCE_CHANGED, resource=source_resource(source), payload=change)
-        logger.info("%s changed: %d added, %d changed, %d removed; emitted %s", source, change["added"],
-                    change["changed"], change["removed"], SOURCE_CHANGED)
-        changes.append(change)
-    return changes
+def announce_change(change: dict) -> None:
+    """Emit `mmpipe.source.changed` for one settled change (the summary from `poll` is the payload)."""
+    emit_event(event=SOURCE_CHANGED, resource=source_resource(change["source"]), payload=change)
+
+
+def watch_and_announce(config: Config, stop: threading.Event, say: Callable[[str], object]) -> None:
+    """Watch the configured sources until `stop` is set: an event per settled change, and a line to `say` about it
+    (or about a source that cannot be read)."""
+
+    def announce(change: dict) -> None:
+        announce_change(change)
+        say(f"{change['source']}: {change['added']} added, {change['changed']} changed, {change['removed']} removed"
+            f" -> emitted {SOURCE_CHANGED}")
+
+    def complain(source: str, error: OSError) -> None:
+        say(f"{source}: cannot look at it ({error}); trying again in {config.serve.watch_interval_s:g} s")
+
+    watch_sources(config, announce, stop, complain)

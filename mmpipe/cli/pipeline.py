@@ -102,25 +102,71 @@ def serve(
     runs: RunsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Register and serve the deployments `retrain`, `watch` and `on-new-data` until stopped (Ctrl-C).
+    """Register and serve the deployments `retrain` and `on-new-data`, and watch the sources, until stopped (Ctrl-C).
 
     `retrain` runs the pipeline on each `[serve] sources` entry on `serve.retrain_cron` (default
-    nightly, `serve.timezone`); `watch` looks at the sources every `serve.watch_interval_s` and
-    emits `mmpipe.source.changed` when new files have settled; `on-new-data` runs the pipeline on
-    that event, one run at a time. Needs a Prefect server: `prefect server start`, then
-    `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    nightly, `serve.timezone`). A watcher in this process looks at the sources every
+    `serve.watch_interval_s` and, once new files have settled, emits `mmpipe.source.changed` (in
+    the UI's Event Feed) and prints a line; `on-new-data` runs the pipeline on that event, one run
+    at a time. Needs a Prefect server: `prefect server start`, then
+    `export PREFECT_API_URL=http://127.0.0.1:4200/api`. Refuses to take over deployments of the
+    same names that `prefect deploy` made for a work pool (deployments/prefect.yaml): use that
+    worker, or delete them first.
     """
-    from prefect.settings import get_current_settings
+    from mmpipe.config import load_config
+
+    settings = load_config(config, {"data_dir": data, "runs_dir": runs})
+    require_prefect_server("mmpipe serve")
+    from deployments.serve import serve_forever
+
+    serve_forever(settings)
+
+
+def watch(
+    data: DataOption = None,
+    runs: RunsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Watch the `[serve] sources` and emit `mmpipe.source.changed` once new files have settled, until Ctrl-C.
+
+    For a work pool and workers (deployments/prefect.yaml): run it next to the worker, in the same
+    checkout and with the same config, so the `on-new-data` deployment retrains when data arrives.
+    Every `serve.watch_interval_s` it lists each source's folder (sizes, mtimes, the sha256 of new
+    files); a burst of files is one event, after its last file landed, and one line here. What it
+    has seen is kept in `DATA/watch/`, so a restart does not announce old files again. `mmpipe
+    serve` runs the same watcher itself. Needs a Prefect server (`PREFECT_API_URL`).
+    """
+    import threading
 
     from mmpipe.config import load_config
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs})
-    if not get_current_settings().api.url:
-        raise MmpipeError("mmpipe serve needs a Prefect server (schedules and triggers do not fire on a temporary "
-                          "one): run `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
-    from deployments.serve import serve_forever
+    if not settings.serve.sources:
+        raise MmpipeError("mmpipe watch needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
+                          "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+    require_prefect_server("mmpipe watch")
+    from flows.watch import SOURCE_CHANGED, watch_and_announce
 
-    serve_forever(settings)
+    sources = ", ".join(str(Path(entry.path).absolute()) for entry in settings.serve.sources)
+    typer.echo(f"watching {sources} every {settings.serve.watch_interval_s:g} s; new data emits {SOURCE_CHANGED} "
+               "(Ctrl-C to stop)")
+    try:
+        watch_and_announce(settings, threading.Event(), typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("stopped watching")
+
+
+def require_prefect_server(command: str) -> None:
+    """Schedules, triggers and events need a real server, never a temporary one; fail in one line if none answers."""
+    import os
+
+    from mmpipe.cli.terminal import check_prefect_api
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise MmpipeError(f"{command} needs a Prefect server (schedules, triggers and events do not work on a "
+                          "temporary one): run `prefect server start` and "
+                          "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+    check_prefect_api()
 
 
 def sample(

@@ -5,15 +5,22 @@ mtimes, and hashes only files it has not seen with that size and mtime. A change
 the listing differs from the last one reported *and* has not moved since the previous poll: files
 arriving over several polls give one report, after the last file landed. State lives in
 DATA/watch/<source-hash>.json, so the watcher itself can restart at any time.
+
+`watch_sources` is the watcher: one long-lived loop over the configured sources (in `mmpipe serve`'s
+process, or `mmpipe watch` next to a worker) that hands each settled change to a callback; the
+caller decides what a change means (the CLI emits a Prefect event), so this module stays plain.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmpipe.config import Config
 from mmpipe.files import hold_lock, sha256_file, stable_hash, write_json_atomic
 
 _SHOWN_FILES = 20
@@ -97,3 +104,28 @@ def summarize(source: Path, before: dict[str, list], after: dict[str, list]) -> 
         "bytes": sum(entry[0] for entry in after.values()),
         "examples": (added + changed + removed)[:_SHOWN_FILES],
     }
+
+
+def watch_sources(config: Config, announce: Callable[[dict[str, Any]], object], stop: threading.Event,
+                  complain: Callable[[str, OSError], object]) -> None:
+    """Poll every `[serve] sources` entry each `serve.watch_interval_s` until `stop` is set.
+
+    Args:
+        config: the sources, the interval, and the data dir that keeps the watch state.
+        announce: called once per settled change with its summary (see `summarize`).
+        stop: set it to end the loop; it is checked between polls, so stopping takes at most one poll.
+        complain: called with a source that could not be read and why; it is polled again next time,
+            so one unreadable file does not end the watching of every source.
+    """
+    sources = [Path(entry.path) for entry in config.serve.sources]
+    data_dir, runs_dir = Path(config.data_dir), Path(config.runs_dir)
+    while not stop.is_set():
+        for source in sources:
+            try:
+                _, change = poll(source, data_dir, exclude=(runs_dir,))
+            except OSError as error:
+                complain(str(source), error)
+                continue
+            if change is not None:
+                announce(change)
+        stop.wait(config.serve.watch_interval_s)

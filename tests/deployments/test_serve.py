@@ -1,73 +1,29 @@
-"""`mmpipe serve` against a real `prefect server start` on loopback: registration, schedule, and
-exactly one pipeline run for a burst of arriving files. Starts and stops its own server."""
+"""`mmpipe serve` against a real `prefect server start` on loopback: registration, schedule, exactly one
+pipeline run for a burst of arriving files (its watcher is a thread, not a flow run per poll), and no
+silent takeover of the deployments `prefect deploy` made for a work pool."""
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.deployments.conftest import BIN, api, stop, wait_for
 from tests.fixtures.datasets import SAMPLE_CLASSES
 
 pytestmark = pytest.mark.slow  # starts a real Prefect server and a serving process
 
-BIN = Path(sys.executable).parent
 WATCH_INTERVAL_S = 3
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real Prefect server (scheduler and triggers on) with its own home and database."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
-    port = free_port()
-    with open(home / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-
-    def healthy():
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return process.poll() is not None and pytest.fail((home / "server.log").read_text()[-2000:])
-
-    try:
-        wait_for(healthy, 180, "prefect server start")
-        yield url, {**env, "PREFECT_API_URL": url}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-def api(url, path, body=None):
-    response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
-    response.raise_for_status()
-    return response.json()
+def delete_deployments(url) -> None:
+    """A clean server for the next test: the session's server is shared."""
+    for deployment in api(url, "/deployments/filter"):
+        httpx.delete(f"{url}/deployments/{deployment['id']}", timeout=10).raise_for_status()
 
 
 def write_config(path: Path, source: Path, root: Path) -> Path:
@@ -111,8 +67,10 @@ def arrive_in_a_burst(sample_manifest: Path, source: Path) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_serve_registers_schedule_and_runs_once_per_burst(server, sample_manifest, tmp_path):
-    url, env = server
+def test_serve_registers_schedule_and_runs_once_per_burst(prefect_server, sample_manifest, tmp_path):
+    url, env = prefect_server
+    delete_deployments(url)
+    started = datetime.now(UTC).isoformat()
     source = tmp_path / "source"
     source.mkdir()
     config = write_config(tmp_path / "mmpipe.toml", source, tmp_path)
@@ -125,11 +83,11 @@ def test_serve_registers_schedule_and_runs_once_per_burst(server, sample_manifes
         if serving.poll() is not None:
             pytest.fail(f"mmpipe serve exited: {(tmp_path / 'serve.log').read_text()[-3000:]}")
         found = {d["name"]: d for d in api(url, "/deployments/filter")}
-        return found if len(found) == 3 else None
+        return found if len(found) == 2 else None
 
     try:
-        deployments = wait_for(registered, 180, "three deployments")
-        assert set(deployments) == {"retrain", "watch", "on-new-data"}
+        deployments = wait_for(registered, 180, "two deployments")
+        assert set(deployments) == {"retrain", "on-new-data"}  # no `watch` deployment: no flow run per poll
         schedule = deployments["retrain"]["schedules"][0]["schedule"]
         assert (schedule["cron"], schedule["timezone"]) == ("30 3 * * *", "Europe/Berlin")
         arrive_in_a_burst(sample_manifest, source)
@@ -142,9 +100,27 @@ def test_serve_registers_schedule_and_runs_once_per_burst(server, sample_manifes
         assert [run["state_type"] for run in runs] == ["COMPLETED"], (tmp_path / "serve.log").read_text()[-3000:]
         assert finished[0]["parameters"]["source"] == str(source / "manifest.csv")
         assert any((tmp_path / "runs").glob("*/report.html"))
+        ran = {"parent_task_run_id": {"is_null_": True}, "expected_start_time": {"after_": started},
+               "state": {"type": {"not_any_": ["SCHEDULED"]}}}  # not the nightly retrain runs scheduled ahead
+        assert len(api(url, "/flow_runs/filter", {"flow_runs": ran})) == 1  # polls are not flow runs
+        assert (tmp_path / "serve.log").read_text().count("-> emitted mmpipe.source.changed") == 1
     finally:
-        os.killpg(serving.pid, signal.SIGINT)
-        try:
-            serving.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serving.pid, signal.SIGKILL)
+        stop(serving)
+
+
+def test_serve_refuses_to_take_over_a_work_pool_deployment(prefect_server, tmp_path):
+    """After `prefect deploy` of deployments/prefect.yaml, serving the same names would leave their work pool set
+    and every run the worker picked up would crash: one line that says what to do instead."""
+    url, env = prefect_server
+    delete_deployments(url)
+    api(url, "/work_pools/", {"name": "a-pool", "type": "process"})
+    flow = api(url, "/flows/", {"name": "pipeline"})
+    api(url, "/deployments/", {"name": "retrain", "flow_id": flow["id"], "work_pool_name": "a-pool"})
+    (tmp_path / "mmpipe.toml").write_text(f'[serve]\nsources = ["{tmp_path / "manifest.csv"}"]\n')
+    done = subprocess.run([str(BIN / "mmpipe"), "serve", "--config", str(tmp_path / "mmpipe.toml")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    for words in ("pipeline/retrain (work pool a-pool)", "prefect deployment delete pipeline/retrain", "worker"):
+        assert words in done.stderr
+    assert [d["work_pool_name"] for d in api(url, "/deployments/filter")] == ["a-pool"]  # left as it was
+    delete_deployments(url)

@@ -1,8 +1,13 @@
 """The source watcher: one report per settled burst of files, nothing for an unchanged source."""
 
 import os
+import threading
+from pathlib import Path
 
-from mmpipe.ingest.watch import poll
+import pytest
+
+from mmpipe.config import load_config
+from mmpipe.ingest.watch import poll, watch_sources
 
 
 def test_a_burst_of_files_is_reported_once_after_it_settles(tmp_path):
@@ -59,3 +64,52 @@ def test_a_touched_file_with_the_same_content_is_not_a_change(tmp_path):
     poll(source, data)
     os.utime(source / "a.png", ns=(1, 1))  # rehashed (mtime moved), same bytes
     assert poll(source, data) == poll(source, data) == ("unchanged", None)
+
+
+class Script(threading.Event):
+    """A stop event that, between two rounds of polls, does the next step of a script; it stops the watcher when
+    the script has run out (no sleeping, so the test is exact)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = list(steps)
+
+    def wait(self, timeout=None):
+        if self.steps:
+            self.steps.pop(0)()
+        else:
+            self.set()
+        return self.is_set()
+
+
+def watched(tmp_path, sources):
+    return load_config(None, {"data_dir": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"),
+                              "serve.sources": [str(source) for source in sources]}, environ={})
+
+
+def test_the_watcher_announces_each_settled_burst_exactly_once_per_source(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    nothing = lambda: None  # noqa: E731 - a round in which no file arrives
+    script = [lambda: (one / "manifest.csv").write_text("text,image,label\n"),
+              lambda: (one / "a.png").write_bytes(b"a"),  # still arriving: no announcement yet
+              lambda: (two / "b.png").write_bytes(b"b"), nothing, nothing, nothing,
+              lambda: (one / "c.png").write_bytes(b"c"), nothing, nothing, nothing]
+    announced, complaints = [], []
+    watch_sources(watched(tmp_path, [one / "manifest.csv", two]), announced.append, Script(script),
+                  lambda source, error: complaints.append(source))
+    assert [(Path(change["source"]).name, change["added"]) for change in announced] == [
+        ("manifest.csv", 2), ("two", 1), ("manifest.csv", 1)]
+    assert complaints == []
+
+
+def test_the_watcher_complains_about_a_source_it_cannot_read_and_keeps_watching(tmp_path):
+    (tmp_path / "data").write_text("a file where the data dir should be")  # no room for the watch state
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.png").write_bytes(b"a")
+    complaints = []
+    watch_sources(watched(tmp_path, [source]), lambda change: pytest.fail("nothing can be announced"),
+                  Script([lambda: None]), lambda where, error: complaints.append((where, type(error))))
+    assert complaints == [(str(source), NotADirectoryError)] * 2  # two rounds: it did not stop at the first
