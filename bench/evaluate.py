@@ -13,7 +13,6 @@ metrics, PNG and HTML). Then 1,000 run dirs (copies of a real run.json and metri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -60,6 +59,9 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
     return run.path
 
 
+REPEATS = 3
+
+
 def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     import keras
     import numpy as np
@@ -94,10 +96,12 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     floor = rows / (time.perf_counter() - started)
 
     evaluate_run(run_dir, settings, split="train")  # warm-up: load, trace
-    started = time.perf_counter()
-    evaluation = evaluate_run(run_dir, settings, split="train")
-    end_to_end = rows / (time.perf_counter() - started)
-    loop = evaluation.result["metrics"]["throughput_samples_per_s"]
+    end_to_end, loop = 0.0, 0.0
+    for _ in range(REPEATS):  # best of: one pass is a second or two, and tf.data's threads vary
+        started = time.perf_counter()
+        evaluation = evaluate_run(run_dir, settings, split="train")
+        end_to_end = max(end_to_end, rows / (time.perf_counter() - started))
+        loop = max(loop, evaluation.result["metrics"]["throughput_samples_per_s"])
     return {"rows": rows, "bare": bare, "floor": floor, "loop": loop, "end_to_end": end_to_end,
             "latency": evaluation.result["metrics"]["latency_ms"], "run_json": RunDir(run_dir).record}
 
@@ -126,7 +130,7 @@ def measure_listing(template_run: Path, runs_dir: Path) -> dict:
                    capture_output=True)
     command = time.perf_counter() - started
     return {"runs": len(rows), "in_process": in_process, "command": command,
-            "run_json_kb": len(json.dumps(record)) / 1024, "metrics_kb": len(metrics) / 1024}
+            "run_json_kb": template.record.stat().st_size / 1024, "metrics_kb": len(metrics) / 1024}
 
 
 def render(p: dict, listing: dict, command: str) -> str:
@@ -136,7 +140,7 @@ def render(p: dict, listing: dict, command: str) -> str:
         "",
         f"Command: `{command}`. Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, "
         f"CPU only. {p['rows']:,} rows (the train split of a synthetic dataset, 64 px), default fused model, "
-        "batch 64; each after a warm-up pass.",
+        f"batch 64; each after a warm-up pass; the evaluation rows best of {REPEATS}.",
         "",
         "| what | samples/s | ratio to bare predict | target |",
         "|---|---:|---:|---|",
@@ -145,8 +149,12 @@ def render(p: dict, listing: dict, command: str) -> str:
         f"| {p['floor'] / p['bare']:.2f}x | |",
         f"| evaluation's prediction loop, streaming from shards | {p['loop']:,.0f} | {p['loop'] / p['bare']:.2f}x "
         f"| >= 0.9x ({p['loop'] / p['floor']:.2f}x the floor) |",
-        f"| evaluation end to end (+ predictions.parquet, metrics, PNG, HTML, latency probe) | {p['end_to_end']:,.0f} "
-        f"| {p['end_to_end'] / p['bare']:.2f}x | |",
+        f"| evaluation end to end (+ predictions.parquet, metrics, slices, charts, HTML, latency probe) "
+        f"| {p['end_to_end']:,.0f} | {p['end_to_end'] / p['bare']:.2f}x | |",
+        "",
+        f"End to end takes {p['rows'] / p['end_to_end'] - p['rows'] / p['loop']:.2f} s more than the prediction loop: "
+        "a fixed cost per evaluation (the report's three matplotlib charts are about 0.3-0.5 s of it, the 20-call "
+        "latency probe and the slices the rest), not a per-row one.",
         "",
         f"One-row latency: p50 {p['latency']['p50']:.1f} ms, p95 {p['latency']['p95']:.1f} ms.",
         "",
