@@ -4,6 +4,7 @@ INGEST_SUMMARY = "ingest-summary"
 INGEST_COUNTS = "ingest-counts"
 INGEST_REJECTS = "ingest-rejects"
 VALIDATION_REPORT = "validation-report"
+VALIDATION_PAGE = "validation-page"  # a link to the validation page
 EVALUATION_REPORT = "evaluation-report"
 EVALUATION_METRICS = "evaluation-metrics"
 EVALUATION_REPORT_FILE = "evaluation-report-file"  # a link to report.html

@@ -20,6 +20,7 @@ from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
 from mmpipe.files import hold_lock
+from mmpipe.wording import counted
 
 # In the data dir: held for a whole pipeline run, so a scheduled and a triggered run never overlap.
 PIPELINE_LOCK = ".pipeline.lock"
@@ -41,8 +42,8 @@ def _stages(source: str, config: Config) -> dict:
     ingested = run_ingest(source, config)
     version = ingested["dataset_version"]
     _rename_this_run(f"pipeline {Path(source).name} -> {version}")
-    logger.info("dataset %s: %d accepted, %d quarantined, %d duplicates", version, ingested["accepted"],
-                sum(ingested["quarantined"].values()), ingested["duplicates"])
+    logger.info("dataset %s: %d accepted, %d quarantined, %s", version, ingested["accepted"],
+                sum(ingested["quarantined"].values()), counted(ingested["duplicates"], "duplicate"))
     validated = validate_flow(str(config.data_dir), config)  # raises on a critical failure: no training
     trained = train_flow(config)
     evaluated = evaluate_flow(trained["run_id"], config)
@@ -60,8 +61,9 @@ def summary_markdown(summary: dict) -> str:
     verdict = "promoted to champion" if promotion.get("promoted") else "not promoted"
     return "\n".join([
         f"# Pipeline on `{summary['source']}`", "",
-        f"* **ingest**: dataset `{summary['dataset_version']}`, {summary['ingest']['accepted']} rows accepted, "
-        f"{sum(summary['ingest']['quarantined'].values())} quarantined, {summary['ingest']['duplicates']} duplicates",
+        f"* **ingest**: dataset `{summary['dataset_version']}`, {counted(summary['ingest']['accepted'], 'row')} "
+        f"accepted, {sum(summary['ingest']['quarantined'].values())} quarantined, "
+        f"{counted(summary['ingest']['duplicates'], 'duplicate')}",
         f"* **validate**: passed{', with warnings' if summary['validation'].get('warnings') else ''}"
         + (f" ([validation page]({Path(summary['validation']['page']).as_uri()}))"
            if summary["validation"].get("page") else ""),

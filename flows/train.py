@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.ingest import PROGRESS_EXTRA
 from mmpipe.config import Config
 from mmpipe.train import TrainResult, train
+from mmpipe.wording import counted
 
 
 def epoch_reporter(epochs: int):
@@ -16,7 +17,7 @@ def epoch_reporter(epochs: int):
     import keras
 
     logger = get_run_logger()
-    artifact = create_progress_artifact(progress=0.0, description=f"Training, {epochs} epoch(s)")
+    artifact = create_progress_artifact(progress=0.0, description=f"Training, {counted(epochs, 'epoch')}")
 
     class ReportEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -6,15 +6,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import VALIDATION_REPORT
+from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT
 from mmpipe.config import Config
 from mmpipe.contracts.validate import validate_dataset
 from mmpipe.contracts.verdict import ValidationReport
 from mmpipe.errors import ContractViolation
 from mmpipe.wording import counted
-
-# The link artifact to the validation page (index.html); it belongs with the keys in flows/artifacts.py.
-VALIDATION_PAGE = "validation-page"
 
 
 # Called, never submitted: GX is not thread-safe, so validation runs in the flow's own thread.

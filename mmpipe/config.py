@@ -174,7 +174,8 @@ class ServeConfig(Section):
         '{ path = "...", contracts = "DIR" }')
     retrain_cron: str = Field("0 2 * * *", description="when `retrain` runs (cron, default nightly at 02:00)")
     timezone: str = Field("UTC", description="IANA timezone of retrain_cron, e.g. Europe/Berlin")
-    watch_interval_s: float = Field(60.0, gt=0, description="how often `watch` looks at the sources")
+    watch_interval_s: float = Field(60.0, gt=0, description="how often the watcher (`mmpipe serve`, `mmpipe watch`) "
+                                    "looks at the sources")
 
     @field_validator("sources", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from mmpipe.cli.common import (
 )
 from mmpipe.cli.output import ProgressBar, print_notice, print_pipeline_summary
 from mmpipe.errors import ContractViolation, MmpipeError
+from mmpipe.wording import counted
 
 
 def run_command(
@@ -185,5 +186,5 @@ def sample(
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise MmpipeError(f"{folder} exists and is not an empty folder; choose a new folder for the sample")
     manifest = write_sample(folder, SampleSpec(rows=rows, seed=seed))
-    typer.echo(f"wrote {manifest} ({rows} rows + faults) and {folder / 'mmpipe.toml'}")
+    typer.echo(f"wrote {manifest} ({counted(rows, 'row')} + faults) and {folder / 'mmpipe.toml'}")
     typer.echo(f"next: mmpipe ingest {manifest} --config {folder / 'mmpipe.toml'}")

@@ -7,6 +7,7 @@ GX is imported only when something has to be validated, and runs in the caller's
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from mmpipe.contracts.suites import INDEX_META, SOURCE, SUITE_META, SuiteFile, build_gx_suite, describe_expectation
@@ -31,6 +32,9 @@ class GreatExpectations:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
+        # An ephemeral context logs "Created temporary directory ... for ephemeral docs site" at INFO,
+        # into flow-run logs too: a line about a folder mmpipe never uses.
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = self.context.data_sources.add_pandas("mmpipe").add_dataframe_asset("derived")

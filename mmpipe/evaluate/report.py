@@ -54,7 +54,7 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
     reliability = (f"<figure>{charts.to_svg(charts.reliability_diagram(calibration, metrics['ece']))}</figure>"
                    if calibration else "")
     curves = (f"<figure>{charts.to_svg(charts.training_curves(record.history))}</figure>"
-              f"<p class=note>{len(record.history)} epoch(s) recorded.</p>" if record.history
+              f"<p class=note>{counted(len(record.history), 'epoch')} recorded.</p>" if record.history
               else "<p>no epochs recorded</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>mmpipe run {escape(result['run_id'])}</title>

@@ -29,6 +29,7 @@ from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock
+from mmpipe.wording import counted
 
 
 @dataclass
@@ -129,7 +130,7 @@ def ingest(source: str | Path, config: Config, steps: IngestSteps = IngestSteps(
             removed = _remove_files_written_since(Path(config.data_dir) / CACHE_DIR, began)
             raise DataDirError(f"the disk holding {Path(config.data_dir).absolute()} is full ({error.strerror}): "
                                "free some space and run the ingest again; the previous dataset version is intact "
-                               f"({removed} cache file(s) this ingest wrote were removed)") from None
+                               f"({counted(removed, 'cache file')} this ingest wrote removed)") from None
 
 
 def _remove_files_written_since(folder: Path, since_ns: int) -> int:

@@ -77,7 +77,8 @@ def _check_columns(source: RawSource, columns: list[str] | None) -> None:
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise SourceError(
-            f"manifest {source.path.name} lacks required column(s) {', '.join(missing)}; "
+            f"manifest {source.path.name} lacks the required {', '.join(missing)} "
+            f"column{'' if len(missing) == 1 else 's'}; "
             f"it has {', '.join(columns) or 'no columns'} and needs text, image, label"
         )
 

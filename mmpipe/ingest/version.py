@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mmpipe.config import SPLITS, Config, ImageConfig, TextConfig
 from mmpipe.errors import DataDirError
 from mmpipe.files import hold_lock, read_record, remove_stale_temporaries, sha256_file, write_json_atomic
+from mmpipe.wording import counted
 
 DATASET_FILE = "dataset.json"
 SHARDS_DIR = "shards"
@@ -206,8 +207,8 @@ def data_dir_lock(data_dir: Path, *, shared: bool = False, create: bool = False)
         if not shared:
             removed = remove_stale_temporaries(data_dir)
             if removed:
-                logging.getLogger(__name__).info("removed %d temporary file(s) an interrupted writer left in %s",
-                                                 removed, data_dir)
+                logging.getLogger(__name__).info("removed %s an interrupted writer left in %s",
+                                                 counted(removed, "temporary file"), data_dir)
         yield
 
 

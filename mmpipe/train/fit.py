@@ -29,6 +29,7 @@ from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
 from mmpipe.train.inputs import make_dataset, split_rows, train_texts
+from mmpipe.wording import counted
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def require_validated(version: DatasetVersion) -> None:
         raise TrainingError(f"dataset {version.version} failed its data contracts ({path}); fix the data first")
     changed = version.changed_shards()
     if changed:
-        raise TrainingError(f"shard {changed[0]} is not the file ingest wrote (it changed since; {len(changed)} "
-                            f"shard(s) in all): re-run `mmpipe ingest` to rebuild the dataset, then validate it")
+        raise TrainingError(f"shard {changed[0]} is not the file ingest wrote (it changed since; "
+                            f"{counted(len(changed), 'shard')} in all): re-run `mmpipe ingest` to rebuild the dataset, "
+                            "then validate it")
 
 
 def train(config: Config, *, resume: str | None = None, callbacks: list | None = None) -> TrainResult:

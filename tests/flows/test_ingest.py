@@ -48,6 +48,6 @@ def test_unusable_source_fails_the_flow_run(prefect_api, tmp_path, config):
     bad.write_text("text,label\nx,y\n")
     state = ingest_flow(str(bad), config, return_state=True)
     assert state.is_failed()
-    assert "lacks required column(s) image" in state.message
-    with pytest.raises(SourceError, match="lacks required column"):
+    assert "lacks the required image column;" in state.message
+    with pytest.raises(SourceError, match="lacks the required image column"):
         state.result()

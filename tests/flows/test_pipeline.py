@@ -81,7 +81,7 @@ def test_a_critical_contract_failure_stops_before_training(prefect_api, sample_m
     (runs_dir / "champion.json").write_text(json.dumps({"run_id": "20260101T000000Z-before"}))
     state = pipeline_flow(str(sample_manifest), config, return_state=True)  # the source now has a new class
     assert state.is_failed()
-    assert "failed 1 critical expectation(s): label is a known class" in state.message
+    assert "failed 1 critical expectation: label is a known class" in state.message
     assert "'moon' (" in state.message and "accept-classes" in state.message
     assert [run for run in list_runs(runs_dir) if run["status"] == "completed"] == []
     assert read_champion(runs_dir)["run_id"] == "20260101T000000Z-before"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.artifacts import VALIDATION_REPORT
-from flows.validate import VALIDATION_PAGE, validate_flow
+from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT
+from flows.validate import validate_flow
 from mmpipe.cli import app
 from mmpipe.errors import ContractViolation
 from tests.fixtures.cli import run_main

@@ -88,7 +88,7 @@ def test_folder_tree_with_sidecars_and_ignored_files(tmp_path):
     ("name", "content", "message"),
     [("missing.csv", None, "does not exist"),
      ("m.xlsx", "x", "unknown format"),
-     ("m.csv", "text,label\na,b\n", r"lacks required column\(s\) image")],
+     ("m.csv", "text,label\na,b\n", r"lacks the required image column;")],
 )
 def test_unusable_sources_raise_a_clear_error(tmp_path, name, content, message):
     path = tmp_path / name
