@@ -67,22 +67,31 @@ def fingerprint(source: Path, known: dict[str, list] | None = None, exclude: tup
     return files
 
 
-def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = ()) -> tuple[str, dict[str, Any] | None]:
+def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = (),
+         announce: Callable[[dict[str, Any]], object] | None = None) -> tuple[str, dict[str, Any] | None]:
     """One look at `source`: ("changed", summary to announce), ("arriving", None) while files are
-    still moving, or ("unchanged", None)."""
+    still moving, or ("unchanged", None).
+
+    A change is handed to `announce` before it is recorded as reported: if `announce` raises or the
+    process dies in between, the next poll reports it again (announced twice rather than never).
+    Prefect's `emit_event` queues the event and sends it from a background worker, so a server that
+    is down when it sends is Prefect's to retry, not seen here.
+    """
     state_path = Path(data_dir) / "watch" / f"{source_key(source)}.json"
     with hold_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
-        return _poll(source, Path(data_dir), state_path, exclude)
+        return _poll(source, Path(data_dir), state_path, exclude, announce)
 
 
-def _poll(source: Path, data_dir: Path, state_path: Path,
-          exclude: tuple[Path, ...]) -> tuple[str, dict[str, Any] | None]:
+def _poll(source: Path, data_dir: Path, state_path: Path, exclude: tuple[Path, ...],
+          announce: Callable[[dict[str, Any]], object] | None) -> tuple[str, dict[str, Any] | None]:
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"reported": {}, "seen": None}
     files = fingerprint(source, state["seen"] or state["reported"], (Path(data_dir), *exclude))
     settled = files == state["seen"]
     new = _content(files) != _content(state["reported"])
     status = ("changed" if files else "unchanged") if settled and new else "arriving" if new else "unchanged"
     change = summarize(source, state["reported"], files) if status == "changed" else None
+    if change is not None and announce is not None:
+        announce(change)
     if settled:
         state["reported"] = files  # a touched file with the same bytes is not new data
     state["seen"] = files
@@ -122,10 +131,7 @@ def watch_sources(config: Config, announce: Callable[[dict[str, Any]], object], 
     while not stop.is_set():
         for source in sources:
             try:
-                _, change = poll(source, data_dir, exclude=(runs_dir,))
+                poll(source, data_dir, exclude=(runs_dir,), announce=announce)
             except OSError as error:
                 complain(str(source), error)
-                continue
-            if change is not None:
-                announce(change)
         stop.wait(config.serve.watch_interval_s)

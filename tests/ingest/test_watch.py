@@ -113,3 +113,21 @@ def test_the_watcher_complains_about_a_source_it_cannot_read_and_keeps_watching(
     watch_sources(watched(tmp_path, [source]), lambda change: pytest.fail("nothing can be announced"),
                   Script([lambda: None]), lambda where, error: complaints.append((where, type(error))))
     assert complaints == [(str(source), NotADirectoryError)] * 2  # two rounds: it did not stop at the first
+
+
+def test_a_change_whose_announcement_failed_is_announced_again(tmp_path):
+    """Recorded as reported only once announced: a down server or a kill in between loses nothing."""
+    source, data = tmp_path / "source", tmp_path / "data"
+    source.mkdir()
+    (source / "a.png").write_bytes(b"a")
+    poll(source, data)
+
+    def server_down(change):
+        raise OSError("connection refused")
+
+    with pytest.raises(OSError):
+        poll(source, data, announce=server_down)
+    announced = []
+    assert poll(source, data, announce=announced.append)[0] == "changed"
+    assert [change["added"] for change in announced] == [1]
+    assert poll(source, data, announce=announced.append) == ("unchanged", None) and len(announced) == 1
