@@ -56,8 +56,10 @@ def main() -> None:
             ui = f"http://127.0.0.1:{port}/runs/flow-run/{flow_run}"
             _shoot(args.chromium, ui, args.out / "prefect-run.png", (1400, 900), Path(temp), wait_ms=15000)
             for key in ("evaluation-report", "confusion-matrix"):  # the newest version of each artifact
-                _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/key/{key}", args.out / f"prefect-{key}.png",
-                       (1400, 1000), Path(temp), wait_ms=15000)
+                artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
+                                                           "sort": "CREATED_DESC", "limit": 1})[0]["id"]
+                _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact}",
+                       args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -75,14 +77,19 @@ def _shoot(chromium: str, url: str, out: Path, size: tuple[int, int], temp: Path
 
 def _pipeline_run_id(port: int) -> str:
     """The newest `pipeline` flow run on the server."""
-    body = json.dumps({"flows": {"name": {"any_": ["pipeline"]}}, "sort": "START_TIME_DESC", "limit": 1}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/flow_runs/filter", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.load(response)
+    runs = _api(port, "flow_runs/filter", {"flows": {"name": {"any_": ["pipeline"]}}, "sort": "START_TIME_DESC",
+                                           "limit": 1})
     if not runs:
         sys.exit("the server has no pipeline run: did `mmpipe demo` use it (PREFECT_API_URL)?")
     return runs[0]["id"]
+
+
+def _api(port: int, path: str, body: dict) -> list[dict]:
+    """POST a filter to the server's REST API."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
 
 def _free_port() -> int:
