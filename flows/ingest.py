@@ -8,6 +8,8 @@ themselves use no Prefect cache.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextvars import ContextVar
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -26,6 +28,7 @@ from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
 from mmpipe.ingest.version import DatasetVersion
+from mmpipe.ingest.workers import chunk_workers
 from mmpipe.wording import counted
 
 # Read by the CLI's progress bar from the flow's log records.
@@ -40,11 +43,20 @@ def plan_chunks_task(source: str, config: Config) -> IngestPlan:
     return plan
 
 
+# The worker processes of the running ingest flow, if it has them: each `clean-chunk` task (on a
+# thread of the flow's task runner) hands its chunk to one, so the task stays visible in the UI
+# while the row work runs on its own core. Task threads run in a copy of the submitting context.
+_WORKERS: ContextVar[Executor | None] = ContextVar("mmpipe_chunk_workers", default=None)
+
+
 # Takes only its own chunk, never the whole plan: Prefect walks every task's inputs, and a plan
 # with thousands of chunks passed to thousands of tasks would make that quadratic.
 @task(name="clean-chunk", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
 def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation, cache_dir: Path, config: Config) -> ChunkResult:
-    return process_chunk(chunk, location, config, cache_dir)
+    workers = _WORKERS.get()
+    if workers is None:  # threads, or a Dask worker (a process of its own already)
+        return process_chunk(chunk, location, config, cache_dir)
+    return workers.submit(process_chunk, chunk, location, config, cache_dir).result()
 
 
 @task(name="write-dataset", cache_policy=NO_CACHE, persist_result=False)
@@ -53,7 +65,21 @@ def write_dataset_task(plan: IngestPlan, results: list[ChunkResult], config: Con
 
 
 def clean_chunks_as_tasks(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
-    """One mapped `clean-chunk` task per chunk on the flow's task runner, results as they finish."""
+    """One mapped `clean-chunk` task per chunk on the flow's task runner, results as they finish;
+    the row work on worker processes unless the chunks go to Dask or `ingest.parallel` is threads."""
+    count = min(config.ingest.worker_count(), len(plan.chunks))
+    if config.ingest.dask_address or config.ingest.parallel == "threads" or count <= 1:
+        yield from _map_chunks(plan, config)
+        return
+    with chunk_workers(count) as workers:
+        token = _WORKERS.set(workers)
+        try:
+            yield from _map_chunks(plan, config)
+        finally:
+            _WORKERS.reset(token)
+
+
+def _map_chunks(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
     futures = [clean_chunk_task.submit(chunk, plan.location, plan.cache_dir, config) for chunk in plan.chunks]
     for future in as_completed(futures):
         yield future.result()

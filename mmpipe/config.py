@@ -75,6 +75,8 @@ class IngestConfig(Section):
     shard_target_mb: float = Field(64.0, gt=0, description="approximate size of one shard file")
     chunk_rows: int = Field(256, ge=1, description="rows per unit of parallel and cached work")
     workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
+    parallel: Literal["processes", "threads"] = Field(
+        "processes", description="what the chunk workers are: processes (each row's Python on its own core) or threads")
     dask_address: str | None = Field(None, description="clean chunks on this Dask scheduler, e.g. tcp://host:8786")
 
     def worker_count(self) -> int:
@@ -214,7 +216,7 @@ class Config(Section):
 
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
-        ingest = self.ingest.model_dump(mode="json", exclude={"workers", "chunk_rows", "dask_address"})
+        ingest = self.ingest.model_dump(mode="json", exclude={"workers", "parallel", "chunk_rows", "dask_address"})
         text, image = self.text.model_dump(mode="json"), self.image.model_dump(mode="json")
         return {"text": text, "image": image, "ingest": ingest}
 

@@ -1,6 +1,6 @@
 """The ingest driver: plan -> clean chunks in parallel -> finalize, whoever runs the steps.
 
-In a notebook, a benchmark or a test it runs them as plain functions on a thread pool;
+In a notebook, a benchmark or a test it runs them as plain functions, chunks on worker processes;
 flows/ingest.py hands it the same steps as Prefect tasks.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock
+from mmpipe.ingest.workers import chunk_workers
 from mmpipe.wording import counted
 
 
@@ -83,12 +84,15 @@ def finish_ingest(plan: IngestPlan, results: list[ChunkResult], config: Config, 
 ChunkMapper = Callable[[IngestPlan, Config], Iterator[ChunkResult]]
 
 
-def clean_on_threads(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
-    """Clean the plan's chunks on `ingest.workers` threads, yielding each result as it is done.
-
-    Pillow, hashlib and Arrow release the GIL for the heavy work, so threads scale on the cores.
-    """
-    with ThreadPoolExecutor(max_workers=config.ingest.worker_count()) as pool:
+def clean_in_parallel(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
+    """Clean the plan's chunks on `ingest.workers` chunk workers (see mmpipe.ingest.workers), yielding
+    each result as it is done. One worker cleans in this process: nothing to gain from another."""
+    count = min(config.ingest.worker_count(), len(plan.chunks))
+    if count <= 1:
+        for chunk in plan.chunks:
+            yield process_chunk(chunk, plan.location, config, plan.cache_dir)
+        return
+    with chunk_workers(count, config.ingest.parallel) as pool:
         futures = [pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks]
         for future in as_completed(futures):
             yield future.result()
@@ -100,7 +104,7 @@ class IngestSteps:
     passes Prefect tasks instead (and its task runner decides where chunks are cleaned: threads or Dask)."""
 
     plan: Callable[[str | Path, Config], IngestPlan] = plan_ingest
-    clean: ChunkMapper = clean_on_threads
+    clean: ChunkMapper = clean_in_parallel
     finish: Callable[[IngestPlan, list[ChunkResult], Config, float], DatasetVersion] = finish_ingest
 
 
