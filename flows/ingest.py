@@ -28,7 +28,7 @@ from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
 from mmpipe.ingest.version import DatasetVersion
-from mmpipe.ingest.workers import chunk_workers
+from mmpipe.ingest.workers import chunk_workers, result_of
 from mmpipe.wording import counted
 
 # Read by the CLI's progress bar from the flow's log records.
@@ -56,7 +56,7 @@ def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation, cache_dir: Path
     workers = _WORKERS.get()
     if workers is None:  # threads, or a Dask worker (a process of its own already)
         return process_chunk(chunk, location, config, cache_dir)
-    return workers.submit(process_chunk, chunk, location, config, cache_dir).result()
+    return result_of(workers.submit(process_chunk, chunk, location, config, cache_dir))
 
 
 @task(name="write-dataset", cache_policy=NO_CACHE, persist_result=False)

@@ -22,7 +22,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from mmpipe.errors import DataDirError
 
 # Imported once in the forkserver, so every worker starts with them loaded.
 _PRELOAD = ["mmpipe.ingest.chunks"]
@@ -53,6 +56,16 @@ def _exit_with(parent: int) -> None:
             os.kill(parent, 0)
         except ProcessLookupError:
             os._exit(1)  # nothing to clean up: chunks are published whole or not at all
+
+
+def result_of(future: Future):
+    """A chunk worker's result; a worker that died (killed, out of memory) is one clear error."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DataDirError("a chunk worker process died (killed, or out of memory?): run the ingest again; the "
+                           "chunks already cleaned are reused, and `ingest.workers` or `ingest.chunk_rows` lower "
+                           "the memory it needs") from None
 
 
 @contextlib.contextmanager

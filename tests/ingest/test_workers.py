@@ -113,3 +113,14 @@ def test_a_main_module_workers_cannot_import_means_threads(monkeypatch):
     monkeypatch.setattr(main, "__file__", __file__)
     with chunk_workers(2) as workers:
         assert isinstance(workers, ProcessPoolExecutor)
+
+
+@pytest.mark.slow  # a child process with worker processes
+def test_a_worker_killed_under_the_ingest_is_one_clear_error(tmp_path):
+    process = _slow_ingest(tmp_path)
+    workers = _workers_of(process)
+    workers[0].kill()  # what the out-of-memory killer does
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "DataDirError: a chunk worker process died (killed, or out of memory?): run the ingest again" in err
+    assert _gone(workers[1:]) == []
