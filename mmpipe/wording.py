@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+# Nouns mmpipe counts whose plural the spelling rule gets wrong ("ch" said as k).
+_IRREGULAR = {"epoch": "epochs"}
+
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:
     """`count` with its noun in the right number: `1 class`, `2 classes`, `0 rows` (`plural` for irregular nouns)."""
     if count == 1:
         return f"{count} {singular}"
-    return f"{count} {plural or singular + ('es' if singular.endswith(('s', 'x', 'ch', 'sh')) else 's')}"
+    if plural is None:
+        plural = _IRREGULAR.get(singular) or singular + ("es" if singular.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {plural}"

@@ -7,7 +7,8 @@ from mmpipe.wording import counted
 
 @pytest.mark.parametrize(("count", "noun", "expected"), [
     (1, "row", "1 row"), (0, "row", "0 rows"), (2, "duplicate", "2 duplicates"), (1, "class", "1 class"),
-    (3, "class", "3 classes"), (2, "critical failure", "2 critical failures"), (2, "box", "2 boxes")])
+    (3, "class", "3 classes"), (2, "critical failure", "2 critical failures"), (2, "box", "2 boxes"),
+    (2, "epoch", "2 epochs"), (2, "batch", "2 batches")])
 def test_counted(count, noun, expected):
     assert counted(count, noun) == expected
 

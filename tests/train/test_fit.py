@@ -160,7 +160,7 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
                 flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
     [artifact] = asyncio.run(progress())
-    assert artifact.data == 100.0 and artifact.description == "Training, 2 epoch(s)"
+    assert artifact.data == 100.0 and artifact.description == "Training, 2 epochs"
 
 
 def test_cli_train_json_then_a_resume_of_a_completed_run_is_refused(prefect_api, data_dir, tmp_path, monkeypatch,
