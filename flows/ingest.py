@@ -66,12 +66,12 @@ def write_dataset_task(plan: IngestPlan, results: list[ChunkResult], config: Con
 
 def clean_chunks_as_tasks(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:
     """One mapped `clean-chunk` task per chunk on the flow's task runner, results as they finish;
-    the row work on worker processes unless the chunks go to Dask or `ingest.parallel` is threads."""
+    with `ingest.parallel = "processes"`, the row work on worker processes (not when the chunks go to Dask)."""
     count = min(config.ingest.worker_count(), len(plan.chunks))
     if config.ingest.dask_address or config.ingest.parallel == "threads" or count <= 1:
         yield from _map_chunks(plan, config)
         return
-    with chunk_workers(count) as workers:
+    with chunk_workers(count, "processes") as workers:
         token = _WORKERS.set(workers)
         try:
             yield from _map_chunks(plan, config)

@@ -75,8 +75,9 @@ class IngestConfig(Section):
     shard_target_mb: float = Field(64.0, gt=0, description="approximate size of one shard file")
     chunk_rows: int = Field(256, ge=1, description="rows per unit of parallel and cached work")
     workers: int = Field(0, ge=0, description="parallel chunk workers; 0 means one per CPU core")
-    parallel: Literal["processes", "threads"] = Field(
-        "processes", description="what the chunk workers are: processes (each row's Python on its own core) or threads")
+    parallel: Literal["threads", "processes"] = Field(
+        "threads", description="what the chunk workers are: threads, or processes (each row's Python on its own "
+        "core: faster when rows are mostly Python work, long texts and small images)")
     dask_address: str | None = Field(None, description="clean chunks on this Dask scheduler, e.g. tcp://host:8786")
 
     def worker_count(self) -> int:

@@ -1,6 +1,6 @@
 """The ingest driver: plan -> clean chunks in parallel -> finalize, whoever runs the steps.
 
-In a notebook, a benchmark or a test it runs them as plain functions, chunks on worker processes;
+In a notebook, a benchmark or a test it runs them as plain functions, chunks on chunk workers;
 flows/ingest.py hands it the same steps as Prefect tasks.
 """
 

@@ -1,14 +1,17 @@
-"""Chunk workers: the processes (or threads) that clean chunks in parallel.
+"""Chunk workers: the threads (default) or processes that clean chunks in parallel.
 
-Threads share one interpreter. Pillow, hashlib and Arrow release the GIL for their heavy work, but
-the Python around them (a row's checks, text cleaning, building the row) does not, and on 2 cores
-threads reached 0.73x of twice the single-process floor. Worker processes each run that Python on
-their own core. They are forked from a forkserver that has already imported the cleaning code: a
-clean process (no threads of Prefect's or TensorFlow's inherited mid-lock, as a plain fork would),
-started in about 0.1 s instead of a fresh interpreter's second.
+Threads share one interpreter: Pillow, hashlib and Arrow release the GIL for their heavy work, but
+the Python around them (a row's checks, text cleaning) does not. Worker processes run that Python
+on their own cores. Measured on 2 cores (docs/benchmarks.md, bench/ingest.py): on image-bound rows
+(300-800 px photos) threads are as fast or faster, because a process pool costs a fixed start that
+the GIL never did; with long captions on small images (the icon set, ~4 KB of HTML per caption)
+processes clean 1.36x as many rows. So threads by default, processes with
+`ingest.parallel = "processes"`.
 
+Worker processes are forked from a forkserver that has already imported the cleaning code: a clean
+process (no threads of Prefect's or TensorFlow's inherited mid-lock, as a plain fork would).
 Chunks are cleaned independently and written to the chunk cache under their content key, so the
-shards are the same bytes whichever workers cleaned them (tested against threads and Dask).
+shards are the same bytes whichever workers cleaned them (tested: processes, threads, one worker).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def result_of(future: Future):
 
 
 @contextlib.contextmanager
-def chunk_workers(count: int, kind: str = "processes") -> Iterator[Executor]:
+def chunk_workers(count: int, kind: str) -> Iterator[Executor]:
     """An executor of `count` chunk workers ("processes" or "threads"), shut down on the way out.
 
     On an error or Ctrl-C, chunks not yet started are cancelled and the ones being cleaned finish

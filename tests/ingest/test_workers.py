@@ -26,7 +26,7 @@ def digests(data_dir):
 
 def test_processes_threads_and_one_worker_write_the_same_bytes(sample_manifest, tmp_path):
     versions = {}
-    for name, settings in {"processes": {"ingest.workers": 2},
+    for name, settings in {"processes": {"ingest.workers": 2, "ingest.parallel": "processes"},
                            "threads": {"ingest.workers": 2, "ingest.parallel": "threads"},
                            "one": {"ingest.workers": 1}}.items():
         config = make_config(tmp_path / name, **{"ingest.classes": SAMPLE_CLASSES, **settings})
@@ -50,7 +50,7 @@ def _slow_ingest(tmp_path, rows=200):
         from mmpipe.config import load_config
         from mmpipe.ingest import ingest
         config = load_config(None, {{"data_dir": {str(tmp_path / "data")!r}, "image.size": 16, "ingest.workers": 2,
-                                     "ingest.chunk_rows": 8}}, environ={{}})
+                                     "ingest.parallel": "processes", "ingest.chunk_rows": 8}}, environ={{}})
         ingest({str(manifest)!r}, config)
     """)
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -108,10 +108,10 @@ def test_a_main_module_workers_cannot_import_means_threads(monkeypatch):
     main = sys.modules["__main__"]
     monkeypatch.setattr(main, "__spec__", None, raising=False)
     monkeypatch.setattr(main, "__file__", "<stdin>", raising=False)
-    with chunk_workers(2) as workers:
+    with chunk_workers(2, "processes") as workers:
         assert isinstance(workers, ThreadPoolExecutor)
     monkeypatch.setattr(main, "__file__", __file__)
-    with chunk_workers(2) as workers:
+    with chunk_workers(2, "processes") as workers:
         assert isinstance(workers, ProcessPoolExecutor)
 
 
