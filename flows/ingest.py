@@ -8,8 +8,6 @@ themselves use no Prefect cache.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Executor
-from contextvars import ContextVar
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -24,11 +22,11 @@ from prefect.futures import as_completed
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from mmpipe.config import SPLITS, Config
-from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
+from mmpipe.ingest.chunks import ChunkPlan, ChunkResult
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
 from mmpipe.ingest.version import DatasetVersion
-from mmpipe.ingest.workers import chunk_workers, result_of
+from mmpipe.ingest.workers import chunk_workers, clean_chunk, handing_chunks_to
 from mmpipe.wording import counted
 
 # Read by the CLI's progress bar from the flow's log records.
@@ -43,20 +41,14 @@ def plan_chunks_task(source: str, config: Config) -> IngestPlan:
     return plan
 
 
-# The worker processes of the running ingest flow, if it has them: each `clean-chunk` task (on a
-# thread of the flow's task runner) hands its chunk to one, so the task stays visible in the UI
-# while the row work runs on its own core. Task threads run in a copy of the submitting context.
-_WORKERS: ContextVar[Executor | None] = ContextVar("mmpipe_chunk_workers", default=None)
-
-
 # Takes only its own chunk, never the whole plan: Prefect walks every task's inputs, and a plan
 # with thousands of chunks passed to thousands of tasks would make that quadratic.
 @task(name="clean-chunk", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
 def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation, cache_dir: Path, config: Config) -> ChunkResult:
-    workers = _WORKERS.get()
-    if workers is None:  # threads, or a Dask worker (a process of its own already)
-        return process_chunk(chunk, location, config, cache_dir)
-    return result_of(workers.submit(process_chunk, chunk, location, config, cache_dir))
+    # On the flow's worker processes when it has them (see clean_chunks_as_tasks), else right here: a
+    # thread of the task runner, or a Dask worker. Nothing here may refer to a flow-local object:
+    # Dask pickles this function by value.
+    return clean_chunk(chunk, location, config, cache_dir)
 
 
 @task(name="write-dataset", cache_policy=NO_CACHE, persist_result=False)
@@ -71,12 +63,8 @@ def clean_chunks_as_tasks(plan: IngestPlan, config: Config) -> Iterator[ChunkRes
     if config.ingest.dask_address or config.ingest.parallel == "threads" or count <= 1:
         yield from _map_chunks(plan, config)
         return
-    with chunk_workers(count, "processes") as workers:
-        token = _WORKERS.set(workers)
-        try:
-            yield from _map_chunks(plan, config)
-        finally:
-            _WORKERS.reset(token)
+    with chunk_workers(count, "processes") as workers, handing_chunks_to(workers):
+        yield from _map_chunks(plan, config)
 
 
 def _map_chunks(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]:

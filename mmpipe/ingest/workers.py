@@ -27,8 +27,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextvars import ContextVar
+from pathlib import Path
 
+from mmpipe.config import Config
 from mmpipe.errors import DataDirError
+from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
+from mmpipe.ingest.clean.record import SourceLocation
 
 # Imported once in the forkserver, so every worker starts with them loaded.
 _PRELOAD = ["mmpipe.ingest.chunks"]
@@ -59,6 +64,29 @@ def _exit_with(parent: int) -> None:
             os.kill(parent, 0)
         except ProcessLookupError:
             os._exit(1)  # nothing to clean up: chunks are published whole or not at all
+
+
+# The workers that `clean_chunk` hands chunks to, where a caller set them (the ingest flow, whose
+# `clean-chunk` tasks run on threads in copies of the submitting context).
+_HANDED_TO: ContextVar[Executor | None] = ContextVar("mmpipe_chunk_workers", default=None)
+
+
+@contextlib.contextmanager
+def handing_chunks_to(workers: Executor) -> Iterator[None]:
+    """While open, `clean_chunk` in this context (and in contexts copied from it) runs on `workers`."""
+    token = _HANDED_TO.set(workers)
+    try:
+        yield
+    finally:
+        _HANDED_TO.reset(token)
+
+
+def clean_chunk(chunk: ChunkPlan, location: SourceLocation, config: Config, cache_dir: Path) -> ChunkResult:
+    """`process_chunk`, on the workers handed to (see `handing_chunks_to`), else in this thread."""
+    workers = _HANDED_TO.get()
+    if workers is None:
+        return process_chunk(chunk, location, config, cache_dir)
+    return result_of(workers.submit(process_chunk, chunk, location, config, cache_dir))
 
 
 def result_of(future: Future):

@@ -47,6 +47,8 @@ def _slow_ingest(tmp_path, rows=200):
     rows = [{"text": f"row {i}", "image": "big.png", "label": "ab"[i % 2]} for i in range(rows)]
     manifest = write_manifest(tmp_path / "src" / "m.csv", rows)
     script = textwrap.dedent(f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
         from mmpipe.config import load_config
         from mmpipe.ingest import ingest
         config = load_config(None, {{"data_dir": {str(tmp_path / "data")!r}, "image.size": 16, "ingest.workers": 2,
