@@ -102,8 +102,8 @@ def runs_show(
         typer.echo(f"  error: {shown['error']}")
     evaluation = shown["evaluation"]
     if evaluation:
-        typer.echo("  " + ", ".join(f"{key} {value:.4f}" for key, value in evaluation["metrics"].items()
-                                    if isinstance(value, float)))
+        for line in metric_lines(evaluation["metrics"]):
+            typer.echo(f"  {line}")
         typer.echo(f"  report: {evaluation['report']}")
     if shown["promotion"]:
         typer.echo(f"  promotion: {'promoted' if shown['promotion']['promoted'] else 'not promoted'}: "
@@ -154,3 +154,17 @@ def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json:
         return
     typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
                f"promoted {champion['promoted_at']}, previous {champion['previous']})")
+
+
+def metric_lines(metrics: dict) -> list[str]:
+    """Quality, calibration and speed, each a line, in the order and words of the report."""
+    from mmpipe.evaluate.metrics import CALIBRATION, QUALITY, named
+
+    lines = [f"{group}: " + ", ".join(f"{label} {metrics[key]:.4f}" for key, label in named(metrics, names))
+             for group, names in (("quality", QUALITY), ("calibration (lower is better)", CALIBRATION))
+             if named(metrics, names)]
+    if "throughput_samples_per_s" in metrics:
+        latency = metrics.get("latency_ms") or {}
+        lines.append(f"speed: {metrics['throughput_samples_per_s']:,.1f} rows/s"
+                     + "".join(f", one-row latency {name} {value:.2f} ms" for name, value in latency.items()))
+    return lines

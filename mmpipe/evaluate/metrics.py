@@ -14,6 +14,26 @@ from typing import Any
 
 import numpy as np
 
+# How a reader names each metric, grouped as reports and the CLI show them, best-known first;
+# "top_k_accuracy" stands for the top_<k>_accuracy key of the configured k.
+QUALITY = [("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"), ("macro_f1", "macro F1"),
+           ("macro_precision", "macro precision"), ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"),
+           ("weighted_precision", "weighted precision"), ("weighted_recall", "weighted recall")]
+CALIBRATION = [("ece", "expected calibration error"), ("log_loss", "log loss")]  # lower is better
+
+
+def named(metrics: dict[str, Any], group: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(key, label) of the metrics of `group` that `metrics` has, in the group's order."""
+    found = []
+    for key, label in group:
+        if key == "top_k_accuracy":
+            key = next((name for name in metrics if name.startswith("top_") and name.endswith("_accuracy")), key)
+            label = label.format(k=key.split("_")[1])
+        if key in metrics:
+            found.append((key, label))
+    return found
+
+
 _EPSILON = 1e-15  # log loss clips probabilities away from 0 so one confident mistake stays finite
 
 

@@ -14,16 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.evaluate import charts
+from mmpipe.evaluate.metrics import CALIBRATION, QUALITY, named
 from mmpipe.evaluate.slices import smallest
 from mmpipe.files import atomic_path
 from mmpipe.runs.record import RunDir, RunRecord
 from mmpipe.wording import counted
 
-# (key in metrics, how a reader names it); top_k_accuracy's key carries its k.
-QUALITY = [("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"), ("macro_f1", "macro F1"),
-           ("macro_precision", "macro precision"), ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"),
-           ("weighted_precision", "weighted precision"), ("weighted_recall", "weighted recall")]
-CALIBRATION = [("ece", "expected calibration error (lower is better)"), ("log_loss", "log loss (lower is better)")]
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .7em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.small td{color:#a00}
@@ -65,7 +61,7 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
 ({result['n']} rows) at {escape(result['evaluated_at'])}.</p>
 {promotion}
 <h2>Quality</h2>{quality_html(metrics, result.get("baselines") or {})}
-<h2>Calibration</h2>{_metric_table(metrics, CALIBRATION)}{reliability}
+<h2>Calibration</h2>{calibration_html(metrics)}{reliability}
 <h2>Speed</h2>{speed_html(metrics)}
 <h2>Per class</h2>{per_class_html(result)}
 <h2>Confusion matrix</h2><figure>{confusion_svg}</figure>
@@ -80,7 +76,7 @@ def quality_html(metrics: dict[str, Any], baselines: dict[str, Any]) -> str:
     """Quality metrics, with what the baselines scored on the same rows beside them."""
     header = "".join(f"<th>{html.escape(_baseline_name(name, found))}</th>" for name, found in baselines.items())
     rows = []
-    for key, label in _present(metrics, QUALITY):
+    for key, label in named(metrics, QUALITY):
         cells = "".join(f"<td>{found[key]:.4f}</td>" if key in found else "<td>&mdash;</td>"
                         for found in baselines.values())
         rows.append(f"<tr><td>{html.escape(label)}</td><td><b>{metrics[key]:.4f}</b></td>{cells}</tr>")
@@ -89,20 +85,9 @@ def quality_html(metrics: dict[str, Any], baselines: dict[str, Any]) -> str:
     return f"<table><tr><th>metric</th><th>this run</th>{header}</tr>{''.join(rows)}</table>{note}"
 
 
-def _present(metrics: dict[str, Any], wanted: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    found = []
-    for key, label in wanted:
-        if key == "top_k_accuracy":
-            key = next((name for name in metrics if name.startswith("top_") and name.endswith("_accuracy")), key)
-            label = label.format(k=key.split("_")[1])
-        if key in metrics:
-            found.append((key, label))
-    return found
-
-
-def _metric_table(metrics: dict[str, Any], wanted: list[tuple[str, str]]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{metrics[key]:.4f}</td></tr>"
-                   for key, label in _present(metrics, wanted))
+def calibration_html(metrics: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(label)} (lower is better)</td><td>{metrics[key]:.4f}</td></tr>"
+                   for key, label in named(metrics, CALIBRATION))
     return f"<table>{rows}</table>"
 
 

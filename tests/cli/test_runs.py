@@ -54,3 +54,16 @@ def test_runs_show_says_the_validation_verdict_and_git_in_words(tmp_path):
     shown = runner.invoke(app, ["runs", "show", "20260101T000000Z-a", "--runs", str(tmp_path)])
     assert f"dataset v1 (1 shard), validation: passed ({validated / 'index.html'})" in shown.stdout
     assert "git: abc1234" in shown.stdout
+
+
+def test_runs_show_groups_metrics_in_the_report_s_words(tmp_path):
+    run_dir = make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.8})
+    metrics_path = run_dir / "metrics.json"
+    evaluation = json.loads(metrics_path.read_text())
+    evaluation["metrics"].update(top_2_accuracy=1.0, ece=0.125, log_loss=0.5, throughput_samples_per_s=812.5,
+                                 latency_ms={"p50": 3.25, "p95": 4.5})
+    metrics_path.write_text(json.dumps(evaluation))
+    lines = runner.invoke(app, ["runs", "show", "20260101T000000Z-a", "--runs", str(tmp_path)]).stdout.splitlines()
+    assert "  quality: accuracy 0.7000, top-2 accuracy 1.0000, macro F1 0.7000" in lines
+    assert "  calibration (lower is better): expected calibration error 0.1250, log loss 0.5000" in lines
+    assert "  speed: 812.5 rows/s, one-row latency p50 3.25 ms, one-row latency p95 4.50 ms" in lines
