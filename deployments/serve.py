@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from mmpipe.config import Config, source_dir_name
-from mmpipe.errors import ConfigError, MmpipeError
+from mmpipe.errors import MmpipeError
 
 
 def build_deployments(config: Config) -> list:
@@ -59,9 +59,7 @@ def build_deployments(config: Config) -> list:
 
 def absolute_paths(config: Config) -> Config:
     """`config` with its sources, data and runs dirs made absolute here, where `mmpipe serve` runs."""
-    if not config.serve.sources:
-        raise ConfigError("mmpipe serve needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
-                          "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+    config.serve.require_sources("mmpipe serve")
     sources = [entry.model_copy(update={"path": str(Path(entry.path).absolute())}) for entry in config.serve.sources]
     return config.model_copy(update={"data_dir": Path(config.data_dir).absolute(),
                                      "runs_dir": Path(config.runs_dir).absolute(),

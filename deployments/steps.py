@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.config import load_config
-from mmpipe.errors import ConfigError
 
 
 def read_mmpipe_config() -> dict[str, Any]:
@@ -21,9 +20,6 @@ def read_mmpipe_config() -> dict[str, Any]:
     Paths in the config stay as configured: relative ones resolve in the checkout when a run starts.
     """
     config = load_config(None)
-    sources = [entry.path for entry in config.serve.sources]
-    if not sources:
-        raise ConfigError("deployments/prefect.yaml needs at least one source: set [serve] sources = "
-                          "[\"path/to/manifest.csv\"] in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+    sources = config.serve.require_sources("deployments/prefect.yaml")
     return {"checkout": str(Path.cwd()), "config": config.model_dump(mode="json"), "source": sources[0],
             "sources": sources, "retrain_cron": config.serve.retrain_cron, "timezone": config.serve.timezone}

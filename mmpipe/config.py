@@ -188,6 +188,13 @@ class ServeConfig(Section):
             return [{"path": str(item)} if isinstance(item, str | Path) else item for item in value]
         return value
 
+    def require_sources(self, who: str) -> list[str]:
+        """The source paths; a ConfigError saying how to add one when there are none (`who` needs them)."""
+        if not self.sources:
+            raise ConfigError(f"{who} needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
+                              "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+        return [entry.path for entry in self.sources]
+
     def entry_for(self, source: str | Path) -> SourceEntry | None:
         """The configured entry of `source` (compared as absolute paths), if it is one."""
         wanted = Path(source).absolute()

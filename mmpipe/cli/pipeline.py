@@ -142,9 +142,7 @@ def watch(
     from mmpipe.config import load_config
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs})
-    if not settings.serve.sources:
-        raise MmpipeError("mmpipe watch needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
-                          "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
+    settings.serve.require_sources("mmpipe watch")
     require_prefect_server("mmpipe watch")
     from flows.watch import SOURCE_CHANGED, watch_and_announce
 

@@ -29,7 +29,6 @@ from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.ingest.version import DatasetVersion
 from mmpipe.train.inputs import split_paths
 
-BUILT_IN = ("class", "image_format", "image_size", "text_words")
 _KEPT = ("accuracy", "macro_f1", "log_loss", "ece")  # per slice; the rest is noise at slice sizes
 _SHARD_COLUMNS = ("id", "text", "orig_width", "orig_height", "orig_format", "label")
 _WORD_BUCKETS = ((0, "no words"), (1, "1-2 words"), (3, "3-5 words"), (6, "6-15 words"), (16, "16-50 words"),
@@ -124,8 +123,8 @@ def _ordered(dimension: str, column: np.ndarray) -> list[str]:
     if dimension == "text_words":
         return [name for _, name in _WORD_BUCKETS if name in present]
     if dimension == "image_size":
-        return sorted(present, key=lambda name: (not name.startswith("under"), int(name.split("-")[0].split()[0])
-                                                 if not name.startswith("under") else 0))
+        # "under 16 px", "16-31 px", ..., "1024 px and over": by the bucket's lower bound
+        return sorted(present, key=lambda name: 0 if name.startswith("under") else int(name.split()[0].split("-")[0]))
     counts = {value: int((column == value).sum()) for value in present}
     return sorted(present, key=lambda value: (-counts[value], value))
 
