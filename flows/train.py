@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -30,10 +32,23 @@ def epoch_reporter(epochs: int):
 
 @task(name="train-model", cache_policy=NO_CACHE, persist_result=False)
 def train_model_task(config: Config, resume: str | None = None) -> TrainResult:
+    # Where training runs is this machine's to say (a work pool's job variables), whatever was deployed.
+    config = config.on_this_machine()
     return train(config, resume=resume, callbacks=[epoch_reporter(config.train.epochs)])
 
 
-@flow(name="train", flow_run_name="train {config.model.variant}")
+def _run_name() -> str:
+    """"train fused"; with " (worker N of M)" when this process is one worker of a multi-worker run."""
+    from prefect.runtime import flow_run
+
+    from mmpipe.train.distribute import worker_of
+
+    name = f"train {flow_run.parameters['config'].model.variant}"
+    where = worker_of(os.environ)
+    return name if where is None else f"{name} (worker {where[0]} of {where[1]})"
+
+
+@flow(name="train", flow_run_name=_run_name)
 def train_flow(config: Config, resume: str | None = None) -> dict:
     """Train on the dataset in config.data_dir (it must have passed `mmpipe validate`)."""
     result = train_model_task(config, resume)

@@ -19,6 +19,8 @@ from mmpipe.files import FAULT_ENV, stable_hash
 
 DEFAULT_CONFIG_FILE = "mmpipe.toml"
 ENV_PREFIX = "MMPIPE_"
+# The [train] settings that say where training runs; a machine's own MMPIPE_TRAIN__* variables set them.
+MACHINE_SETTINGS = ("strategy", "cpu_devices")
 # Read by the loader itself, not a setting: the path of the config file.
 ENV_CONFIG_FILE = "MMPIPE_CONFIG"
 # Not a setting either: set (or `mmpipe --verbose`) to see tracebacks and every library's log lines.
@@ -143,6 +145,12 @@ class TrainConfig(Section):
         "auto", description="balanced: weight classes by sqrt(largest class rows / their rows), capped at 4x; auto: "
         "the same once the largest class has 3x the rows of the smallest")
     export_serving: bool = Field(True, description="write RUNS/<run_id>/serving, the SavedModel `mmpipe predict` uses")
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = Field(
+        "auto", description="how training is spread: one_device; mirrored (every local GPU, else the cpu_devices); "
+        "multi_worker (the processes TF_CONFIG names, each mirrored over its own devices); auto: mirrored when more "
+        "than one GPU is visible or cpu_devices > 1, else one_device")
+    cpu_devices: int = Field(1, ge=1, description="split the CPU into this many logical devices (mirrored over them "
+                             "when there is no GPU); set before TensorFlow starts in the process")
 
 
 class EvaluateConfig(Section):
@@ -246,6 +254,22 @@ class Config(Section):
         name = source_dir_name(source)
         return config.model_copy(update={"data_dir": Path(self.data_dir) / name,
                                          "runs_dir": Path(self.runs_dir) / name})
+
+    def on_this_machine(self, environ: Mapping[str, str] | None = None) -> Config:
+        """This config with the settings that describe the machine rather than the model (`train.strategy`,
+        `train.cpu_devices`) taken from this machine's MMPIPE_* variables where it sets them: a deployment
+        carries the config it was deployed with, and the work pool's job variables choose the devices."""
+        environ = os.environ if environ is None else environ
+        local = {key: _parse_env_value(environ[f"{ENV_PREFIX}TRAIN__{key.upper()}"]) for key in MACHINE_SETTINGS
+                 if f"{ENV_PREFIX}TRAIN__{key.upper()}" in environ}
+        if not local:
+            return self
+        try:
+            train = TrainConfig.model_validate({**self.train.model_dump(), **local})
+        except ValidationError as error:
+            raise ConfigError(f"invalid MMPIPE_TRAIN__* variable on this machine: {error.errors()[0]['msg']} "
+                              f"({', '.join(f'{key} = {value!r}' for key, value in local.items())})") from None
+        return self.model_copy(update={"train": train})
 
     def hash(self) -> str:
         """Stable hash of the whole config except where files go and how runs are scheduled."""

@@ -52,3 +52,14 @@ def test_hash_is_stable_and_tracks_what_shapes_output(tmp_path):
     assert base.ingest_hash() != load_config(None, {"image.size": 32}, environ={}).ingest_hash()
     assert base.hash() != load_config(None, {"seed": 3}, environ={}).hash()
     assert base.ingest_hash() == load_config(None, {"seed": 3}, environ={}).ingest_hash()
+
+
+def test_where_training_runs_is_the_machines_to_say_whatever_config_was_deployed():
+    deployed = load_config(None, {"train.epochs": 3, "train.strategy": "one_device"}, environ={})
+    gpu_worker = {"MMPIPE_TRAIN__STRATEGY": "mirrored", "MMPIPE_TRAIN__CPU_DEVICES": "2", "MMPIPE_TRAIN__EPOCHS": "9"}
+    here = deployed.on_this_machine(gpu_worker)
+    assert (here.train.strategy, here.train.cpu_devices) == ("mirrored", 2)
+    assert here.train.epochs == 3  # the model's settings stay the deployed ones
+    assert deployed.on_this_machine({}) is deployed
+    with pytest.raises(ConfigError, match="MMPIPE_TRAIN__"):
+        deployed.on_this_machine({"MMPIPE_TRAIN__STRATEGY": "all_of_them"})

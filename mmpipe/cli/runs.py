@@ -98,6 +98,8 @@ def runs_show(
                f"validation: {validation_line(lineage.get('validation') or {})}")
     git = shown.get("git_commit") or "not a git checkout"
     typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git: {git}")
+    if shown.get("distribution"):
+        typer.echo(f"  trained: {distribution_line(shown['distribution'])}")
     if shown.get("error"):
         typer.echo(f"  error: {shown['error']}")
     evaluation = shown["evaluation"]
@@ -109,6 +111,12 @@ def runs_show(
         typer.echo(f"  promotion: {'promoted' if shown['promotion']['promoted'] else 'not promoted'}: "
                    + "; ".join(shown["promotion"]["reasons"]))
     typer.echo(f"  run dir: {shown['run_dir']}")
+
+
+def distribution_line(shape: dict) -> str:
+    """"mirrored, 2 replicas on 1 worker, batch 16 per replica (32 global)"."""
+    return (f"{shape['strategy']}, {counted(shape['replicas'], 'replica')} on {counted(shape['workers'], 'worker')}, "
+            f"batch {shape['per_replica_batch']} per replica ({shape['global_batch']} global)")
 
 
 @runs_app.command("compare")

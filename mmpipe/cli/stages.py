@@ -111,16 +111,23 @@ def train_command(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 10).", show_default=False)] = None,
     resume: Annotated[str | None, typer.Option(help="Continue an interrupted run from its last finished epoch.",
                                                show_default=False)] = None,
+    local_workers: Annotated[int | None, typer.Option(
+        min=2, help="Train as this many worker processes on this machine (train.strategy multi_worker, TF_CONFIG "
+        "on loopback ports): multi-worker training tried out before a cluster.", show_default=False)] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train the fused Keras model on the current dataset version (it must pass `mmpipe validate`).
 
     Writes `RUNS/RUN_ID/`: run.json (config + hash, dataset version, seed, git commit, package
-    versions, per-epoch history, status), model.keras, history.csv, TensorBoard logs, one
-    checkpoint per epoch (so `--resume RUN_ID` continues an interrupted run) and serving/, the
-    SavedModel `mmpipe predict` uses. Exit status: 0 done,
-    2 the dataset is missing or not validated, or the run cannot be resumed.
+    versions, per-epoch history, status, strategy and replicas), model.keras, history.csv,
+    TensorBoard logs, one checkpoint per epoch (so `--resume RUN_ID` continues an interrupted run)
+    and serving/, the SavedModel `mmpipe predict` uses.
+
+    Training is spread by `[train] strategy`: one device, mirrored over the GPUs (or over
+    `cpu_devices` logical CPUs), or multi_worker, each worker started with its TF_CONFIG (or all of
+    them here with --local-workers). Exit status: 0 done, 2 the dataset is missing or not
+    validated, the run cannot be resumed, or the strategy cannot start.
     """
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
@@ -132,6 +139,9 @@ def train_command(
     require_validated(version)  # fail fast (exit 2) before starting Prefect
     if resume:
         resumable_run(Path(settings.runs_dir).absolute(), resume, version)
+    if local_workers:
+        _train_as_local_workers(local_workers, data, runs, variant, epochs, resume, config, as_json)
+        return
     start_prefect()
     from flows.train import train_flow
 
@@ -145,6 +155,26 @@ def train_command(
     typer.echo(f"run {summary['run_id']} {summary['status']} after {counted(len(history.get('loss', [])), 'epoch')}: "
                + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
     typer.echo(f"run dir: {summary['run_dir']}")
+
+
+def _train_as_local_workers(count: int, data, runs, variant, epochs, resume, config, as_json) -> None:
+    """`mmpipe train` as `count` workers on this machine: the chief's output shown, the others' logged."""
+    import shutil
+    import tempfile
+
+    from mmpipe.train.distribute import launch_local_workers
+
+    options = {"--data": data, "--runs": runs, "--variant": variant, "--epochs": epochs, "--resume": resume,
+               "--config": config}
+    arguments = ["train", *[str(part) for name, value in options.items() if value is not None
+                            for part in (name, value)], *(["--json"] if as_json else [])]
+    logs = Path(tempfile.mkdtemp(prefix="mmpipe-workers-"))
+    done = launch_local_workers(count, arguments, logs=logs, capture=False)
+    if done.returncode:
+        typer.echo(f"mmpipe: a worker failed (exit {done.returncode}); the other workers' output is in {logs}",
+                   err=True)
+        raise typer.Exit(done.returncode)
+    shutil.rmtree(logs, ignore_errors=True)
 
 
 def predict(

@@ -121,6 +121,7 @@ class RunRecord(BaseModel):
     started_at: str
     lineage: dict[str, Any] = {}
     class_weights: dict[str, float] | None = None  # what each class's rows weighed in the loss (None: 1)
+    distribution: dict[str, Any] | None = None  # strategy, replicas, workers, batch per replica and global
     history: list[dict[str, float]] = []
     finished_at: str | None = None
     seconds: float | None = None

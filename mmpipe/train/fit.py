@@ -3,6 +3,10 @@
 A run is reproducible: the seed fixes weights and shuffling, TF op determinism is on, and each
 epoch's shuffle order depends only on (seed, epoch), so a resumed run sees the same batches as
 an uninterrupted one. A dataset version must have passed its data contracts first.
+
+A run trains under the strategy `[train] strategy` picks (distribute.py): `batch_size` rows per
+replica and step, one input pipeline per worker reading its own share of the shards, the same
+number of steps on every worker (a share that runs out starts over), and the chief alone writing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -28,7 +33,17 @@ from mmpipe.files import atomic_path
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
-from mmpipe.train.inputs import make_dataset, split_rows, train_texts
+from mmpipe.train.distribute import (
+    Distribution,
+    check_same_distribution,
+    decode_text,
+    disagreement,
+    distribution_for,
+    encode_text,
+    keras_workarounds,
+    worker_copy,
+)
+from mmpipe.train.inputs import plan_shares, split_rows, train_texts, training_input, validation_input
 from mmpipe.wording import counted
 
 
@@ -39,11 +54,13 @@ class TrainResult:
     history: dict[str, list[float]]
     status: str
     notes: list[str] = field(default_factory=list)
+    distribution: dict[str, Any] = field(default_factory=dict)  # as run.json records it
+    chief: bool = True  # this process wrote the run (every process but the other workers of a multi-worker run)
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe train --json` prints."""
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "history": self.history, "status": self.status,
-                "notes": self.notes}
+                "notes": self.notes, "distribution": self.distribution}
 
 
 def new_run_id() -> str:
@@ -89,29 +106,52 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         version = load_dataset(config.data_dir)
         require_validated(version)
         result = _train(config, version, resume, callbacks or [])
-    with data_dir_lock(version.data_dir):
-        set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
+    if result.chief:
+        with data_dir_lock(version.data_dir):
+            set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
     return result
 
 
 def _train(config: Config, version: DatasetVersion, resume: str | None, callbacks: list) -> TrainResult:
-    import keras
-    import tensorflow as tf
-
-    from mmpipe.train.model import build_model, load_model
-
     runs_dir = Path(config.runs_dir).absolute()
-    checkpoint = None
+    checkpoint, skipped, problem = None, [], None
     if resume:
-        run, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)
-        config = record.run_config
+        try:
+            run, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)
+            config = record.run_config  # the run's own settings, its strategy included
+        except TrainingError as error:
+            problem = str(error)
+    distribution = distribution_for(config.train)  # first: TensorFlow's runtime must not have started yet
+    problem = problem or disagreement(distribution, checkpoint)
+    distribution.all_ready(problem)  # every worker has read the run store before the chief writes to it
+    if checkpoint:
+        check_same_distribution(record, distribution)
         record.status, record.error, record.resumed_from_epoch = "running", None, checkpoint.epoch
         record.pid, record.host = os.getpid(), socket.gethostname()
         record.history = [epoch for epoch in record.history if epoch["epoch"] <= checkpoint.epoch]
         record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
     else:
-        run = RunDir(runs_dir / new_run_id())
+        run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
         record = _new_record(run.run_id, config, version)
+    record.distribution = distribution.describe(plan_shares(version, "train", distribution.workers).sharding)
+    written = run if distribution.chief else worker_copy(run, distribution)
+    try:
+        return _fit(config, version, distribution, run, written, record, checkpoint, callbacks)
+    finally:
+        if written is not run:
+            shutil.rmtree(written.path.parent, ignore_errors=True)
+
+
+def _fit(config: Config, version: DatasetVersion, distribution: Distribution, run: RunDir, written: RunDir,
+         record: RunRecord, checkpoint: Checkpoint | None, callbacks: list) -> TrainResult:
+    """Fit and save; `written` is where this process writes (`run` on the chief, a copy on the others)."""
+    import keras
+    import tensorflow as tf
+
+    from mmpipe.train.model import build_model, load_model
+
+    if checkpoint and written is not run:
+        checkpoint, _ = last_checkpoint(written)  # the worker's copy of the same epoch
     initial_epoch = checkpoint.epoch if checkpoint else 0
     # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
     # makes what is random in training (shuffles aside: those are seeded per epoch) a function of the seed.
@@ -120,63 +160,61 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
     classes = list(version.classes)
-    variant = config.model.variant
-    record.save(run)
+    steps = _steps_per_epoch(config, version, distribution.global_batch)
+    record.save(written)
     try:
-        if checkpoint:
-            model = load_model(checkpoint.model)
-            checkpoint.restore_random_state(model)
-        else:
-            model = build_model(config.model, len(classes), version.image_size, vectorizers_for(config, version),
-                                seed=config.seed, steps_per_epoch=_steps_per_epoch(config, version),
-                                epochs=config.train.epochs)
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        vectorizers = {} if checkpoint else vectorizers_for(config, version)
+        with distribution.strategy.scope():
+            if checkpoint:
+                model = load_model(checkpoint.model)
+                checkpoint.restore_random_state(model)
+            else:
+                model = build_model(config.model, len(classes), version.image_size, vectorizers, seed=config.seed,
+                                    steps_per_epoch=steps, epochs=config.train.epochs,
+                                    replicas=distribution.replicas)
+        written.checkpoints.mkdir(parents=True, exist_ok=True)
         has_val = split_rows(version, "val") > 0
         monitor = _early_stopping_monitor(config, has_val)
         warmup = 0 if config.model.preset != "default" else config.train.early_stopping_warmup
-        own = keras_callbacks(run, monitor, "min" if monitor.endswith("loss") else "max",
-                              config.train.early_stopping_patience, warmup, checkpoint, _epoch_recorder(run, record))
+        own = keras_callbacks(written, monitor, "min" if monitor.endswith("loss") else "max",
+                              config.train.early_stopping_patience, warmup, checkpoint,
+                              _epoch_recorder(written, record))
         remaining = range(initial_epoch, config.train.epochs) if not (checkpoint and checkpoint.stopped) else []
         if remaining:
-            batch_size = config.train.batch_size
-            train_data = None
-            for epoch in remaining:  # epoch e's order depends on (seed, e) only, so a resume sees the same
-                data = make_dataset(version, "train", batch_size=batch_size, variant=variant,
-                                    shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch)
-                train_data = data if train_data is None else train_data.concatenate(data)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), keras_workarounds(model, distribution):
                 # Both are benign here and alarm users: the validation set (a generator of unknown length)
                 # "runs out of data" the first time it ends, and fit's shuffle flag does not apply to
                 # tf.data (we shuffle in the pipeline).
                 warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
                 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
                 model.fit(
-                    train_data, epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0,
-                    validation_data=make_dataset(version, "val", batch_size=batch_size, variant=variant)
-                    if has_val else None,
-                    steps_per_epoch=_steps_per_epoch(config, version),
+                    training_input(config, version, distribution, remaining, steps), epochs=config.train.epochs,
+                    initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
+                    validation_data=validation_input(config, version, distribution) if has_val else None,
                     class_weight={i: record.class_weights.get(name, 0.0) for i, name in enumerate(classes)}
                     if record.class_weights else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
-                    callbacks=[*own, keras.callbacks.TensorBoard(str(run.logs)), *callbacks],
+                    callbacks=[*own, keras.callbacks.TensorBoard(str(written.logs)), *callbacks],
                 )
-        elif checkpoint and (best := checkpoint.best_weights(run)) is not None:
+        elif checkpoint and (best := checkpoint.best_weights(written)) is not None:
             model.set_weights(best)  # stopped early before the interruption
-        with atomic_path(run.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
+        with atomic_path(written.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
             model.save(temp)
-        if config.train.export_serving:
-            _export(model, run, version)
+        if config.train.export_serving and distribution.chief:
+            # The same single-device SavedModel whatever the strategy: a distributed model is reloaded first.
+            _export(model if distribution.name == "one_device" else load_model(run.model), run, version)
     except BaseException as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-        record.save(run)
+        record.save(written)
         raise
     record.status, record.seconds = "completed", round(time.perf_counter() - started, 3)
     record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record.save(run)
+    record.save(written)
     # run.json's per-epoch record also covers the epochs before a resume.
     metrics = sorted({key for epoch in record.history for key in epoch if key != "epoch"})
     merged = {key: [epoch.get(key) for epoch in record.history] for key in metrics}
-    return TrainResult(run.run_id, run.path, merged, "completed", record.notes)
+    return TrainResult(run.run_id, run.path, merged, "completed", record.notes, record.distribution or {},
+                       distribution.chief)
 
 
 def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
@@ -220,8 +258,8 @@ def vectorizers_for(config: Config, version: DatasetVersion) -> dict:
     return adapt_vectorizers(config.model, train_texts(version))
 
 
-def _steps_per_epoch(config: Config, version: DatasetVersion) -> int:
-    return max(1, math.ceil(split_rows(version, "train") / config.train.batch_size))
+def _steps_per_epoch(config: Config, version: DatasetVersion, global_batch: int) -> int:
+    return max(1, math.ceil(split_rows(version, "train") / global_batch))
 
 
 def _early_stopping_monitor(config: Config, has_val: bool) -> str:

@@ -3,11 +3,17 @@
 Each shard is read with pyarrow `iter_batches` (no per-row Python work); the fixed-size image
 column is viewed as a uint8 array of shape (rows, S, S, 3) without copying; shards are
 interleaved, rows shuffled in a bounded buffer, batched and prefetched.
+
+Under a multi-worker strategy each worker reads its own share of a split: whole row groups of the
+shard files, dealt out so the shares have about as many rows each (`plan_shares`). Only when a split
+has too few row groups for even shares (a small dataset) does every worker read it all and keep
+every n-th row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmpipe.config import Config
 from mmpipe.ingest.version import DatasetVersion
+from mmpipe.train.distribute import Distribution
 
 READ_BATCH_ROWS = 1024
+# Row-group shares are used when the smallest share has at least this fraction of an even share's rows.
+MIN_SHARE_FRACTION = 0.5
 INPUTS = {"fused": ("text", "image"), "text": ("text",), "image": ("image",)}
 
 
@@ -28,6 +38,44 @@ def split_paths(version: DatasetVersion, split: str) -> list[Path]:
 
 def split_rows(version: DatasetVersion, split: str) -> int:
     return version.rows_of(split)
+
+
+@dataclass(frozen=True)
+class Shares:
+    """How a split is divided among input pipelines (workers): `parts[i]` lists pipeline i's
+    (shard path, row group) pairs, row group -1 meaning the whole file; `by_rows` when every pipeline
+    reads all of it and keeps every n-th row."""
+
+    parts: list[list[tuple[str, int]]]
+    by_rows: bool
+
+    @property
+    def sharding(self) -> str:
+        """In words, for run.json."""
+        if len(self.parts) == 1:
+            return "none"
+        return "every n-th row (too few row groups for even shares)" if self.by_rows else "row groups"
+
+
+def plan_shares(version: DatasetVersion, split: str, pipelines: int) -> Shares:
+    """Deal a split's row groups to `pipelines` readers, largest share first to the emptiest, in a
+    fixed order (the same plan on every worker)."""
+    paths = [str(path) for path in split_paths(version, split)]
+    if pipelines == 1:
+        return Shares([[(path, -1) for path in paths]], by_rows=False)
+    groups = [(path, group, metadata.row_group(group).num_rows) for path in paths
+              for metadata in [pq.ParquetFile(path).metadata] for group in range(metadata.num_row_groups)]
+    parts: list[list[tuple[str, int]]] = [[] for _ in range(pipelines)]
+    rows = [0] * pipelines
+    for path, group, count in groups:
+        emptiest = rows.index(min(rows))
+        parts[emptiest].append((path, group))
+        rows[emptiest] += count
+    even = sum(rows) / pipelines
+    if min(rows) < MIN_SHARE_FRACTION * even or not min(rows):
+        everything = [(path, -1) for path in paths]
+        return Shares([everything] * pipelines, by_rows=True)
+    return Shares(parts, by_rows=False)  # each part in file and row-group order, as dealt
 
 
 def image_view(column: pa.Array, image_size: int) -> np.ndarray:
@@ -43,11 +91,13 @@ def image_view(column: pa.Array, image_size: int) -> np.ndarray:
 
 
 def read_arrays(path: Path, classes: list[str], image_size: int, variant: str,
-                with_ids: bool = False) -> Iterator[dict]:
-    """{"text", "image", "label" index[, "id"]} numpy arrays per record batch of one shard."""
+                with_ids: bool = False, row_group: int = -1) -> Iterator[dict]:
+    """{"text", "image", "label" index[, "id"]} numpy arrays per record batch of one shard (of one of
+    its row groups, if `row_group` is not -1)."""
     columns = [*INPUTS[variant], "label", *(["id"] if with_ids else [])]
     index = pa.array(classes)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+    groups = None if row_group < 0 else [row_group]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, row_groups=groups, columns=columns):
         labels = pc.index_in(batch.column("label"), value_set=index)
         if labels.null_count:
             raise ValueError(f"{path.name} has labels outside the dataset's classes {classes}")
@@ -62,18 +112,23 @@ def read_arrays(path: Path, classes: list[str], image_size: int, variant: str,
 
 
 def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, variant: str = "fused",
-                 shuffle_buffer: int = 0, seed: int = 0, with_ids: bool = False):
+                 shuffle_buffer: int = 0, seed: int = 0, with_ids: bool = False,
+                 share: tuple[Shares, int] | None = None):
     """A tf.data.Dataset of ({input: tensor}, one-hot label) batches for one split.
 
     With `shuffle_buffer`, rows are shuffled within that many rows with a fixed `seed`, so the
     same seed gives the same order; shards are interleaved in a fixed order. `with_ids` adds
-    each row's id as a third element (evaluation keeps predictions with their rows).
+    each row's id as a third element (evaluation keeps predictions with their rows). `share`
+    (shares, index) reads only pipeline `index`'s share of the split.
     """
     import tensorflow as tf
 
     classes = list(version.classes)
     size = version.image_size
-    paths = [str(path) for path in split_paths(version, split)]
+    shares, index = share or (plan_shares(version, split, 1), 0)
+    units = shares.parts[index]
+    paths = [path for path, _ in units]
+    groups = [group for _, group in units]
     signature = {"label": tf.TensorSpec((None,), tf.int32)}
     if with_ids:
         signature["id"] = tf.TensorSpec((None,), tf.string)
@@ -82,17 +137,21 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     if "image" in INPUTS[variant]:
         signature["image"] = tf.TensorSpec((None, size, size, 3), tf.uint8)
 
-    def shard(path):
+    def shard(path, group):
         return tf.data.Dataset.from_generator(
-            lambda p: read_arrays(Path(p.decode()), classes, size, variant, with_ids), args=(path,),
+            lambda p, g: read_arrays(Path(p.decode()), classes, size, variant, with_ids, int(g)), args=(path, group),
             output_signature=signature
         )
 
-    batches = tf.data.Dataset.from_tensor_slices(paths or [""]).take(len(paths)).interleave(
+    batches = tf.data.Dataset.from_tensor_slices((paths or [""], groups or [-1])).take(len(paths)).interleave(
         shard, cycle_length=max(1, min(4, len(paths)))  # sequential interleave: a fixed order
     )
-    if shuffle_buffer:
-        rows = batches.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    if shuffle_buffer or shares.by_rows:
+        rows = batches.unbatch()
+        if shares.by_rows:
+            rows = rows.shard(len(shares.parts), index)
+        if shuffle_buffer:
+            rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
         batched = rows.batch(batch_size)
     else:  # the same batches in the same order without a per-row pass (input pipeline 1.07x on the demo data)
         batched = batches.rebatch(batch_size)
@@ -105,6 +164,61 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     return batched.map(
         to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     ).prefetch(tf.data.AUTOTUNE)
+
+
+def training_input(config: Config, version: DatasetVersion, distribution: Distribution, epochs: range, steps: int):
+    """The remaining epochs' training batches: `steps` per epoch, each of the global batch's rows.
+
+    Epoch e's order depends on (seed, e) only, so a resume sees the same batches. Each worker reads
+    its own share of the split in batches of its replicas' rows, cut into one part per replica: so on
+    one worker, each step sees the rows one device would see in that step. A share with fewer rows
+    than its steps need starts over (so no worker runs out while the others wait for it in a step).
+    """
+    import tensorflow as tf
+
+    def pipeline(context: tf.distribute.InputContext):
+        shares = plan_shares(version, "train", context.num_input_pipelines)
+        replicas = distribution.replicas // context.num_input_pipelines  # this worker's
+        data = None
+        for epoch in epochs:
+            epoch_data = make_dataset(
+                version, "train", batch_size=context.get_per_replica_batch_size(distribution.global_batch) * replicas,
+                variant=config.model.variant, shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch,
+                share=(shares, context.input_pipeline_id)).repeat().take(steps)
+            data = epoch_data if data is None else data.concatenate(epoch_data)
+        return data if replicas == 1 else data.flat_map(lambda inputs, labels: _parts(inputs, labels, replicas))
+
+    if distribution.name == "one_device":
+        return pipeline(tf.distribute.InputContext())  # one pipeline, the batches training always had
+    return distribution.strategy.distribute_datasets_from_function(pipeline)
+
+
+def _parts(inputs: dict, labels, count: int):
+    """One batch as `count` consecutive parts, one per replica: equal but for the last batch of an epoch
+    (a part may then be empty; the loss of an empty part is 0, not NaN)."""
+    import tensorflow as tf
+
+    size = tf.shape(labels, out_type=tf.int64)[0]
+    width = (size + count - 1) // count
+
+    def part(index):
+        rows = slice(index * width, (index + 1) * width)
+        return {name: tensor[rows] for name, tensor in inputs.items()}, labels[rows]
+
+    return tf.data.Dataset.range(count).map(part)
+
+
+def validation_input(config: Config, version: DatasetVersion, distribution: Distribution):
+    """The validation split in global batches; every worker scores all of it (it is small, and equal
+    work keeps the workers in step), each replica a part of each batch."""
+    import tensorflow as tf
+
+    data = make_dataset(version, "val", batch_size=distribution.global_batch, variant=config.model.variant)
+    if distribution.workers > 1:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        data = data.with_options(options)
+    return data
 
 
 def train_texts(version: DatasetVersion) -> Iterator[np.ndarray]:
