@@ -1,6 +1,6 @@
 """Training under each strategy: samples/s of one device, mirrored over logical CPU devices, two workers.
 
-    python bench/distribute.py [--rows 1000] [--epochs 3] [--write docs/benchmarks.md]
+    python bench/distribute.py [--rows 3000] [--epochs 4] [--write docs/benchmarks.md]
 
 One dataset (`mmpipe sample` rows, ingested at 64 px and validated), then `mmpipe.train.train` on it,
 the default fused model with the default per-replica batch, once per strategy, each in a fresh process
@@ -29,6 +29,7 @@ from ingest import write_section  # noqa: E402
 SECTION = "distribute"
 WORK = Path(os.environ.get("MMPIPE_BENCH_DIR", "/tmp/mmpipe-bench"))
 SIZE = 64
+ROWS, EPOCHS = 3000, 6  # epochs of a few seconds: what an epoch costs beside its steps (checkpoints) is a small part
 CASES = [  # (name, train settings, worker processes)
     ("one device", {"train.strategy": "one_device"}, 1),
     ("mirrored, 2 logical CPU devices", {"train.strategy": "mirrored", "train.cpu_devices": 2}, 1),
@@ -93,8 +94,9 @@ def measure(data_dir: Path, settings: dict, processes: int, epochs: int) -> dict
     chief = next(json.loads(out.strip().splitlines()[-1]) for out in outputs
                  if json.loads(out.strip().splitlines()[-1])["chief"])
     rows = load_dataset(data_dir).rows_of("train")
-    epoch_s = statistics.median(chief["epoch_s"][1:])
-    return {"rows": rows, "epoch_s": epoch_s, "rate": rows / epoch_s, "distribution": chief["distribution"]}
+    timed = chief["epoch_s"][1:]
+    return {"rows": rows, "rate": rows / statistics.median(timed), "slowest": rows / max(timed),
+            "fastest": rows / min(timed), "distribution": chief["distribution"]}
 
 
 def render(results: list[tuple[str, dict]], command: str, epochs: int) -> str:
@@ -109,19 +111,24 @@ def render(results: list[tuple[str, dict]], command: str, epochs: int) -> str:
         f"`mmpipe.train.train` with {epochs} epochs in a fresh process per strategy; the rate is train rows per "
         "second of epoch (the median over the epochs after the first).",
         "",
-        "| strategy | replicas x workers | batch per replica / global | samples/s | vs one device |",
-        "|---|---|---|---:|---:|",
+        "| strategy | replicas x workers | batch per replica / global | samples/s (median) | epochs ranged | "
+        "vs one device |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for name, result in results:
         shape = result["distribution"]
         lines.append(f"| {name} | {shape['replicas'] // shape['workers']} x {shape['workers']} | "
                      f"{shape['per_replica_batch']} / {shape['global_batch']} | {result['rate']:,.0f} | "
-                     f"{result['rate'] / baseline:.2f}x |")
+                     f"{result['slowest']:,.0f}-{result['fastest']:,.0f} | {result['rate'] / baseline:.2f}x |")
     lines += [
         "",
-        "What this shows on a 2-core machine: the strategies work and cost little, not that they speed training "
-        "up. TensorFlow's one-device kernels already use both cores, so the logical CPU devices and the worker "
-        "processes share the same two cores (a speed-up needs more devices: GPUs, or more machines).",
+        f"On {os.cpu_count()} cores no strategy is faster than one device, nor can one be: TensorFlow's one-device "
+        "kernels already use every core, and the logical devices and the worker processes share the same cores. "
+        f"What the table measures is what each strategy costs: mirrored {results[1][1]['rate'] / baseline:.2f}x, "
+        f"two workers {results[2][1]['rate'] / baseline:.2f}x (each step's gradients and logs cross loopback gRPC "
+        "between the processes). The spread between epochs is wide because the replicas contend for the same cores "
+        "(a mirrored epoch took either about 4 or about 10 s in repeated runs here). A speed-up needs more devices: "
+        "GPUs, or machines.",
         "",
         "GPU: no accelerator was lent to the session that wrote this (the `device` tool's status said this task "
         "was not drawn for one), so one_device on CPU against GPU is not measured here. On a machine with GPUs, "
@@ -133,8 +140,8 @@ def render(results: list[tuple[str, dict]], command: str, epochs: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1000, help="sample rows before the split (default 1000)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per strategy (default 3; >= 2)")
+    parser.add_argument("--rows", type=int, default=ROWS, help=f"sample rows before the split (default {ROWS})")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per strategy (default {EPOCHS}; >= 2)")
     parser.add_argument("--write", type=Path, default=None, help="update this Markdown file's section")
     parser.add_argument("--child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,8 +149,8 @@ def main() -> None:
         settings, data_dir, runs, epochs = args.child
         child(Path(data_dir), Path(runs), json.loads(settings), int(epochs))
         return
-    command = "python bench/distribute.py" + (f" --rows {args.rows}" if args.rows != 1000 else "") + \
-        (f" --epochs {args.epochs}" if args.epochs != 3 else "") + (f" --write {args.write}" if args.write else "")
+    command = "python bench/distribute.py" + (f" --rows {args.rows}" if args.rows != ROWS else "") + \
+        (f" --epochs {args.epochs}" if args.epochs != EPOCHS else "") + (f" --write {args.write}" if args.write else "")
     data_dir = build(args.rows)
     results = []
     for name, settings, processes in CASES:

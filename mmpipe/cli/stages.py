@@ -108,7 +108,8 @@ def train_command(
     runs: RunsOption = None,
     variant: Annotated[str | None, typer.Option(help="fused (text + image), text or image (default: fused).",
                                                 show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 10).", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs at most (default: train.epochs, 20; early "
+                                               "stopping may end sooner).", show_default=False)] = None,
     resume: Annotated[str | None, typer.Option(help="Continue an interrupted run from its last finished epoch.",
                                                show_default=False)] = None,
     local_workers: Annotated[int | None, typer.Option(

@@ -41,6 +41,7 @@ from mmpipe.train.distribute import (
     distribution_for,
     encode_text,
     keras_workarounds,
+    lost_worker,
     worker_copy,
 )
 from mmpipe.train.inputs import plan_shares, split_rows, train_texts, training_input, validation_input
@@ -171,7 +172,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
             else:
                 model = build_model(config.model, len(classes), version.image_size, vectorizers, seed=config.seed,
                                     steps_per_epoch=steps, epochs=config.train.epochs,
-                                    replicas=distribution.replicas)
+                                    synchronized_batch_norm=distribution.synchronized_batch_norm)
         written.checkpoints.mkdir(parents=True, exist_ok=True)
         has_val = split_rows(version, "val") > 0
         monitor = _early_stopping_monitor(config, has_val)
@@ -187,12 +188,11 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                 # tf.data (we shuffle in the pipeline).
                 warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
                 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
+                weights = [record.class_weights.get(name, 0.0) for name in classes] if record.class_weights else None
                 model.fit(
-                    training_input(config, version, distribution, remaining, steps), epochs=config.train.epochs,
-                    initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
+                    training_input(config, version, distribution, remaining, steps, weights),
+                    epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
                     validation_data=validation_input(config, version, distribution) if has_val else None,
-                    class_weight={i: record.class_weights.get(name, 0.0) for i, name in enumerate(classes)}
-                    if record.class_weights else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
                     callbacks=[*own, keras.callbacks.TensorBoard(str(written.logs)), *callbacks],
                 )
@@ -206,6 +206,8 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     except BaseException as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         record.save(written)
+        if distribution.workers > 1 and isinstance(error, tf.errors.UnavailableError):
+            raise TrainingError(lost_worker(error, run.run_id)) from None
         raise
     record.status, record.seconds = "completed", round(time.perf_counter() - started, 3)
     record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

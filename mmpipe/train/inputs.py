@@ -166,15 +166,21 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     ).prefetch(tf.data.AUTOTUNE)
 
 
-def training_input(config: Config, version: DatasetVersion, distribution: Distribution, epochs: range, steps: int):
+def training_input(config: Config, version: DatasetVersion, distribution: Distribution, epochs: range, steps: int,
+                   class_weights: list[float] | None = None):
     """The remaining epochs' training batches: `steps` per epoch, each of the global batch's rows.
 
     Epoch e's order depends on (seed, e) only, so a resume sees the same batches. Each worker reads
     its own share of the split in batches of its replicas' rows, cut into one part per replica: so on
     one worker, each step sees the rows one device would see in that step. A share with fewer rows
     than its steps need starts over (so no worker runs out while the others wait for it in a step).
+    `class_weights` (one per class) become each row's sample weight here: Keras' own `class_weight`
+    cannot be applied to a distributed dataset.
     """
     import tensorflow as tf
+
+    def weigh(inputs, labels):
+        return inputs, labels, tf.gather(tf.constant(class_weights, tf.float32), tf.argmax(labels, axis=1))
 
     def pipeline(context: tf.distribute.InputContext):
         shares = plan_shares(version, "train", context.num_input_pipelines)
@@ -186,24 +192,26 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
                 variant=config.model.variant, shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch,
                 share=(shares, context.input_pipeline_id)).repeat().take(steps)
             data = epoch_data if data is None else data.concatenate(epoch_data)
-        return data if replicas == 1 else data.flat_map(lambda inputs, labels: _parts(inputs, labels, replicas))
+        if class_weights:
+            data = data.map(weigh, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return data if replicas == 1 else data.flat_map(lambda *batch: _parts(batch, replicas))
 
     if distribution.name == "one_device":
         return pipeline(tf.distribute.InputContext())  # one pipeline, the batches training always had
     return distribution.strategy.distribute_datasets_from_function(pipeline)
 
 
-def _parts(inputs: dict, labels, count: int):
-    """One batch as `count` consecutive parts, one per replica: equal but for the last batch of an epoch
-    (a part may then be empty; the loss of an empty part is 0, not NaN)."""
+def _parts(batch: tuple, count: int):
+    """One batch (inputs, labels[, weights]) as `count` consecutive parts, one per replica: equal but for
+    the last batch of an epoch (a part may then be empty; the loss of an empty part is 0, not NaN)."""
     import tensorflow as tf
 
-    size = tf.shape(labels, out_type=tf.int64)[0]
+    size = tf.shape(batch[1], out_type=tf.int64)[0]
     width = (size + count - 1) // count
 
     def part(index):
         rows = slice(index * width, (index + 1) * width)
-        return {name: tensor[rows] for name, tensor in inputs.items()}, labels[rows]
+        return tf.nest.map_structure(lambda tensor: tensor[rows], batch)
 
     return tf.data.Dataset.range(count).map(part)
 

@@ -111,11 +111,11 @@ class _Seeds:
 
 
 def build_model(config: ModelConfig, num_classes: int, image_size: int, vectorizers: dict | None = None,
-                seed: int = 0, steps_per_epoch: int = 1, epochs: int = 1, replicas: int = 1):
+                seed: int = 0, steps_per_epoch: int = 1, epochs: int = 1, synchronized_batch_norm: bool = False):
     """The compiled model for `config.variant` (fused, text or image) and `config.preset`; its weights
-    depend on `seed` alone. `steps_per_epoch` and `epochs` size the learning-rate schedule. With more
-    than one `replicas`, batch normalization takes its statistics over the global batch (every replica's
-    rows, as one device would), not over each replica's part of it."""
+    depend on `seed` alone. `steps_per_epoch` and `epochs` size the learning-rate schedule. With
+    `synchronized_batch_norm`, batch normalization takes its statistics over the global batch (every
+    replica's rows, as one device would), not over each replica's part of it."""
     import keras
 
     seed_preset = config.preset != "default"
@@ -153,7 +153,7 @@ def build_model(config: ModelConfig, num_classes: int, image_size: int, vectoriz
             # Batch normalization: measured, without it the sample's shapes took 3x the epochs to start
             # being learned; and a max-pool after each convolution: most of the seed's compute saved.
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=seeds.glorot())(x)
-            x = keras.layers.ReLU()(keras.layers.BatchNormalization(synchronized=replicas > 1)(x))
+            x = keras.layers.ReLU()(keras.layers.BatchNormalization(synchronized=synchronized_batch_norm)(x))
             x = keras.layers.MaxPooling2D(2)(x)
         if config.preset == "seed" or (config.pooling == "flatten" and not seed_preset):
             x = keras.layers.Flatten()(x)

@@ -115,7 +115,8 @@ def test_cpu_devices_after_tensorflow_started_ask_for_a_fresh_process():
 # over all of them, so the same gradients but for float summation order; without dropout and augmentation,
 # whose random draws are per replica (statistically the same, not numerically).
 MIRRORED = {"train.strategy": "mirrored", "train.cpu_devices": 2, "train.batch_size": 8}
-THREE_EPOCHS = {"train.epochs": 3, "train.early_stopping_patience": 5}
+# Class weights too: they become sample weights in the input pipeline (Keras' cannot weigh a distributed dataset).
+THREE_EPOCHS = {"train.epochs": 3, "train.early_stopping_patience": 5, "train.class_weights": "balanced"}
 NOT_RANDOM = {"model.dropout_rate": 0.0, "model.augment": False}
 TOLERANCE = 1e-3
 
@@ -147,6 +148,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_
                                   "per_replica_batch": 16, "global_batch": 16, "sharding": "none"}
     assert together.distribution["strategy"] == "mirrored" and together.distribution["replicas"] == 2
     assert together.distribution["global_batch"] == 16 and len(together.distribution["devices"]) == 2
+    assert together.class_weights == alone.class_weights and len(set(alone.class_weights.values())) > 1
     for key in alone.history[0]:
         np.testing.assert_allclose([epoch[key] for epoch in together.history],
                                    [epoch[key] for epoch in alone.history], rtol=TOLERANCE, err_msg=key)
@@ -207,25 +209,31 @@ EPOCHS = 12  # tiny epochs: the kill after the first must land before the last
 
 
 @pytest.mark.slow  # starts worker processes
-def test_two_worker_processes_train_one_run_and_resume_it_after_a_kill(prefect_api, validated_sample, tmp_path):
+def test_two_workers_train_one_run_and_resume_it_after_a_worker_is_killed(prefect_api, validated_sample, tmp_path):
     config = tiny_config_file(tmp_path, epochs=EPOCHS, early_stopping_patience=EPOCHS)
     data_dir = shutil.copytree(validated_sample, tmp_path / "data")
     runs = tmp_path / "runs"
     arguments = ["train", "--data", str(data_dir), "--runs", str(runs), "--config", str(config), "--json"]
     env = {**os.environ, **prefect_env()}
-    # Both workers are killed (-9) once the first epoch's checkpoint is complete.
+    # Worker 1 is killed (-9) once the first epoch's checkpoint is complete: the chief notices (TensorFlow's
+    # heartbeats), stops, and says in one line how to continue.
     workers = [subprocess.Popen([sys.executable, "-m", "mmpipe", *arguments], env={**env, **extra},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                for extra in local_worker_environments(2)]
     try:
         deadline = time.monotonic() + 300
         while not list(runs.glob("*/checkpoints/epoch-001.json")):
             assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "no epoch was finished"
             time.sleep(0.1)
+        workers[1].send_signal(signal.SIGKILL)
+        _, chief_err = workers[0].communicate(timeout=120)
     finally:
         for worker in workers:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate()
+    assert workers[0].returncode == 2 and chief_err.count("\n") == 1, chief_err[-3000:]
+    assert "worker 1 stopped during run" in chief_err and "--resume" in chief_err
     (run_dir,) = runs.iterdir()  # one run, the chief's
     resumed = launch_local_workers(2, [*arguments[:1], "--resume", run_dir.name, *arguments[1:]], env=env,
                                    logs=tmp_path / "logs", timeout=300)

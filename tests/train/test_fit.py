@@ -148,7 +148,8 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
     assert state.is_completed()
     summary = state.result()
     assert summary["status"] == "completed"
-    assert set(summary) == {"run_id", "run_dir", "history", "status", "notes"}
+    assert set(summary) == {"run_id", "run_dir", "history", "status", "notes", "distribution"}
+    assert summary["distribution"]["strategy"] == "one_device"
     assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "text"
     lines = [line for line in logged if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "val_loss" in lines[-1]
@@ -161,6 +162,12 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
 
     [artifact] = asyncio.run(progress())
     assert artifact.data == 100.0 and artifact.description == "Training, 2 epochs"
+
+    async def flow_run_name():
+        async with get_client() as client:
+            return (await client.read_flow_run(state.state_details.flow_run_id)).name
+
+    assert asyncio.run(flow_run_name()) == "train text"  # one process, not one worker of several
 
 
 def test_cli_train_json_then_a_resume_of_a_completed_run_is_refused(prefect_api, data_dir, tmp_path, monkeypatch,
