@@ -30,9 +30,9 @@ SECTION = "distribute"
 WORK = Path(os.environ.get("MMPIPE_BENCH_DIR", "/tmp/mmpipe-bench"))
 SIZE = 64
 ROWS, EPOCHS = 3000, 6  # epochs of a few seconds: what an epoch costs beside its steps (checkpoints) is a small part
-CASES = [  # (name, train settings, worker processes)
-    ("one device", {"train.strategy": "one_device"}, 1),
-    ("mirrored, 2 logical CPU devices", {"train.strategy": "mirrored", "train.cpu_devices": 2}, 1),
+CASES = [  # (strategy, train settings, worker processes); mirrored uses the GPUs where there are several
+    ("one_device", {"train.strategy": "one_device"}, 1),
+    ("mirrored", {"train.strategy": "mirrored", "train.cpu_devices": 2}, 1),
     ("multi_worker, 2 processes", {"train.strategy": "multi_worker"}, 2),
 ]
 
@@ -80,7 +80,7 @@ def child(data_dir: Path, runs: Path, settings: dict, epochs: int) -> None:
 
 def measure(data_dir: Path, settings: dict, processes: int, epochs: int) -> dict:
     from mmpipe.ingest.version import load_dataset
-    from mmpipe.train.distribute import local_worker_environments
+    from mmpipe.train.launch import local_worker_environments
 
     runs = WORK / "distribute-runs"
     command = [sys.executable, __file__, "--child", json.dumps(settings), str(data_dir), str(runs), str(epochs)]
@@ -99,7 +99,7 @@ def measure(data_dir: Path, settings: dict, processes: int, epochs: int) -> dict
             "fastest": rows / min(timed), "distribution": chief["distribution"]}
 
 
-def render(results: list[tuple[str, dict]], command: str, epochs: int) -> str:
+def render(results: list[tuple[str, dict]], command: str, epochs: int, gpus: list[str]) -> str:
     baseline = results[0][1]["rate"]
     rows = results[0][1]["rows"]
     lines = [
@@ -107,32 +107,32 @@ def render(results: list[tuple[str, dict]], command: str, epochs: int) -> str:
         "## Distributed training (`bench/distribute.py`)",
         "",
         f"Command: `{command}`. Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} "
-        f"cores, CPU only. {rows:,} train rows of `mmpipe sample` data at {SIZE} px, the default fused model, "
+        f"cores, {'GPUs: ' + ', '.join(gpus) if gpus else 'CPU only'}. {rows:,} train rows of `mmpipe sample` data "
+        f"at {SIZE} px, the default fused model, "
         f"`mmpipe.train.train` with {epochs} epochs in a fresh process per strategy; the rate is train rows per "
         "second of epoch (the median over the epochs after the first).",
         "",
-        "| strategy | replicas x workers | batch per replica / global | samples/s (median) | epochs ranged | "
-        "vs one device |",
-        "|---|---|---|---:|---:|---:|",
+        "| strategy | devices | replicas x workers | batch per replica / global | samples/s (median) | "
+        "epochs ranged | vs one device |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
     for name, result in results:
         shape = result["distribution"]
-        lines.append(f"| {name} | {shape['replicas'] // shape['workers']} x {shape['workers']} | "
+        devices = ", ".join(device.split("device:")[-1] for device in shape["devices"])
+        lines.append(f"| {name} | {devices} | {shape['replicas'] // shape['workers']} x {shape['workers']} | "
                      f"{shape['per_replica_batch']} / {shape['global_batch']} | {result['rate']:,.0f} | "
                      f"{result['slowest']:,.0f}-{result['fastest']:,.0f} | {result['rate'] / baseline:.2f}x |")
     lines += [
         "",
-        f"On {os.cpu_count()} cores no strategy is faster than one device, nor can one be: TensorFlow's one-device "
-        "kernels already use every core, and the logical devices and the worker processes share the same cores. "
-        f"What the table measures is what each strategy costs: mirrored {results[1][1]['rate'] / baseline:.2f}x, "
-        f"two workers {results[2][1]['rate'] / baseline:.2f}x (each step's gradients and logs cross loopback gRPC "
-        "between the processes). The spread between epochs is wide because the replicas contend for the same cores "
-        "(a mirrored epoch took either about 4 or about 10 s in repeated runs here). A speed-up needs more devices: "
-        "GPUs, or machines.",
-        "",
-        "GPU: no accelerator was lent to the session that wrote this (the `device` tool's status said this task "
-        "was not drawn for one), so one_device on CPU against GPU is not measured here. On a machine with GPUs, "
-        "`python bench/distribute.py` measures one device against mirrored over its GPUs the same way.",
+        *(["On a CPU no strategy is faster than one device, nor can one be: TensorFlow's one-device kernels "
+           "already use every core, and the logical devices and the worker processes share the same cores. What "
+           f"the table measures is what each strategy costs: mirrored {results[1][1]['rate'] / baseline:.2f}x, two "
+           f"workers {results[2][1]['rate'] / baseline:.2f}x (each step's gradients and logs cross loopback gRPC "
+           "between the processes). The range between epochs is wide because the replicas contend for the same "
+           "cores. A speed-up needs more devices: GPUs, or machines.", "",
+           "GPU: none was available where this was measured (the session that ran it was not lent one), so one "
+           "device on CPU against a GPU is not measured here; on a machine with GPUs this script measures one "
+           "device against mirrored over them."] if not gpus else []),
         f"<!-- /bench:{SECTION} -->",
     ]
     return "\n".join(lines) + "\n"
@@ -156,7 +156,9 @@ def main() -> None:
     for name, settings, processes in CASES:
         results.append((name, measure(data_dir, settings, processes, max(2, args.epochs))))
         print(f"  {name}: {results[-1][1]['rate']:,.0f} samples/s", file=sys.stderr)
-    section = render(results, command, args.epochs)
+    import tensorflow as tf
+
+    section = render(results, command, args.epochs, [gpu.name for gpu in tf.config.list_physical_devices("GPU")])
     print(section)
     if args.write:
         write_section(args.write, section, SECTION)

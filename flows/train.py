@@ -43,7 +43,8 @@ def _run_name() -> str:
 
     from mmpipe.train.distribute import worker_of
 
-    name = f"train {flow_run.parameters['config'].model.variant}"
+    config = flow_run.parameters["config"]  # the Config passed in; its JSON form when read back from the API
+    name = f"train {config.model.variant if isinstance(config, Config) else config['model']['variant']}"
     where = worker_of(os.environ)
     return name if where is None else f"{name} (worker {where[0]} of {where[1]})"
 

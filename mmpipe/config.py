@@ -147,8 +147,9 @@ class TrainConfig(Section):
     export_serving: bool = Field(True, description="write RUNS/<run_id>/serving, the SavedModel `mmpipe predict` uses")
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = Field(
         "auto", description="how training is spread: one_device; mirrored (every local GPU, else the cpu_devices); "
-        "multi_worker (the processes TF_CONFIG names, each mirrored over its own devices); auto: mirrored when more "
-        "than one GPU is visible or cpu_devices > 1, else one_device")
+        "multi_worker (the processes TF_CONFIG names, each mirrored over its own devices); auto: multi_worker when "
+        "TF_CONFIG names several workers, else mirrored when more than one GPU is visible or, without a GPU, "
+        "cpu_devices > 1, else one_device")
     cpu_devices: int = Field(1, ge=1, description="split the CPU into this many logical devices (mirrored over them "
                              "when there is no GPU); set before TensorFlow starts in the process")
 

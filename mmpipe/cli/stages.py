@@ -163,7 +163,7 @@ def _train_as_local_workers(count: int, data, runs, variant, epochs, resume, con
     import shutil
     import tempfile
 
-    from mmpipe.train.distribute import launch_local_workers
+    from mmpipe.train.launch import launch_local_workers
 
     options = {"--data": data, "--runs": runs, "--variant": variant, "--epochs": epochs, "--resume": resume,
                "--config": config}

@@ -13,16 +13,11 @@ temporary folder that is removed afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +28,9 @@ import numpy as np
 from mmpipe.config import TrainConfig
 from mmpipe.errors import TrainingError
 from mmpipe.runs.record import RunDir, RunRecord
-from mmpipe.train.checkpoints import Checkpoint
+from mmpipe.train.checkpoints import Checkpoint, last_checkpoint, state_path
 from mmpipe.wording import counted
 
-STRATEGIES = ("one_device", "mirrored", "multi_worker")
 RUN_ID_WIDTH = 64  # characters of a run id that the chief can send to the workers
 
 
@@ -45,7 +39,7 @@ class Distribution:
     """The strategy a run trains under, and this process's place in it."""
 
     strategy: Any  # a tf.distribute.Strategy
-    name: str  # one of STRATEGIES
+    name: str  # one_device, mirrored or multi_worker
     devices: tuple[str, ...]  # this worker's devices that hold a replica
     workers: int
     worker: int  # this process's index; 0 is the chief
@@ -137,16 +131,27 @@ class Distribution:
 def distribution_for(train: TrainConfig) -> Distribution:
     """The strategy `train.strategy` names, built before anything else starts TensorFlow's runtime.
 
+    `auto` is multi_worker when TF_CONFIG names several workers, else mirrored when more than one GPU is
+    visible or, without a GPU, when `cpu_devices` > 1, else one device.
+
     Raises:
-        TrainingError: TensorFlow already started with other devices, or TF_CONFIG is missing or malformed.
+        TrainingError: TensorFlow already started with other devices; TF_CONFIG is missing or malformed for
+            multi_worker, or names several workers for a strategy of one process (each would act as the chief
+            and write the same run).
     """
     import tensorflow as tf
 
     _split_cpu(train.cpu_devices)
     gpus = tf.config.list_physical_devices("GPU")
     name = train.strategy
+    cluster = worker_of(os.environ)
     if name == "auto":
-        name = "mirrored" if len(gpus) > 1 or (not gpus and train.cpu_devices > 1) else "one_device"
+        many = len(gpus) > 1 or (not gpus and train.cpu_devices > 1)
+        name = "multi_worker" if cluster else "mirrored" if many else "one_device"
+    if cluster and name != "multi_worker":
+        raise TrainingError(f"TF_CONFIG names {cluster[1]} workers, but train.strategy is {name}: each process would "
+                            "train alone and write the same run; use train.strategy multi_worker (a resumed run "
+                            "keeps the strategy it started with), or unset TF_CONFIG")
     if name == "multi_worker":
         worker, workers = _place_in_cluster(os.environ)
         try:
@@ -154,7 +159,8 @@ def distribution_for(train: TrainConfig) -> Distribution:
         except RuntimeError as error:
             raise TrainingError(f"train.strategy = multi_worker has to start before TensorFlow does in this "
                                 f"process ({error}); start each worker as its own `mmpipe train`") from None
-        devices = tuple(device.name for device in tf.config.list_logical_devices("GPU")) or ("/cpu:0",)
+        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")[:1]
+        devices = tuple(device.name for device in logical)
         return Distribution(strategy, name, devices, workers, worker, train.batch_size)
     if name == "mirrored":
         logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -218,39 +224,46 @@ def disagreement(distribution: Distribution, checkpoint: Checkpoint | None) -> s
     chiefs = distribution.from_chief([epoch])[0]
     if chiefs == epoch:
         return None
-    return (f"worker {distribution.worker} found epoch {epoch} to resume from and the chief epoch {chiefs}: every "
+    found = lambda number: f"epoch {number}" if number >= 0 else "no epoch"  # noqa: E731
+    return (f"worker {distribution.worker} found {found(epoch)} to resume from and the chief {found(chiefs)}: every "
             "worker must see the same run store (put RUNS on storage they share)")
 
 
 def check_same_distribution(record: RunRecord, distribution: Distribution) -> None:
     """A resumed run is the same run: as many replicas (so the same global batch and steps) as it started with."""
-    before = (record.distribution or {}).get("replicas", 1)
-    if before != distribution.replicas:
-        raise TrainingError(f"run {record.run_id} trained on {counted(before, 'replica')} and this process has "
-                            f"{distribution.replicas}; resume it with the same devices (train.strategy "
-                            f"{record.run_config.train.strategy!r}, train.cpu_devices "
-                            f"{record.run_config.train.cpu_devices}), or start a new run")
+    before = record.distribution or {"replicas": 1, "workers": 1}
+    if before["replicas"] != distribution.replicas:
+        raise TrainingError(f"run {record.run_id} trained on {counted(before['replicas'], 'replica')} "
+                            f"({counted(before['workers'], 'worker')}) and this training has {distribution.replicas}; "
+                            "resume it where it has the same devices and workers, or start a new run")
 
 
 def worker_copy(run: RunDir, distribution: Distribution) -> RunDir:
-    """Where a worker other than the chief writes: a temporary copy of the run (its checkpoints, to resume from)."""
+    """Where a worker other than the chief writes: a copy of the run (its last complete epoch, to resume from)
+    in this user's temporary folder."""
+    home = Path(tempfile.gettempdir()) / f"mmpipe-{os.getuid()}"
+    home.mkdir(mode=0o700, exist_ok=True)
     # A fixed name: a worker killed earlier in this run left its copy there, and this one replaces it.
-    scratch = Path(tempfile.gettempdir()) / f"mmpipe-worker-{distribution.worker}-{run.run_id}"
+    scratch = home / f"worker-{distribution.worker}-{run.run_id}"
     shutil.rmtree(scratch, ignore_errors=True)
     copy = RunDir(scratch / run.run_id)
-    if run.checkpoints.is_dir():
-        shutil.copytree(run.checkpoints, copy.checkpoints)
-    copy.path.mkdir(parents=True, exist_ok=True)
+    copy.checkpoints.mkdir(parents=True)
+    checkpoint, _ = last_checkpoint(run)
+    if checkpoint is not None:
+        best = checkpoint.state.get("early_stopping", {}).get("best_weights")
+        for path in (checkpoint.model, state_path(run, checkpoint.epoch), *([run.checkpoints / best] if best else [])):
+            shutil.copy2(path, copy.checkpoints / path.name)
     return copy
 
 
 def lost_worker(error: Exception, run_id: str) -> str:
     """What to do when a worker stopped mid-run (TensorFlow's heartbeats noticed, and aborted the others)."""
     listed = str(error).split("unhealthy", 1)[-1].split("The tasks", 1)[0]  # TensorFlow's list of the lost tasks
-    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:(\d+)", listed)))
-    who = f"worker {', '.join(tasks)}" if tasks else "a worker"
+    tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", listed)))
+    who = " and ".join(f"the {job} of TF_CONFIG index {index}" for job, index in tasks) or "a worker"
     return (f"{who} stopped during run {run_id} (crashed, killed or unreachable), so the others stopped too; "
-            f"start every worker again with `mmpipe train --resume {run_id}` to continue from its last epoch")
+            f"start every worker again with `mmpipe train --resume {run_id}` (`--local-workers N` too, if that "
+            "started them) to continue from its last complete epoch")
 
 
 def encode_text(text: str) -> list[int]:
@@ -263,120 +276,3 @@ def decode_text(codes: list[int]) -> str:
     return "".join(chr(code) for code in codes if code)
 
 
-@contextlib.contextmanager
-def keras_workarounds(model, distribution: Distribution):
-    """Two Keras 3 (3.15) bugs in training under a strategy, worked around while the block runs.
-
-    * A distributed model is built from the *mean* of the replicas' first batches, and a mean of the raw
-      text input fails (there is no sum of strings): this model builds from the first replica's batch,
-      which has the same structure and shapes.
-    * Under multi-worker training each step's logs (the loss, every metric: scalars) are averaged over
-      the workers along axis 0, which a scalar does not have: scalars are averaged whole.
-    """
-    if distribution.name == "one_device":
-        yield
-        return
-    from keras.src.backend.tensorflow import trainer
-    from keras.src.tree import map_structure
-
-    def build_from_first_replica(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                data_batch = distribution.strategy.experimental_local_results(next(batches))[0]
-                break
-        with distribution.strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
-
-    original = trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        def reduce(value):
-            local = strategy.experimental_local_results(value)  # one replica per worker: the tensor itself
-            if reduction in ("auto", "mean") and all(getattr(part, "shape", None) == () for part in local):
-                return strategy.reduce("MEAN", value, axis=None)
-            return original(value, strategy, reduction)
-
-        return map_structure(reduce, values)
-
-    model._maybe_symbolic_build = build_from_first_replica
-    if distribution.name == "multi_worker":
-        trainer.reduce_per_replica = reduce_per_replica
-    try:
-        yield
-    finally:
-        trainer.reduce_per_replica = original
-        del model._maybe_symbolic_build
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` loopback ports that were free a moment ago (the OS picks them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for handle in sockets:
-            handle.bind(("127.0.0.1", 0))
-        return [handle.getsockname()[1] for handle in sockets]
-    finally:
-        for handle in sockets:
-            handle.close()
-
-
-def local_worker_environments(count: int) -> list[dict[str, str]]:
-    """The environment of each of `count` workers on this host: TF_CONFIG on loopback ports, and
-    train.strategy = multi_worker."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
-    return [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-             "MMPIPE_TRAIN__STRATEGY": "multi_worker"} for index in range(count)]
-
-
-def launch_local_workers(count: int, arguments: list[str], *, env: dict[str, str] | None = None,
-                         logs: Path | None = None, timeout: float | None = None,
-                         capture: bool = True) -> subprocess.CompletedProcess:
-    """Run `mmpipe ARGUMENTS` as `count` workers of one multi-worker run on this host.
-
-    The chief's output is returned (with `capture`; else it goes where this process's goes); worker N's
-    goes to `logs`/worker-N.log (or nowhere). When a worker fails, or `timeout` seconds pass, the others
-    are stopped: they would wait for it.
-
-    Returns:
-        the chief's output, with the first non-zero exit status among the workers (124 after a timeout).
-    """
-    base = {**os.environ, **(env or {})}
-    if logs is not None:
-        logs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr, contextlib.ExitStack() as files:
-        processes = []
-        for index, extra in enumerate(local_worker_environments(count)):
-            if index == 0:
-                out, err = (stdout, stderr) if capture else (None, None)
-            elif logs is not None:
-                out = err = files.enter_context(open(logs / f"worker-{index}.log", "wb"))
-            else:
-                out = err = subprocess.DEVNULL
-            processes.append(subprocess.Popen([sys.executable, "-m", "mmpipe", *arguments], env={**base, **extra},
-                                              stdout=out, stderr=err))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out = False
-        try:
-            while any(process.poll() is None for process in processes):
-                if any(process.poll() for process in processes):
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    timed_out = True
-                    break
-                time.sleep(0.2)
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        codes = [process.returncode for process in processes]
-        code = 124 if timed_out else next((code for code in codes if code), 0)
-        stdout.seek(0)
-        stderr.seek(0)
-        return subprocess.CompletedProcess(processes[0].args, code, stdout.read().decode(errors="replace"),
-                                           stderr.read().decode(errors="replace"))

@@ -12,7 +12,6 @@ number of steps on every worker (a share that runs out starts over), and the chi
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import secrets
@@ -40,11 +39,11 @@ from mmpipe.train.distribute import (
     disagreement,
     distribution_for,
     encode_text,
-    keras_workarounds,
     lost_worker,
     worker_copy,
 )
-from mmpipe.train.inputs import plan_shares, split_rows, train_texts, training_input, validation_input
+from mmpipe.train.inputs import epoch_steps, plan_shares, split_rows, train_texts, training_input, validation_input
+from mmpipe.train.keras_fixes import keras_workarounds
 from mmpipe.wording import counted
 
 
@@ -124,6 +123,9 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
             problem = str(error)
     distribution = distribution_for(config.train)  # first: TensorFlow's runtime must not have started yet
     problem = problem or disagreement(distribution, checkpoint)
+    written = None
+    if checkpoint and not problem and not distribution.chief:
+        written, problem = _copy_to_resume(run, checkpoint, distribution)
     distribution.all_ready(problem)  # every worker has read the run store before the chief writes to it
     if checkpoint:
         check_same_distribution(record, distribution)
@@ -135,7 +137,12 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
         run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
         record = _new_record(run.run_id, config, version)
     record.distribution = distribution.describe(plan_shares(version, "train", distribution.workers).sharding)
-    written = run if distribution.chief else worker_copy(run, distribution)
+    if distribution.chief:
+        written = run
+    elif written is None:
+        written = worker_copy(run, distribution)
+    else:
+        checkpoint, _ = last_checkpoint(written)  # the copy of the epoch every worker agreed on
     try:
         return _fit(config, version, distribution, run, written, record, checkpoint, callbacks)
     finally:
@@ -151,8 +158,6 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
 
     from mmpipe.train.model import build_model, load_model
 
-    if checkpoint and written is not run:
-        checkpoint, _ = last_checkpoint(written)  # the worker's copy of the same epoch
     initial_epoch = checkpoint.epoch if checkpoint else 0
     # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
     # makes what is random in training (shuffles aside: those are seeded per epoch) a function of the seed.
@@ -161,7 +166,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
     classes = list(version.classes)
-    steps = _steps_per_epoch(config, version, distribution.global_batch)
+    steps = epoch_steps(version, distribution)
     record.save(written)
     try:
         vectorizers = {} if checkpoint else vectorizers_for(config, version)
@@ -219,6 +224,19 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                        distribution.chief)
 
 
+def _copy_to_resume(run: RunDir, checkpoint: Checkpoint,
+                    distribution: Distribution) -> tuple[RunDir | None, str | None]:
+    """A worker's copy of the epoch to resume from, or why it could not make one (said before any worker starts)."""
+    try:
+        copy = worker_copy(run, distribution)
+    except OSError as error:
+        return None, f"worker {distribution.worker} cannot copy run {run.run_id} to resume it: {error}"
+    copied, _ = last_checkpoint(copy)
+    if copied is None or copied.epoch != checkpoint.epoch:
+        return None, f"worker {distribution.worker} could not copy epoch {checkpoint.epoch} of run {run.run_id}"
+    return copy, None
+
+
 def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
     """run.json at the start: everything needed to reproduce the run."""
     return RunRecord(
@@ -258,10 +276,6 @@ def vectorizers_for(config: Config, version: DatasetVersion) -> dict:
     from mmpipe.train.model import adapt_vectorizers
 
     return adapt_vectorizers(config.model, train_texts(version))
-
-
-def _steps_per_epoch(config: Config, version: DatasetVersion, global_batch: int) -> int:
-    return max(1, math.ceil(split_rows(version, "train") / global_batch))
 
 
 def _early_stopping_monitor(config: Config, has_val: bool) -> str:

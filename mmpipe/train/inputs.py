@@ -12,6 +12,7 @@ every n-th row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmpipe.config import Config
+from mmpipe.errors import TrainingError
 from mmpipe.ingest.version import DatasetVersion
 from mmpipe.train.distribute import Distribution
+from mmpipe.wording import counted
 
 READ_BATCH_ROWS = 1024
 # Row-group shares are used when the smallest share has at least this fraction of an even share's rows.
@@ -43,10 +46,11 @@ def split_rows(version: DatasetVersion, split: str) -> int:
 @dataclass(frozen=True)
 class Shares:
     """How a split is divided among input pipelines (workers): `parts[i]` lists pipeline i's
-    (shard path, row group) pairs, row group -1 meaning the whole file; `by_rows` when every pipeline
-    reads all of it and keeps every n-th row."""
+    (shard path, row group) pairs, row group -1 meaning the whole file, and `rows[i]` its rows;
+    `by_rows` when every pipeline reads all of it and keeps every n-th row."""
 
     parts: list[list[tuple[str, int]]]
+    rows: list[int]
     by_rows: bool
 
     @property
@@ -58,24 +62,39 @@ class Shares:
 
 
 def plan_shares(version: DatasetVersion, split: str, pipelines: int) -> Shares:
-    """Deal a split's row groups to `pipelines` readers, largest share first to the emptiest, in a
-    fixed order (the same plan on every worker)."""
+    """Deal a split's row groups to `pipelines` readers: the largest group first, each to the reader with
+    the fewest rows so far; each reader's groups are then read in file order. The plan depends on the
+    files alone, so every worker computes the same one."""
     paths = [str(path) for path in split_paths(version, split)]
+    total = split_rows(version, split)
     if pipelines == 1:
-        return Shares([[(path, -1) for path in paths]], by_rows=False)
+        return Shares([[(path, -1) for path in paths]], [total], by_rows=False)
     groups = [(path, group, metadata.row_group(group).num_rows) for path in paths
               for metadata in [pq.ParquetFile(path).metadata] for group in range(metadata.num_row_groups)]
     parts: list[list[tuple[str, int]]] = [[] for _ in range(pipelines)]
     rows = [0] * pipelines
-    for path, group, count in groups:
+    for path, group, count in sorted(groups, key=lambda unit: -unit[2]):  # stable: ties stay in file order
         emptiest = rows.index(min(rows))
         parts[emptiest].append((path, group))
         rows[emptiest] += count
-    even = sum(rows) / pipelines
-    if min(rows) < MIN_SHARE_FRACTION * even or not min(rows):
+    if min(rows) < MIN_SHARE_FRACTION * total / pipelines or not min(rows):
         everything = [(path, -1) for path in paths]
-        return Shares([everything] * pipelines, by_rows=True)
-    return Shares(parts, by_rows=False)  # each part in file and row-group order, as dealt
+        return Shares([everything] * pipelines, [len(range(index, total, pipelines)) for index in range(pipelines)],
+                      by_rows=True)
+    order = {path: index for index, path in enumerate(paths)}
+    return Shares([sorted(part, key=lambda unit: (order[unit[0]], unit[1])) for part in parts], rows, by_rows=False)
+
+
+def epoch_steps(version: DatasetVersion, distribution: Distribution) -> int:
+    """Steps per epoch: enough for the largest worker's share to be read whole (a smaller share starts over
+    for the steps it lacks, so every row is seen each epoch); on one worker, ceil(rows / global batch)."""
+    shares = plan_shares(version, "train", distribution.workers)
+    replicas = distribution.replicas // distribution.workers
+    if min(shares.rows) < replicas:  # a replica would get no rows at all
+        raise TrainingError(f"the train split has {counted(split_rows(version, 'train'), 'row')}: too few for "
+                            f"{counted(distribution.replicas, 'replica')}; train on one device")
+    rows_per_step = distribution.global_batch // distribution.workers
+    return max(1, max(math.ceil(rows / rows_per_step) for rows in shares.rows))
 
 
 def image_view(column: pa.Array, image_size: int) -> np.ndarray:
@@ -190,7 +209,10 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
             epoch_data = make_dataset(
                 version, "train", batch_size=context.get_per_replica_batch_size(distribution.global_batch) * replicas,
                 variant=config.model.variant, shuffle_buffer=config.train.shuffle_buffer, seed=config.seed + epoch,
-                share=(shares, context.input_pipeline_id)).repeat().take(steps)
+                share=(shares, context.input_pipeline_id))
+            if replicas > 1:  # a last batch of fewer rows than replicas would leave a replica none
+                epoch_data = epoch_data.filter(lambda inputs, labels: tf.shape(labels)[0] >= replicas)
+            epoch_data = epoch_data.repeat().take(steps)
             data = epoch_data if data is None else data.concatenate(epoch_data)
         if class_weights:
             data = data.map(weigh, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -202,15 +224,14 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
 
 
 def _parts(batch: tuple, count: int):
-    """One batch (inputs, labels[, weights]) as `count` consecutive parts, one per replica: equal but for
-    the last batch of an epoch (a part may then be empty; the loss of an empty part is 0, not NaN)."""
+    """One batch (inputs, labels[, weights]) as `count` consecutive parts, one per replica, whose sizes
+    differ by one row at most (equal but in the last batch of an epoch)."""
     import tensorflow as tf
 
     size = tf.shape(batch[1], out_type=tf.int64)[0]
-    width = (size + count - 1) // count
 
     def part(index):
-        rows = slice(index * width, (index + 1) * width)
+        rows = slice(index * size // count, (index + 1) * size // count)
         return tf.nest.map_structure(lambda tensor: tensor[rows], batch)
 
     return tf.data.Dataset.range(count).map(part)

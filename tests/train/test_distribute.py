@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,8 +24,9 @@ from mmpipe.ingest.version import load_dataset
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
-from mmpipe.train.distribute import distribution_for, launch_local_workers, local_worker_environments
-from mmpipe.train.inputs import make_dataset, plan_shares, split_rows
+from mmpipe.train.distribute import Distribution, distribution_for, lost_worker
+from mmpipe.train.inputs import epoch_steps, make_dataset, plan_shares, split_rows
+from mmpipe.train.launch import launch_local_workers, local_worker_environments
 from mmpipe.train.model import load_model
 from tests.fixtures.datasets import TINY_MODEL, tamper
 from tests.train.test_fit import png_bytes
@@ -53,9 +55,47 @@ def test_row_groups_are_dealt_once_each_in_even_shares(row_groups):
     units = [unit for part in shares.parts for unit in part]
     assert not shares.by_rows and shares.sharding == "row groups"
     assert len(units) == len(set(units)) == -(-split_rows(version, "train") // 4)  # every row group, once
-    rows = [sum(4 for _ in part) for part in shares.parts]
-    assert max(rows) - min(rows) <= 4  # within one row group of each other
+    assert sum(shares.rows) == split_rows(version, "train") and max(shares.rows) - min(shares.rows) <= 4
+    assert all(part == sorted(part) for part in shares.parts)  # each share read in file order
     assert plan_shares(version, "train", 3) == shares  # every worker computes the same plan
+
+
+def workers_of(count: int, per_replica_batch: int) -> Distribution:
+    """How training would be spread over `count` one-device workers (the strategy object aside)."""
+    return Distribution(SimpleNamespace(num_replicas_in_sync=count), "multi_worker", ("/cpu:0",), count, 0,
+                        per_replica_batch)
+
+
+def test_an_epoch_has_the_steps_of_the_largest_share_so_no_row_is_skipped(row_groups):
+    version = load_dataset(row_groups)
+    shares = plan_shares(version, "train", 2)
+    steps = epoch_steps(version, workers_of(2, 3))
+    assert steps == max(-(-rows // 3) for rows in shares.rows)
+    for index, rows in enumerate(shares.rows):  # each worker reads its whole share in its steps
+        data = make_dataset(version, "train", batch_size=3, with_ids=True, share=(shares, index)).repeat().take(steps)
+        assert len({row for _, _, ids in data for row in ids.numpy()}) == rows
+
+
+def test_a_worker_that_stopped_is_named_as_tf_config_names_it():
+    error = RuntimeError("Collective ops is aborted by: {{function_node __wrapped__CollectiveReduceV2_device_/job:"
+                         "worker/replica:0/task:0/device:CPU:0}} The following tasks are unhealthy (stopped sending "
+                         "heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed. [Op:CollectiveReduceV2]")
+    message = lost_worker(error, "RUN")
+    assert message.startswith("the worker of TF_CONFIG index 1 stopped during run RUN") and "index 0" not in message
+    assert "`mmpipe train --resume RUN`" in message
+
+
+def test_a_cluster_in_tf_config_with_a_one_process_strategy_is_refused(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(TrainingError, match="TF_CONFIG names 2 workers, but train.strategy is one_device"):
+        distribution_for(TrainConfig(strategy="one_device"))
+    # auto takes the cluster for a multi-worker run (which cannot start in a process that already runs TF).
+    import tensorflow as tf
+
+    tf.constant(1)  # started: so the strategy is refused here, never left waiting for a cluster
+    with pytest.raises(TrainingError, match="multi_worker has to start before TensorFlow"):
+        distribution_for(TrainConfig(strategy="auto"))
 
 
 def test_a_split_with_too_few_row_groups_is_shared_by_rows(one_row_group):
@@ -233,7 +273,7 @@ def test_two_workers_train_one_run_and_resume_it_after_a_worker_is_killed(prefec
                 worker.kill()
             worker.communicate()
     assert workers[0].returncode == 2 and chief_err.count("\n") == 1, chief_err[-3000:]
-    assert "worker 1 stopped during run" in chief_err and "--resume" in chief_err
+    assert "the worker of TF_CONFIG index 1 stopped during run" in chief_err and "--resume" in chief_err
     (run_dir,) = runs.iterdir()  # one run, the chief's
     resumed = launch_local_workers(2, [*arguments[:1], "--resume", run_dir.name, *arguments[1:]], env=env,
                                    logs=tmp_path / "logs", timeout=300)
