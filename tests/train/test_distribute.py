@@ -285,7 +285,7 @@ def test_two_workers_train_one_run_and_resume_it_after_a_worker_is_killed(prefec
     assert record.resumed_from_epoch >= 1 and record.notes[0].startswith("resumed from epoch")
     assert record.distribution["workers"] == 2 and record.distribution["replicas"] == 2
     assert record.distribution["global_batch"] == 2 * TINY_MODEL["train.batch_size"]
-    assert not list(Path(tempfile.gettempdir()).glob(f"mmpipe-worker-*{run_dir.name}"))  # no copy is left behind
+    assert not list(Path(tempfile.gettempdir()).glob(f"mmpipe-*/worker-*-{run_dir.name}"))  # no copy left behind
     # In the UI, each worker's flow run says which worker it is.
     assert {"train fused (worker 0 of 2)", "train fused (worker 1 of 2)"} <= set(asyncio.run(flow_run_names()))
 
