@@ -50,6 +50,11 @@ class Distribution:
         return int(self.strategy.num_replicas_in_sync)
 
     @property
+    def local_replicas(self) -> int:
+        """Replicas on this worker (every worker has as many)."""
+        return self.replicas // self.workers
+
+    @property
     def global_batch(self) -> int:
         """Rows per training step, over every replica of every worker."""
         return self.per_replica_batch * self.replicas
@@ -125,7 +130,7 @@ class Distribution:
     @property
     def first_replica(self) -> int:
         """The global index of this worker's first replica."""
-        return self.worker * (self.replicas // self.workers)
+        return self.worker * self.local_replicas
 
 
 def distribution_for(train: TrainConfig) -> Distribution:

@@ -136,7 +136,6 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
     else:
         run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
         record = _new_record(run.run_id, config, version)
-    record.distribution = distribution.describe(plan_shares(version, "train", distribution.workers).sharding)
     if distribution.chief:
         written = run
     elif written is None:
@@ -166,7 +165,9 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
     classes = list(version.classes)
-    steps = epoch_steps(version, distribution)
+    shares = plan_shares(version, "train", distribution.workers)  # one input pipeline per worker
+    steps = epoch_steps(shares, distribution)
+    record.distribution = distribution.describe(shares.sharding)
     record.save(written)
     try:
         vectorizers = {} if checkpoint else vectorizers_for(config, version)
@@ -195,7 +196,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
                 weights = [record.class_weights.get(name, 0.0) for name in classes] if record.class_weights else None
                 model.fit(
-                    training_input(config, version, distribution, remaining, steps, weights),
+                    training_input(config, version, distribution, shares, remaining, steps, weights),
                     epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
                     validation_data=validation_input(config, version, distribution) if has_val else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.

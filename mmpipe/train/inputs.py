@@ -85,13 +85,12 @@ def plan_shares(version: DatasetVersion, split: str, pipelines: int) -> Shares:
     return Shares([sorted(part, key=lambda unit: (order[unit[0]], unit[1])) for part in parts], rows, by_rows=False)
 
 
-def epoch_steps(version: DatasetVersion, distribution: Distribution) -> int:
-    """Steps per epoch: enough for the largest worker's share to be read whole (a smaller share starts over
-    for the steps it lacks, so every row is seen each epoch); on one worker, ceil(rows / global batch)."""
-    shares = plan_shares(version, "train", distribution.workers)
-    replicas = distribution.replicas // distribution.workers
-    if min(shares.rows) < replicas:  # a replica would get no rows at all
-        raise TrainingError(f"the train split has {counted(split_rows(version, 'train'), 'row')}: too few for "
+def epoch_steps(shares: Shares, distribution: Distribution) -> int:
+    """Steps per epoch over the train split's `shares`: enough for the largest worker's share to be read whole
+    (a smaller share starts over for the steps it lacks, so every row is seen each epoch); on one worker,
+    ceil(rows / global batch)."""
+    if min(shares.rows) < distribution.local_replicas:  # a replica would get no rows at all
+        raise TrainingError(f"the train split has {counted(sum(shares.rows), 'row')}: too few for "
                             f"{counted(distribution.replicas, 'replica')}; train on one device")
     rows_per_step = distribution.global_batch // distribution.workers
     return max(1, max(math.ceil(rows / rows_per_step) for rows in shares.rows))
@@ -185,9 +184,10 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
     ).prefetch(tf.data.AUTOTUNE)
 
 
-def training_input(config: Config, version: DatasetVersion, distribution: Distribution, epochs: range, steps: int,
-                   class_weights: list[float] | None = None):
-    """The remaining epochs' training batches: `steps` per epoch, each of the global batch's rows.
+def training_input(config: Config, version: DatasetVersion, distribution: Distribution, shares: Shares, epochs: range,
+                   steps: int, class_weights: list[float] | None = None):
+    """The remaining epochs' training batches: `steps` per epoch, each of the global batch's rows, each
+    worker reading its part of `shares` (the train split's, one part per worker).
 
     Epoch e's order depends on (seed, e) only, so a resume sees the same batches. Each worker reads
     its own share of the split in batches of its replicas' rows, cut into one part per replica: so on
@@ -202,8 +202,7 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
         return inputs, labels, tf.gather(tf.constant(class_weights, tf.float32), tf.argmax(labels, axis=1))
 
     def pipeline(context: tf.distribute.InputContext):
-        shares = plan_shares(version, "train", context.num_input_pipelines)
-        replicas = distribution.replicas // context.num_input_pipelines  # this worker's
+        replicas = distribution.local_replicas
         data = None
         for epoch in epochs:
             epoch_data = make_dataset(

@@ -69,7 +69,7 @@ def workers_of(count: int, per_replica_batch: int) -> Distribution:
 def test_an_epoch_has_the_steps_of_the_largest_share_so_no_row_is_skipped(row_groups):
     version = load_dataset(row_groups)
     shares = plan_shares(version, "train", 2)
-    steps = epoch_steps(version, workers_of(2, 3))
+    steps = epoch_steps(shares, workers_of(2, 3))
     assert steps == max(-(-rows // 3) for rows in shares.rows)
     for index, rows in enumerate(shares.rows):  # each worker reads its whole share in its steps
         data = make_dataset(version, "train", batch_size=3, with_ids=True, share=(shares, index)).repeat().take(steps)

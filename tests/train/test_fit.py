@@ -4,7 +4,6 @@ import io
 import json
 import shutil
 
-import keras
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from mmpipe.train.model import load_model
 from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
 from tests.fixtures.prefect import run_log_lines
+from tests.fixtures.training import StopAfter
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -65,18 +65,6 @@ def test_an_unvalidated_dataset_is_refused(ingested_sample, tmp_path):
     shutil.rmtree(tmp_path / "data" / "validation", ignore_errors=True)
     with pytest.raises(TrainingError, match="mmpipe validate"):
         train(run_config(tmp_path / "data", tmp_path / "runs"))
-
-
-class StopAfter(keras.callbacks.Callback):
-    """A kill at the end of an epoch, after the run's own callbacks have written its checkpoint."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise KeyboardInterrupt(f"simulated kill after epoch {self.epochs}")
 
 
 RESUMABLE = {"train.epochs": 8, "train.early_stopping_patience": 1, "model.learning_rate": 0.05,

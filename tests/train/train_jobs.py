@@ -13,20 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-import keras
-
 from mmpipe.train import train
 from tests.fixtures.datasets import run_config
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise KeyboardInterrupt(f"simulated kill after epoch {self.epochs}")
+from tests.fixtures.training import StopAfter
 
 
 def main(spec_path: str) -> None:
