@@ -32,10 +32,20 @@ def wait_for(check, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def api(url, path, body=None):
-    response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
+def request(method: str, url: str, **options) -> httpx.Response:
+    """An HTTP call to the test server, retried the way Prefect's own client retries: a 503 is the server
+    saying that it is busy (its database locked under load) and to ask again."""
+    for attempt in range(6):
+        response = httpx.request(method, url, timeout=10, **options)
+        if response.status_code != 503:
+            break
+        time.sleep(0.5 * 2 ** attempt)
     response.raise_for_status()
-    return response.json()
+    return response
+
+
+def api(url, path, body=None):
+    return request("POST", f"{url}{path}", json=body or {}).json()
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGINT) -> None:

@@ -9,10 +9,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.deployments.conftest import BIN, api, stop, wait_for
+from tests.deployments.conftest import BIN, api, request, stop, wait_for
 from tests.fixtures.datasets import SAMPLE_CLASSES
 
 pytestmark = pytest.mark.slow  # starts a real Prefect server and a serving process
@@ -23,7 +22,7 @@ WATCH_INTERVAL_S = 3
 def delete_deployments(url) -> None:
     """A clean server for the next test: the session's server is shared."""
     for deployment in api(url, "/deployments/filter"):
-        httpx.delete(f"{url}/deployments/{deployment['id']}", timeout=10).raise_for_status()
+        request("DELETE", f"{url}/deployments/{deployment['id']}")
 
 
 def write_config(path: Path, source: Path, root: Path) -> Path:

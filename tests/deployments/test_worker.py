@@ -4,11 +4,10 @@ pool, a worker and `mmpipe watch` started in this checkout, `prefect deploy`, on
 import json
 import subprocess
 
-import httpx
 import pytest
 
 from flows.watch import SOURCE_CHANGED, source_resource
-from tests.deployments.conftest import BIN, ROOT, api, stop, wait_for
+from tests.deployments.conftest import BIN, ROOT, api, request, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a Prefect server, a worker, and a pipeline run that trains a model
 
@@ -21,9 +20,7 @@ TINY_MODEL = {"MMPIPE_IMAGE__SIZE": "16", "MMPIPE_TRAIN__EPOCHS": "1", "MMPIPE_T
 
 
 def get(url, path):
-    response = httpx.get(f"{url}{path}", timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return request("GET", f"{url}{path}").json()
 
 
 def shell(args, env, what):
