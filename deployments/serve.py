@@ -20,10 +20,10 @@ would leave their work pool set, and every run a worker picked up would crash.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from mmpipe.config import Config, source_dir_name
 from mmpipe.errors import MmpipeError
+from mmpipe.storage.urls import absolute
 
 
 def build_deployments(config: Config) -> list:
@@ -60,9 +60,9 @@ def build_deployments(config: Config) -> list:
 def absolute_paths(config: Config) -> Config:
     """`config` with its sources, data and runs dirs made absolute here, where `mmpipe serve` runs."""
     config.serve.require_sources("mmpipe serve")
-    sources = [entry.model_copy(update={"path": str(Path(entry.path).absolute())}) for entry in config.serve.sources]
-    return config.model_copy(update={"data_dir": Path(config.data_dir).absolute(),
-                                     "runs_dir": Path(config.runs_dir).absolute(),
+    sources = [entry.model_copy(update={"path": str(absolute(entry.path))}) for entry in config.serve.sources]
+    return config.model_copy(update={"data_dir": absolute(config.data_dir),
+                                     "runs_dir": absolute(config.runs_dir),
                                      "serve": config.serve.model_copy(update={"sources": sources})})
 
 

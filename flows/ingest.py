@@ -22,6 +22,7 @@ from prefect.futures import as_completed
 
 from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
 from mmpipe.config import SPLITS, Config
+from mmpipe.ingest.bucket import BucketLocation
 from mmpipe.ingest.chunks import ChunkPlan, ChunkResult
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest, plan_ingest
@@ -44,7 +45,8 @@ def plan_chunks_task(source: str, config: Config) -> IngestPlan:
 # Takes only its own chunk, never the whole plan: Prefect walks every task's inputs, and a plan
 # with thousands of chunks passed to thousands of tasks would make that quadratic.
 @task(name="clean-chunk", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=1)
-def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation, cache_dir: Path, config: Config) -> ChunkResult:
+def clean_chunk_task(chunk: ChunkPlan, location: SourceLocation | BucketLocation, cache_dir: Path,
+                     config: Config) -> ChunkResult:
     # On the flow's worker processes when it has them (see clean_chunks_as_tasks), else right here: a
     # thread of the task runner, or a Dask worker. Nothing here may refer to a flow-local object:
     # Dask pickles this function by value.

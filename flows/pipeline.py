@@ -20,6 +20,7 @@ from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
 from mmpipe.files import hold_lock
+from mmpipe.storage.mirror import on_local_disk, published
 from mmpipe.wording import counted
 
 # In the data dir: held for a whole pipeline run, so a scheduled and a triggered run never overlap.
@@ -31,10 +32,13 @@ def pipeline_flow(source: str, config: Config) -> dict:
     """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
     config = config.for_source(source)
     logger = get_run_logger()
-    lock = Path(config.data_dir) / PIPELINE_LOCK
-    waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
-    with hold_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
-        return _stages(source, config)
+    # A bucket data dir or run store: the stages work on local mirrors, published when the pipeline ends.
+    with on_local_disk(config, say=logger.info) as local:
+        lock = Path(local.data_dir) / PIPELINE_LOCK
+        waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
+        with hold_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
+            summary = _stages(source, local)
+    return published(summary, local, config)  # names the bucket where it was published, not this machine's mirror
 
 
 def _stages(source: str, config: Config) -> dict:

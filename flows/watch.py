@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from prefect.events import emit_event
 
 from mmpipe.config import Config
 from mmpipe.ingest.watch import source_key, watch_sources
+from mmpipe.storage.urls import absolute
 
 SOURCE_CHANGED = "mmpipe.source.changed"
 
 
 def source_resource(source: str) -> dict[str, str]:
     """The event's resource: one stable id per source, so triggers and the UI can tell sources apart."""
-    return {"prefect.resource.id": f"mmpipe.source.{source_key(Path(source))}",
-            "prefect.resource.name": str(Path(source).absolute())}
+    return {"prefect.resource.id": f"mmpipe.source.{source_key(source)}",
+            "prefect.resource.name": str(absolute(source))}
 
 
 def announce_change(change: dict) -> None:
@@ -39,7 +39,7 @@ def watch_and_announce(config: Config, stop: threading.Event, say: Callable[[str
         say(f"{change['source']}: {change['added']} added, {change['changed']} changed, {change['removed']} removed"
             f" -> emitted {SOURCE_CHANGED}")
 
-    def complain(source: str, error: OSError) -> None:
+    def complain(source: str, error: Exception) -> None:
         say(f"{source}: cannot look at it ({error}); trying again in {config.serve.watch_interval_s:g} s")
 
     watch_sources(config, announce, stop, complain)

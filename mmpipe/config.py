@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mmpipe.errors import ConfigError
 from mmpipe.files import FAULT_ENV, stable_hash
+from mmpipe.storage.urls import CACHE_ENV, absolute, is_url, join, stem
 
 DEFAULT_CONFIG_FILE = "mmpipe.toml"
 ENV_PREFIX = "MMPIPE_"
@@ -206,21 +207,20 @@ class ServeConfig(Section):
 
     def entry_for(self, source: str | Path) -> SourceEntry | None:
         """The configured entry of `source` (compared as absolute paths), if it is one."""
-        wanted = Path(source).absolute()
-        return next((entry for entry in self.sources if Path(entry.path).absolute() == wanted), None)
+        wanted = absolute(source)
+        return next((entry for entry in self.sources if absolute(entry.path) == wanted), None)
 
 
 def source_dir_name(source: str | Path) -> str:
     """A short, stable, readable name for a source: its file or folder name and a hash of its path."""
-    path = Path(source).absolute()
-    return f"{path.stem}-{stable_hash(str(path), 8)}"
+    return f"{stem(source)}-{stable_hash(str(absolute(source)), 8)}"
 
 
 class Config(Section):
     """Everything that shapes mmpipe's outputs. Its hash is recorded with each output."""
 
-    data_dir: Path = Path("mmpipe-data")
-    runs_dir: Path = Path("mmpipe-runs")
+    data_dir: Path | str = Field(Path("mmpipe-data"), description="a folder, or a bucket URL (s3://, gs://, az://)")
+    runs_dir: Path | str = Field(Path("mmpipe-runs"), description="a folder, or a bucket URL (s3://, gs://, az://)")
     seed: int = 42
     text: TextConfig = TextConfig()
     image: ImageConfig = ImageConfig()
@@ -230,6 +230,12 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
+
+    @field_validator("data_dir", "runs_dir", mode="before")
+    @classmethod
+    def _url_or_path(cls, value: Any) -> Any:
+        """A bucket URL stays a string (a Path would fold its `//`); anything else is a path."""
+        return value if is_url(value) else Path(value)
 
     def ingest_settings(self) -> dict[str, Any]:
         """The settings that shape ingest output; operational knobs (paths, parallelism) left out."""
@@ -253,8 +259,7 @@ class Config(Section):
         if len(self.serve.sources) < 2:
             return config
         name = source_dir_name(source)
-        return config.model_copy(update={"data_dir": Path(self.data_dir) / name,
-                                         "runs_dir": Path(self.runs_dir) / name})
+        return config.model_copy(update={"data_dir": join(self.data_dir, name), "runs_dir": join(self.runs_dir, name)})
 
     def on_this_machine(self, environ: Mapping[str, str] | None = None) -> Config:
         """This config with the settings that describe the machine rather than the model (`train.strategy`,
@@ -298,7 +303,7 @@ def load_config(
     if file is not None:
         _merge(merged, _read_toml(file))
     for name, raw in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG, FAULT_ENV):
+        if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG, FAULT_ENV, CACHE_ENV):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
             _merge(merged, _nest(keys, _parse_env_value(raw)))
     for dotted, value in (overrides or {}).items():

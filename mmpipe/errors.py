@@ -43,3 +43,7 @@ class EvaluationError(MmpipeError):
 
 class TrainingError(MmpipeError):
     """Training cannot start or continue (dataset not validated, unknown run to resume, ...)."""
+
+
+class StorageError(MmpipeError):
+    """An object store (S3, GCS, Azure) cannot be reached, lacks an object, or refuses access."""

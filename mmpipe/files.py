@@ -27,7 +27,8 @@ FAULT_ENV = "MMPIPE_FAULT_KILL_AT"
 _commit_points = itertools.count(1)  # per process, which is what a kill counts in
 
 
-def _fault_point(stage: str, final: Path) -> None:
+def fault_point(stage: str, final: Path | str) -> None:
+    """A place a test may kill this process (see FAULT_ENV): every commit, and every wave of a bucket publish."""
     hook = os.environ.get(FAULT_ENV)
     if not hook:
         return
@@ -41,9 +42,9 @@ def _fault_point(stage: str, final: Path) -> None:
 
 def commit(temp: Path, final: Path) -> None:
     """Publish a finished temporary file (or folder) under its final name, atomically."""
-    _fault_point("before", final)
+    fault_point("before", final)
     os.replace(temp, final)
-    _fault_point("after", final)
+    fault_point("after", final)
 
 
 def sha256_file(path: Path) -> str:

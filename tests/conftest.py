@@ -4,7 +4,7 @@ from flows.environment import prepare_prefect
 
 prepare_prefect()  # before anything imports Prefect
 
-pytest_plugins = ["tests.fixtures.datasets"]
+pytest_plugins = ["tests.fixtures.datasets", "tests.fixtures.buckets"]
 
 
 def pytest_unconfigure(config):

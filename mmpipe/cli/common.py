@@ -3,6 +3,8 @@ Prefect flow from the CLI."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,12 +23,13 @@ ConfigOption = Annotated[
                  "override it, e.g. `MMPIPE_IMAGE__SIZE=32`; flags override both.", show_default=False),
 ]
 DataOption = Annotated[
-    Path | None,
-    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json (default: ./mmpipe-data).",
-                 show_default=False),
+    str | None,
+    typer.Option("--data", help="Data dir for shards, quarantine and dataset.json (default: ./mmpipe-data); a "
+                 "folder or a bucket URL (s3://, gs://, az://).", show_default=False),
 ]
 RunsOption = Annotated[
-    Path | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs).", show_default=False)
+    str | None, typer.Option("--runs", help="Runs dir (default: ./mmpipe-runs); a folder or a bucket URL (s3://, "
+                             "gs://, az://).", show_default=False)
 ]
 DaskOption = Annotated[
     str | None,
@@ -64,6 +67,34 @@ def _bare_flags(params: list) -> list:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
     return params
+
+
+def say_on_stderr(line: str) -> None:
+    typer.echo(f"mmpipe: {line}", err=True)
+
+
+@contextlib.contextmanager
+def stores_on_disk(settings):
+    """(`settings` with a bucket data dir or run store replaced by a local mirror, published when the command
+    ends; a function that names the bucket again in what the command prints). See mmpipe.storage.mirror."""
+    from mmpipe.storage.mirror import on_local_disk, published
+
+    with on_local_disk(settings, say=say_on_stderr) as local:
+        yield local, lambda value: published(value, local, settings)
+
+
+@contextlib.contextmanager
+def reading(location: str | Path, wanted: Callable[[str], bool] = lambda relative: True) -> Iterator[Path]:
+    """A folder to read `location` from: the folder itself, or for a bucket URL a temporary copy of the files
+    `wanted` accepts (relative paths); no lock, so it reads while a writer works."""
+    from mmpipe.storage.mirror import readable
+    from mmpipe.storage.urls import is_url
+
+    if not is_url(location):
+        yield Path(location).absolute()
+        return
+    with readable(str(location), wanted) as folder:
+        yield folder
 
 
 def start_prefect() -> None:

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from mmpipe.cli.common import ConfigOption, ContractsOption, DataOption, JsonOption, PlainFlagsGroup
+from mmpipe.cli.common import (
+    ConfigOption,
+    ContractsOption,
+    DataOption,
+    JsonOption,
+    PlainFlagsGroup,
+    stores_on_disk,
+)
 from mmpipe.cli.output import brief
 from mmpipe.wording import counted
 
@@ -34,29 +41,31 @@ def contracts_show(
     from mmpipe.contracts.suites import describe_expectation, load_contracts
 
     settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
-    loaded = load_contracts(settings.data_dir, settings)
-    described = loaded.describe()
-    layers = {"project": loaded.project, "source": loaded.source or {}}
-    if as_json:
+    with stores_on_disk(settings) as (settings, shown):
+        loaded = load_contracts(settings.data_dir, settings)
+        described = loaded.describe()
+        layers = {"project": loaded.project, "source": loaded.source or {}}
+        if as_json:
+            for name, suites in layers.items():
+                described[name]["expectations"] = {kind: suite.expectations for kind, suite in suites.items()}
+            typer.echo(json.dumps(shown(described), default=str))
+            return
+        typer.echo(f"project contracts: built-in, {described['project']['dir']}")
+        typer.echo(source_origin_line(shown(described)))
         for name, suites in layers.items():
-            described[name]["expectations"] = {kind: suite.expectations for kind, suite in suites.items()}
-        typer.echo(json.dumps(described, default=str))
-        return
-    typer.echo(f"project contracts: built-in, {described['project']['dir']}")
-    typer.echo(source_origin_line(described))
-    for name, suites in layers.items():
-        for kind, suite in suites.items():
-            typer.echo(f"\n{name}/{kind} ({suite.path}):")
-            for entry in suite.expectations:
-                kwargs = {key: value for key, value in entry.get("kwargs", {}).items() if key != "column"}
-                shown = ", ".join(f"{key}={brief(value)}" for key, value in kwargs.items())
-                typer.echo(f"  {entry['severity']:<8} {describe_expectation(entry)}" + (f": {shown}" if shown else ""))
-    typer.echo("\n<name> values are filled in at validation from the dataset's settings and the drift reference")
-    if loaded.source is None:
-        typer.echo("next: `mmpipe validate` infers the source contracts from the current version")
-    elif described["source"]["origin"] == "inferred":
-        typer.echo("keep them under version control: `mmpipe contracts export DIR`, then `--contracts DIR` "
-                   "(or contracts.suites_dir)")
+            for kind, suite in suites.items():
+                typer.echo(f"\n{name}/{kind} ({shown(str(suite.path))}):")
+                for entry in suite.expectations:
+                    kwargs = {key: value for key, value in entry.get("kwargs", {}).items() if key != "column"}
+                    arguments = ", ".join(f"{key}={brief(value)}" for key, value in kwargs.items())
+                    typer.echo(f"  {entry['severity']:<8} {describe_expectation(entry)}"
+                               + (f": {arguments}" if arguments else ""))
+        typer.echo("\n<name> values are filled in at validation from the dataset's settings and the drift reference")
+        if loaded.source is None:
+            typer.echo("next: `mmpipe validate` infers the source contracts from the current version")
+        elif described["source"]["origin"] == "inferred":
+            typer.echo("keep them under version control: `mmpipe contracts export DIR`, then `--contracts DIR` "
+                       "(or contracts.suites_dir)")
 
 
 @contracts_app.command("export")
@@ -76,9 +85,10 @@ def contracts_export(
     from mmpipe.contracts.infer import export_source_suites
 
     settings = load_config(config, {"data_dir": data})
-    for path in export_source_suites(settings.data_dir, settings, out, force=force):
-        typer.echo(f"wrote {path}")
-    typer.echo(f"use them with `--contracts {out}` or `contracts.suites_dir = \"{out}\"` in mmpipe.toml")
+    with stores_on_disk(settings) as (settings, shown):
+        for path in export_source_suites(settings.data_dir, settings, out, force=force):
+            typer.echo(f"wrote {shown(str(path))}")
+        typer.echo(f"use them with `--contracts {out}` or `contracts.suites_dir = \"{out}\"` in mmpipe.toml")
 
 
 @contracts_app.command("init")
@@ -101,9 +111,10 @@ def contracts_init(
     from mmpipe.contracts.infer import init_source_suites
 
     settings = load_config(config, {"data_dir": data})
-    for path in init_source_suites(settings.data_dir, settings, out, force=force):
-        typer.echo(f"wrote {path}")
-    typer.echo("review them (severity: critical stops training, warning reports), then run `mmpipe validate`")
+    with stores_on_disk(settings) as (settings, shown):
+        for path in init_source_suites(settings.data_dir, settings, out, force=force):
+            typer.echo(f"wrote {shown(str(path))}")
+        typer.echo("review them (severity: critical stops training, warning reports), then run `mmpipe validate`")
 
 
 @contracts_app.command("accept-classes")
@@ -122,10 +133,11 @@ def contracts_accept_classes(
     from mmpipe.contracts.infer import accept_classes
 
     settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
-    added, path = accept_classes(settings.data_dir, settings)
-    if not added:
-        typer.echo(f"nothing to accept: {path} already knows every class of the current version")
-        return
-    accepted = ", ".join(f"{name!r} ({counted(rows, 'row')})" for name, rows in added.items())
-    typer.echo(f"accepted {accepted} into {path}")
-    typer.echo("next: `mmpipe validate` (or `mmpipe run`)")
+    with stores_on_disk(settings) as (settings, shown):
+        added, path = accept_classes(settings.data_dir, settings)
+        if not added:
+            typer.echo(f"nothing to accept: {shown(str(path))} already knows every class of the current version")
+            return
+        accepted = ", ".join(f"{name!r} ({counted(rows, 'row')})" for name, rows in added.items())
+        typer.echo(f"accepted {accepted} into {shown(str(path))}")
+        typer.echo("next: `mmpipe validate` (or `mmpipe run`)")

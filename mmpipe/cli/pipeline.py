@@ -26,8 +26,9 @@ from mmpipe.wording import counted
 
 
 def run_command(
-    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
-                                           show_default=False)],
+    source: Annotated[str, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`; a "
+                                          "file or folder, or a bucket URL (s3://, gs://, az://).",
+                                          show_default=False)],
     data: DataOption = None,
     runs: RunsOption = None,
     contracts: ContractsOption = None,
@@ -42,6 +43,10 @@ def run_command(
     (and said so); later versions are checked against them. A critical data-contract failure
     stops it before training (exit 1). Exit status: 0 done, 1 the data failed its contracts,
     2 unusable input.
+
+    SOURCE, --data and --runs may be bucket URLs (needs `pip install mmpipe[s3]`, `[gcs]` or `[azure]`);
+    endpoint and credentials come from the usual variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*).
     """
     from mmpipe.config import load_config
     from mmpipe.ingest.sources import open_source
@@ -86,13 +91,14 @@ def demo(
     typer.echo(f"      mmpipe predict --runs {folder / 'runs'} --text 'a lantern at night' --image {image}")
 
 
-def run_pipeline(source: Path, settings, quiet: bool) -> dict:
+def run_pipeline(source: str | Path, settings, quiet: bool) -> dict:
     start_prefect()
     from flows.pipeline import pipeline_flow
+    from mmpipe.storage.urls import absolute
 
     try:
         with ProgressBar("Pipeline", quiet=quiet):
-            return run_flow(lambda: pipeline_flow(str(source.absolute()), settings))
+            return run_flow(lambda: pipeline_flow(str(absolute(source)), settings))
     except ContractViolation as violation:
         typer.echo(f"mmpipe: the dataset failed its data contracts; nothing was trained: {violation}", err=True)
         raise typer.Exit(EXIT_FAILED_CHECK) from None
@@ -145,8 +151,9 @@ def watch(
     settings.serve.require_sources("mmpipe watch")
     require_prefect_server("mmpipe watch")
     from flows.watch import SOURCE_CHANGED, watch_and_announce
+    from mmpipe.storage.urls import absolute
 
-    sources = ", ".join(str(Path(entry.path).absolute()) for entry in settings.serve.sources)
+    sources = ", ".join(str(absolute(entry.path)) for entry in settings.serve.sources)
     typer.echo(f"watching {sources} every {settings.serve.watch_interval_s:g} s; new data emits {SOURCE_CHANGED} "
                "(Ctrl-C to stop)")
     try:

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mmpipe.cli.common import ConfigOption, JsonOption, PlainFlagsGroup, RunsOption
+from mmpipe.cli.common import ConfigOption, JsonOption, PlainFlagsGroup, RunsOption, reading
 from mmpipe.wording import counted
 
 runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True,
                        cls=PlainFlagsGroup)
 
 
-def runs_dir_of(runs: Path | None, config: Path | None) -> Path:
+@contextlib.contextmanager
+def runs_dir_of(runs: str | None, config: Path | None) -> Iterator[tuple[Path, str | None]]:
+    """(the run store's folder to read, its URL when it is a bucket's: the folder is then a temporary copy of
+    its run records, the JSON files only)."""
     from mmpipe.config import load_config
+    from mmpipe.storage.urls import is_url
 
-    return Path(load_config(config, {"runs_dir": runs}).runs_dir).absolute()
+    location = load_config(config, {"runs_dir": runs}).runs_dir
+    with reading(location, lambda relative: relative.endswith(".json")) as folder:
+        yield folder, str(location) if is_url(location) else None
 
 
-def none_yet(what: str, folder: Path, how: str) -> str:
+def none_yet(what: str, folder: Path, how: str, url: str | None = None) -> str:
     """`no runs in DIR yet`, naming the folder looked in: run from elsewhere, `./mmpipe-runs` is not there."""
+    if url is not None:
+        return f"no {what} in {url} yet: {how} (or pass --runs URL)"
     if not folder.is_dir():
         return f"no {what}: {folder} does not exist ({how} there, or pass --runs DIR to look elsewhere)"
     return f"no {what} in {folder} yet: {how} (or pass --runs DIR)"
@@ -54,28 +64,28 @@ def runs_list(
     from mmpipe.errors import RunStoreError
     from mmpipe.runs.store import list_runs, read_champion
 
-    folder = runs_dir_of(runs, config)
-    rows = list_runs(folder, dataset)
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    if not rows:
-        typer.echo(none_yet("runs", folder, "`mmpipe train` makes one"))
-        return
-    typer.echo(f"  {'run':<24} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
-               f"{'macro F1':>8}")
-    for row in rows:
-        scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
-        typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at'] or '-':<21} "
-                   f"{row['status']:<11} {row['variant'] or '-':<8} {row['dataset_version'] or '-':<17} "
-                   f"{scores[0]:>8} {scores[1]:>8}")
-    for row in rows:
-        if row["problem"]:
-            typer.echo(f"mmpipe: {row['run_id']}: {row['problem']}", err=True)
-    try:
-        read_champion(folder)
-    except RunStoreError as error:
-        typer.echo(f"mmpipe: {error}", err=True)
+    with runs_dir_of(runs, config) as (folder, url):
+        rows = list_runs(folder, dataset)
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        if not rows:
+            typer.echo(none_yet("runs", folder, "`mmpipe train` makes one", url))
+            return
+        typer.echo(f"  {'run':<24} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
+                   f"{'macro F1':>8}")
+        for row in rows:
+            scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
+            typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at'] or '-':<21} "
+                       f"{row['status']:<11} {row['variant'] or '-':<8} {row['dataset_version'] or '-':<17} "
+                       f"{scores[0]:>8} {scores[1]:>8}")
+        for row in rows:
+            if row["problem"]:
+                typer.echo(f"mmpipe: {row['run_id']}: {row['problem']}", err=True)
+        try:
+            read_champion(folder)
+        except RunStoreError as error:
+            typer.echo(f"mmpipe: {error}", err=True)
 
 
 @runs_app.command("show")
@@ -88,7 +98,8 @@ def runs_show(
     """A run's record: config, dataset lineage (shards and their hashes, validation), metrics, promotion."""
     from mmpipe.runs.store import show_run
 
-    shown = show_run(runs_dir_of(runs, config), run_id)
+    with runs_dir_of(runs, config) as (folder, _):
+        shown = show_run(folder, run_id)
     if as_json:
         typer.echo(json.dumps(shown))
         return
@@ -130,7 +141,8 @@ def runs_compare(
     """B minus A: metric deltas, per-class F1 deltas, config differences, dataset differences."""
     from mmpipe.runs.store import compare_runs
 
-    diff = compare_runs(runs_dir_of(runs, config), run_a, run_b)
+    with runs_dir_of(runs, config) as (folder, _):
+        diff = compare_runs(folder, run_a, run_b)
     if as_json:
         typer.echo(json.dumps(diff))
         return
@@ -152,16 +164,17 @@ def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json:
     """The current champion (the run `mmpipe predict` uses by default)."""
     from mmpipe.runs.store import read_champion
 
-    folder = runs_dir_of(runs, config)
-    champion = read_champion(folder)
-    if as_json:
-        typer.echo(json.dumps(champion))
-        return
-    if champion is None:
-        typer.echo(none_yet("champion", folder, "`mmpipe evaluate RUN_ID` promotes the first evaluated run"))
-        return
-    typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
-               f"promoted {champion['promoted_at']}, previous {champion['previous']})")
+    with runs_dir_of(runs, config) as (folder, url):
+        champion = read_champion(folder)
+        if as_json:
+            typer.echo(json.dumps(champion))
+            return
+        if champion is None:
+            typer.echo(none_yet("champion", folder, "`mmpipe evaluate RUN_ID` promotes the first evaluated run",
+                                url))
+            return
+        typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
+                   f"promoted {champion['promoted_at']}, previous {champion['previous']})")
 
 
 def metric_lines(metrics: dict) -> list[str]:

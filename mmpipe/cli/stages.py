@@ -16,8 +16,10 @@ from mmpipe.cli.common import (
     DataOption,
     JsonOption,
     RunsOption,
+    reading,
     run_flow,
     start_prefect,
+    stores_on_disk,
 )
 from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice, warnings_of
 from mmpipe.errors import ContractViolation, MmpipeError
@@ -25,8 +27,9 @@ from mmpipe.wording import counted
 
 
 def ingest(
-    source: Annotated[Path, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`.",
-                                           show_default=False)],
+    source: Annotated[str, typer.Argument(help="A manifest (.csv, .jsonl, .parquet) or a folder `LABEL/FILE`; a "
+                                          "file or folder, or a bucket URL (s3://, gs://, az://).",
+                                          show_default=False)],
     data: DataOption = None,
     config: ConfigOption = None,
     workers: Annotated[int | None, typer.Option(help="Parallel chunk workers (default: one per core).",
@@ -46,15 +49,16 @@ def ingest(
 
     settings = load_config(config, {"data_dir": data, "ingest.workers": workers, "ingest.dask_address": dask})
     open_source(source)  # fail in a second, before starting Prefect, when the source is unusable
-    start_prefect()
-    from flows.ingest import run_ingest
+    with stores_on_disk(settings) as (settings, shown):
+        start_prefect()
+        from flows.ingest import run_ingest
 
-    with ProgressBar("Cleaning chunks", quiet=as_json):
-        summary = run_flow(lambda: run_ingest(source, settings))
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    print_ingest_summary(summary)
+        with ProgressBar("Cleaning chunks", quiet=as_json):
+            summary = shown(run_flow(lambda: run_ingest(source, settings)))
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        print_ingest_summary(summary)
 
 
 def validate(
@@ -79,28 +83,29 @@ def validate(
     from mmpipe.ingest.version import load_dataset
 
     settings = load_config(config, {"data_dir": data, "contracts.suites_dir": contracts})
-    load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
-    load_contracts(settings.data_dir, settings)
-    start_prefect()
-    from flows.validate import validate_flow
+    with stores_on_disk(settings) as (settings, shown):
+        load_dataset(settings.data_dir)  # fail fast (exit 2) before starting Prefect
+        load_contracts(settings.data_dir, settings)
+        start_prefect()
+        from flows.validate import validate_flow
 
-    try:
-        summary = run_flow(lambda: validate_flow(str(settings.data_dir), settings))
-    except ContractViolation as violation:
-        if as_json and violation.report is not None:
-            typer.echo(json.dumps(violation.report.summary(), default=str))
-        else:
-            typer.echo(f"mmpipe: validation failed: {violation}", err=True)
-        raise typer.Exit(EXIT_FAILED_CHECK) from None
-    if as_json:
-        typer.echo(json.dumps(summary, default=str))
-        print_notice(summary)
-        return
-    typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
-               f"({warnings_of(summary)}); report: {summary['page']}")
-    print_contracts(summary)
-    for warning in summary["warnings"]:
-        typer.echo(f"  warning: {warning['expectation']}: {warning['observed']}")
+        try:
+            summary = shown(run_flow(lambda: validate_flow(str(settings.data_dir), settings)))
+        except ContractViolation as violation:
+            if as_json and violation.report is not None:
+                typer.echo(json.dumps(shown(violation.report.summary()), default=str))
+            else:
+                typer.echo(f"mmpipe: validation failed: {shown(str(violation))}", err=True)
+            raise typer.Exit(EXIT_FAILED_CHECK) from None
+        if as_json:
+            typer.echo(json.dumps(summary, default=str))
+            print_notice(summary)
+            return
+        typer.echo(f"dataset {summary['dataset_version']} passed every critical expectation "
+                   f"({warnings_of(summary)}); report: {summary['page']}")
+        print_contracts(summary)
+        for warning in summary["warnings"]:
+            typer.echo(f"  warning: {warning['expectation']}: {warning['observed']}")
 
 
 def train_command(
@@ -136,26 +141,30 @@ def train_command(
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs, "model.variant": variant,
                                     "train.epochs": epochs})
-    version = load_dataset(settings.data_dir)
-    require_validated(version)  # fail fast (exit 2) before starting Prefect
-    if resume:
-        resumable_run(Path(settings.runs_dir).absolute(), resume, version)
-    if local_workers:
-        _train_as_local_workers(local_workers, data, runs, variant, epochs, resume, config, as_json)
-        return
-    start_prefect()
-    from flows.train import train_flow
+    with stores_on_disk(settings) as (settings, shown):
+        version = load_dataset(settings.data_dir)
+        require_validated(version)  # fail fast (exit 2) before starting Prefect
+        if resume:
+            resumable_run(Path(settings.runs_dir).absolute(), resume, version)
+        if local_workers:
+            # The workers work on this command's local copies; it publishes them when they are done.
+            _train_as_local_workers(local_workers, settings.data_dir, settings.runs_dir, variant, epochs, resume,
+                                    config, as_json)
+            return
+        start_prefect()
+        from flows.train import train_flow
 
-    with ProgressBar("Training epochs", quiet=as_json):
-        summary = run_flow(lambda: train_flow(settings, resume))
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    history = summary["history"]
-    last = {key: values[-1] for key, values in history.items() if values}
-    typer.echo(f"run {summary['run_id']} {summary['status']} after {counted(len(history.get('loss', [])), 'epoch')}: "
-               + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
-    typer.echo(f"run dir: {summary['run_dir']}")
+        with ProgressBar("Training epochs", quiet=as_json):
+            summary = shown(run_flow(lambda: train_flow(settings, resume)))
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        history = summary["history"]
+        last = {key: values[-1] for key, values in history.items() if values}
+        epochs_done = counted(len(history.get("loss", [])), "epoch")
+        typer.echo(f"run {summary['run_id']} {summary['status']} after {epochs_done}: "
+                   + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
+        typer.echo(f"run dir: {summary['run_dir']}")
 
 
 def _train_as_local_workers(count: int, data, runs, variant, epochs, resume, config, as_json) -> None:
@@ -198,14 +207,16 @@ def predict(
     from mmpipe.serving.predict import predict_files
 
     settings = load_config(config, {"runs_dir": runs})
-    runs_dir = Path(settings.runs_dir).absolute()
     if run_id is None:
-        from mmpipe.runs.store import read_champion
+        from mmpipe.runs.store import CHAMPION_FILE, read_champion
 
-        run_id = (read_champion(runs_dir) or {}).get("run_id")
+        with reading(settings.runs_dir, lambda relative: relative == CHAMPION_FILE) as runs_dir:
+            run_id = (read_champion(runs_dir) or {}).get("run_id")
         if run_id is None:
-            raise MmpipeError(f"no champion in {runs_dir} yet: give a RUN_ID, or `mmpipe evaluate RUN_ID` to pick one")
-    result = predict_files(runs_dir / run_id, text, image)
+            raise MmpipeError(f"no champion in {settings.runs_dir} yet: give a RUN_ID, or `mmpipe evaluate RUN_ID` to "
+                              "pick one")
+    with reading(settings.runs_dir, lambda relative: relative.startswith(f"{run_id}/")) as runs_dir:
+        result = predict_files(runs_dir / run_id, text, image)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -238,21 +249,23 @@ def evaluate(
     from mmpipe.runs.store import load_run
 
     settings = load_config(config, {"runs_dir": runs})
-    load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
-    start_prefect()
-    from flows.evaluate import evaluate_flow
+    with stores_on_disk(settings) as (settings, shown):
+        load_run(Path(settings.runs_dir).absolute(), run_id)  # fail fast (exit 2) before starting Prefect
+        start_prefect()
+        from flows.evaluate import evaluate_flow
 
-    summary = run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,
-                                              promote_run))
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    metrics = summary["metrics"]
-    typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({counted(summary['n'], 'row')}): "
-               f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
-               f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}")
-    if "promotion" in summary:
-        decision = summary["promotion"]
-        typer.echo(("promoted to champion: " if decision["promoted"] else "not promoted: ")
-                   + "; ".join(decision["reasons"]))
-    typer.echo(f"report: {summary['report']}")
+        summary = shown(run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,
+                                                        promote_run)))
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        metrics = summary["metrics"]
+        rows = counted(summary["n"], "row")
+        typer.echo(f"run {run_id} on {summary['split']} of {summary['dataset_version']} ({rows}): "
+                   f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
+                   f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}")
+        if "promotion" in summary:
+            decision = summary["promotion"]
+            typer.echo(("promoted to champion: " if decision["promoted"] else "not promoted: ")
+                       + "; ".join(decision["reasons"]))
+        typer.echo(f"report: {summary['report']}")

@@ -2,16 +2,15 @@
 
 Planning streams the source once, cuts it into chunks at content-defined boundaries (so inserting
 rows only disturbs the chunk they land in), stages each chunk's raw rows as a small Parquet file
-and fingerprints it: the rows' content, the size and mtime of every image they reference, the
-ingest settings and the cleaning code. Processing a chunk whose fingerprint was processed before
-is a file lookup.
+and fingerprints it: the rows' content, the size and mtime of every image they reference (size and
+ETag in a bucket), the ingest settings and the cleaning code. Processing a chunk whose fingerprint
+was processed before is a file lookup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 
 from mmpipe.config import Config
 from mmpipe.files import stable_hash
+from mmpipe.ingest.bucket import BucketLocation
 from mmpipe.ingest.clean.record import SourceLocation, clean_record
 from mmpipe.ingest.schema import RAW_SCHEMA, chunk_schema
 from mmpipe.ingest.shards import write_table
@@ -98,7 +98,7 @@ def plan_chunks(source: RawSource, cache_dir: Path, settings_key: str, chunk_row
         fields = {name: row[name] for name in RAW_SCHEMA.names if name not in ("row", "source")}
         row_digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).digest()
         content.update(row_digest)
-        content.update(_image_stat(row["image"], source).encode())
+        content.update(source.image_stat(row["image"]).encode())
         pending.append(row)
         boundary = int.from_bytes(row_digest[:8], "big") % chunk_rows == 0
         if (boundary and len(pending) >= min_rows) or len(pending) >= max_rows:
@@ -109,20 +109,9 @@ def plan_chunks(source: RawSource, cache_dir: Path, settings_key: str, chunk_row
     return plans
 
 
-def _image_stat(reference: str | None, source: RawSource) -> str:
-    """Size and mtime of the referenced file (a content change that keeps both is not seen)."""
-    if not reference:
-        return "none"
-    try:
-        stat = os.stat(source.base_dir / reference)
-    except (OSError, ValueError):
-        return "missing"
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def process_chunk(
     plan: ChunkPlan,
-    location: SourceLocation,
+    location: SourceLocation | BucketLocation,
     config: Config,
     cache_dir: Path,
 ) -> ChunkResult:
@@ -132,7 +121,9 @@ def process_chunk(
         metadata = pq.read_metadata(path)
         rejected = int(metadata.schema.to_arrow_schema().metadata[REJECTED_KEY])
         return ChunkResult(plan.index, path, metadata.num_rows, rejected, cached=True)
-    processed = [clean_record(raw, location, config) for raw in pq.read_table(plan.raw_path).to_pylist()]
+    processed = [clean_record(raw, images, config)
+                 for window, images in location.windows(pq.read_table(plan.raw_path).to_pylist(), config.image)
+                 for raw in window]
     rejected = sum(row["reason"] is not None for row in processed)
     schema = chunk_schema(config.image.size).with_metadata({REJECTED_KEY: str(rejected).encode()})
     write_table(pa.Table.from_pylist(processed, schema=schema), path)

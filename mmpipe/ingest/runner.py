@@ -16,6 +16,7 @@ from pathlib import Path
 from mmpipe.config import Config
 from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash
+from mmpipe.ingest.bucket import BucketLocation
 from mmpipe.ingest.chunks import (
     CACHE_DIR,
     ChunkPlan,
@@ -49,8 +50,8 @@ class IngestPlan:
         return self.data_dir / CACHE_DIR
 
     @property
-    def location(self) -> SourceLocation:
-        return SourceLocation(base_dir=self.source.base_dir, root=self.source.root)
+    def location(self) -> SourceLocation | BucketLocation:
+        return self.source.location()
 
 
 def plan_ingest(source: str | Path, config: Config) -> IngestPlan:

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.errors import SourceError
+from mmpipe.ingest.bucket import BucketListing, BucketLocation, open_bucket_source, read_small_objects, tree_of
+from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.reasons import Reason
+from mmpipe.storage.urls import is_url, object_version
 
 MANIFEST_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = ("text", "image", "label")
@@ -30,12 +33,17 @@ PARQUET_BATCH_ROWS = 4096
 
 @dataclass
 class RawSource:
-    """A source mmpipe can read. `ignored` fills up while `rows()` walks a folder tree."""
+    """A source mmpipe can read. `ignored` fills up while `rows()` walks a folder tree.
+
+    A source in a bucket has `bucket` (see mmpipe.ingest.bucket); its `path` is then the manifest's local
+    copy, or for a prefix of LABEL/FILE objects the prefix's name.
+    """
 
     path: Path
     kind: str
     root: Path
     ignored: list[str] = field(default_factory=list)
+    bucket: BucketListing | None = field(default=None, repr=False)
 
     @property
     def base_dir(self) -> Path:
@@ -43,7 +51,26 @@ class RawSource:
         return self.path if self.kind == "folder" else self.path.parent
 
     def describe(self) -> dict[str, str]:
+        if self.bucket is not None:
+            location = self.bucket.location
+            return {"path": location.url, "kind": self.kind, "root": f"{location.scheme}://{location.root}"}
         return {"path": str(self.path), "kind": self.kind, "root": str(self.root)}
+
+    def location(self) -> SourceLocation | BucketLocation:
+        """Where the chunk workers resolve and read this source's images."""
+        return self.bucket.location if self.bucket is not None else SourceLocation(self.base_dir, self.root)
+
+    def image_stat(self, reference: str | None) -> str:
+        """What a chunk's fingerprint holds for an image: size and mtime (a file), size and ETag (an object)."""
+        if self.bucket is not None:
+            return self.bucket.stat(reference)
+        if not reference:
+            return "none"
+        try:
+            stat = os.stat(self.base_dir / reference)
+        except (OSError, ValueError):
+            return "missing"
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Stream raw rows in source order; memory stays bounded by one batch."""
@@ -57,6 +84,8 @@ def open_source(path: str | Path) -> RawSource:
     Raises:
         SourceError: the path is missing, has an unknown format, or lacks a required column.
     """
+    if is_url(path):
+        return _open_bucket_source(str(path))
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise SourceError(f"source {path} does not exist; pass a manifest (.csv, .jsonl, .parquet) or a folder")
@@ -67,6 +96,23 @@ def open_source(path: str | Path) -> RawSource:
         known = ", ".join(sorted(MANIFEST_KINDS))
         raise SourceError(f"source {path.name} has an unknown format {path.suffix!r}; use one of {known} or a folder")
     source = RawSource(path=path, kind=kind, root=path.parent.resolve())
+    _check_columns(source, _manifest_columns(source))
+    return source
+
+
+def _open_bucket_source(url: str) -> RawSource:
+    kind, copy, location, listing = open_bucket_source(url)
+    versions = {path: f"{info.get('size')}:{object_version(info)}" for path, info in listing.items()}
+    bucket = BucketListing(location, versions)
+    if kind == "folder":
+        if not listing:
+            raise SourceError(f"source {url} is an empty prefix; put LABEL/FILE objects under it, or pass a manifest")
+        return RawSource(path=Path(location.root), kind="folder", root=Path(location.root), bucket=bucket)
+    kind = MANIFEST_KINDS.get(copy.suffix.lower())
+    if kind is None:
+        known = ", ".join(sorted(MANIFEST_KINDS))
+        raise SourceError(f"source {url} has an unknown format {copy.suffix!r}; use one of {known} or a prefix")
+    source = RawSource(path=copy, kind=kind, root=copy.parent, bucket=bucket)
     _check_columns(source, _manifest_columns(source))
     return source
 
@@ -237,28 +283,52 @@ def _parquet_rows(source: RawSource) -> Iterator[dict[str, Any]]:
 
 def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
     index = 0
-    for label_entry in sorted(os.scandir(source.path), key=lambda entry: entry.name):
-        if label_entry.name.startswith("."):
+    for label, names in _tree(source):
+        if label.startswith("."):
             continue
-        if not label_entry.is_dir():
-            source.ignored.append(f"{label_entry.name} (not inside a <label>/ folder)")
+        if names is None:
+            source.ignored.append(f"{label} (not inside a <label>/ folder)")
             continue
-        entries = sorted(os.scandir(label_entry.path), key=lambda entry: entry.name)
-        images = {Path(entry.name).stem for entry in entries if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES}
-        for entry in entries:
-            relative = f"{label_entry.name}/{entry.name}"
-            suffix = Path(entry.name).suffix.lower()
-            if suffix in IMAGE_SUFFIXES and not entry.name.startswith("."):
-                text, problem = _read_sidecar(Path(entry.path).with_suffix(SIDECAR_SUFFIX), source.root)
-                row = _raw_row(index, relative, {"text": text, "image": relative, "label": label_entry.name})
+        images = {Path(name).stem for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES}
+        wanted = [name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")]
+        captions = _sidecars(source, label, [Path(name).with_suffix(SIDECAR_SUFFIX).name for name in wanted])
+        for name in names:
+            relative = f"{label}/{name}"
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES and not name.startswith("."):
+                text, problem = captions[Path(name).with_suffix(SIDECAR_SUFFIX).name]
+                row = _raw_row(index, relative, {"text": text, "image": relative, "label": label})
                 if problem and row["reason"] is None:
                     row["reason"], row["detail"] = Reason.TEXT_INVALID.value, problem
                 yield row
                 index += 1
-            elif suffix == SIDECAR_SUFFIX and Path(entry.name).stem in images:
+            elif suffix == SIDECAR_SUFFIX and Path(name).stem in images:
                 continue
             else:
                 source.ignored.append(f"{relative} (not an image{' or sidecar' if suffix == SIDECAR_SUFFIX else ''})")
+
+
+def _tree(source: RawSource) -> Iterator[tuple[str, list[str] | None]]:
+    """(top-level name, the names inside it sorted, or None for a file) in name order."""
+    if source.bucket is not None:
+        yield from tree_of(source.bucket.versions, source.bucket.location.root).items()
+        return
+    for entry in sorted(os.scandir(source.path), key=lambda entry: entry.name):
+        yield entry.name, sorted(os.listdir(entry.path)) if entry.is_dir() else None
+
+
+def _sidecars(source: RawSource, label: str, names: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Each sidecar name's text ("" when there is none) and a problem, if it cannot be used."""
+    if source.bucket is None:
+        return {name: _read_sidecar(source.path / label / name, source.root) for name in names}
+    present = [name for name in names if f"{label}/{name}" in source.bucket.relative_names]
+    found = read_small_objects(source.bucket.location, [f"{label}/{name}" for name in present], MAX_SIDECAR_BYTES)
+    captions = dict.fromkeys(names, ("", None))
+    for name in present:
+        data = found[f"{label}/{name}"]
+        captions[name] = (_sidecar_text(data), None) if isinstance(data, bytes) else (
+            "", f"sidecar {name} cannot be read: {data}")
+    return captions
 
 
 def _read_sidecar(path: Path, root: Path) -> tuple[str, str | None]:
@@ -272,7 +342,11 @@ def _read_sidecar(path: Path, root: Path) -> tuple[str, str | None]:
             data = handle.read(MAX_SIDECAR_BYTES)
     except OSError as error:
         return "", f"sidecar {path.name} cannot be read: {error.strerror or error}"
+    return _sidecar_text(data), None
+
+
+def _sidecar_text(data: bytes) -> str:
     text = data.decode("utf-8-sig", errors="surrogateescape")
     if len(data) == MAX_SIDECAR_BYTES:
         text = text.rstrip("".join(chr(code) for code in range(0xDC80, 0xDD00)))  # a character cut at the limit
-    return text, None
+    return text

@@ -1,7 +1,8 @@
 """Notice new data in a source: fingerprint its files, report a change once the burst has settled.
 
 A poll lists the source's files (a manifest's folder, or a `LABEL/FILE` tree) with sizes and
-mtimes, and hashes only files it has not seen with that size and mtime. A change is reported when
+mtimes, and hashes only files it has not seen with that size and mtime; a bucket prefix is listed
+with sizes and ETags. A change is reported when
 the listing differs from the last one reported *and* has not moved since the previous poll: files
 arriving over several polls give one report, after the last file landed. State lives in
 DATA/watch/<source-hash>.json, so the watcher itself can restart at any time.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any
 
 from mmpipe.config import Config
 from mmpipe.files import hold_lock, sha256_file, stable_hash, write_json_atomic
+from mmpipe.storage.mirror import mirror_dir
+from mmpipe.storage.urls import absolute, is_url, object_version, open_url, storage_failure
 
 _SHOWN_FILES = 20
 
@@ -32,23 +36,26 @@ def source_root(source: Path) -> Path:
     return source if source.is_dir() else source.parent
 
 
-def source_key(source: Path) -> str:
-    return stable_hash(str(Path(source).absolute()))
+def source_key(source: str | Path) -> str:
+    return stable_hash(str(absolute(source)))
 
 
-def fingerprint(source: Path, known: dict[str, list] | None = None, exclude: tuple[Path, ...] = ()) -> dict[str, list]:
+def fingerprint(source: str | Path, known: dict[str, list] | None = None,
+                exclude: tuple[str | Path, ...] = ()) -> dict[str, list]:
     """{relative path: [size, mtime_ns, sha256]} of every file under the source's root.
 
     A file whose size and mtime match `known` keeps its known hash instead of being read again.
     Folders in `exclude` (mmpipe's own data and runs dirs, when they sit inside the source's
     folder) are skipped: a run must not look like new data. A manifest that does not exist yet
-    has no files.
+    has no files. In a bucket the listing says it all: [size, last modified, ETag], nothing is read.
     """
+    if is_url(source):
+        return _bucket_fingerprint(str(source), exclude)
     source = Path(source)
     if not source.exists():
         return {}
     root, known = source_root(source), known or {}
-    skipped = {os.path.realpath(path) for path in exclude}
+    skipped = {os.path.realpath(path) for path in exclude if not is_url(path)}
     files = {}
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if os.path.realpath(Path(folder) / name) not in skipped]
@@ -67,7 +74,33 @@ def fingerprint(source: Path, known: dict[str, list] | None = None, exclude: tup
     return files
 
 
-def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = (),
+def _bucket_fingerprint(url: str, exclude: tuple[str | Path, ...]) -> dict[str, list]:
+    fs, path = open_url(url)
+    fs.invalidate_cache()  # a listing cached by an earlier poll would hide what landed since
+    try:
+        info = fs.info(path.rstrip("/"))
+    except FileNotFoundError:
+        return {}
+    root = path.rstrip("/") if info.get("type") == "directory" else posixpath.dirname(path)
+    skipped = tuple(open_url(str(folder))[1].rstrip("/") + "/" for folder in exclude if is_url(folder))
+    files = {}
+    for name, entry in fs.find(root, detail=True).items():
+        relative = name[len(root) + 1:]
+        if entry.get("type") == "directory" or name.startswith(skipped) or any(
+                part.startswith(".") for part in relative.split("/")):
+            continue
+        files[relative] = [entry.get("size"), str(entry.get("LastModified") or entry.get("last_modified")
+                                                    or entry.get("updated")), object_version(entry)]
+    return files
+
+
+def state_dir(data_dir: str | Path) -> Path:
+    """Where the watcher keeps what it has seen: DATA/watch/ (for a bucket data dir, in its local mirror: the
+    state is this machine's)."""
+    return (mirror_dir(str(data_dir)) if is_url(data_dir) else Path(data_dir)) / "watch"
+
+
+def poll(source: str | Path, data_dir: str | Path, exclude: tuple[str | Path, ...] = (),
          announce: Callable[[dict[str, Any]], object] | None = None) -> tuple[str, dict[str, Any] | None]:
     """One look at `source`: ("changed", summary to announce), ("arriving", None) while files are
     still moving, or ("unchanged", None).
@@ -77,15 +110,15 @@ def poll(source: Path, data_dir: Path, exclude: tuple[Path, ...] = (),
     Prefect's `emit_event` queues the event and sends it from a background worker, so a server that
     is down when it sends is Prefect's to retry, not seen here.
     """
-    state_path = Path(data_dir) / "watch" / f"{source_key(source)}.json"
+    state_path = state_dir(data_dir) / f"{source_key(source)}.json"
     with hold_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
-        return _poll(source, Path(data_dir), state_path, exclude, announce)
+        return _poll(source, data_dir, state_path, exclude, announce)
 
 
-def _poll(source: Path, data_dir: Path, state_path: Path, exclude: tuple[Path, ...],
+def _poll(source: str | Path, data_dir: str | Path, state_path: Path, exclude: tuple[str | Path, ...],
           announce: Callable[[dict[str, Any]], object] | None) -> tuple[str, dict[str, Any] | None]:
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"reported": {}, "seen": None}
-    files = fingerprint(source, state["seen"] or state["reported"], (Path(data_dir), *exclude))
+    files = fingerprint(source, state["seen"] or state["reported"], (data_dir, *exclude))
     settled = files == state["seen"]
     new = _content(files) != _content(state["reported"])
     status = ("changed" if files else "unchanged") if settled and new else "arriving" if new else "unchanged"
@@ -103,12 +136,12 @@ def _content(files: dict[str, list]) -> dict[str, tuple]:
     return {path: (entry[0], entry[2]) for path, entry in files.items()}
 
 
-def summarize(source: Path, before: dict[str, list], after: dict[str, list]) -> dict[str, Any]:
+def summarize(source: str | Path, before: dict[str, list], after: dict[str, list]) -> dict[str, Any]:
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
     changed = sorted(path for path in set(after) & set(before) if after[path][2] != before[path][2])
     return {
-        "source": str(Path(source).absolute()), "fingerprint": stable_hash(after), "files": len(after),
+        "source": str(absolute(source)), "fingerprint": stable_hash(after), "files": len(after),
         "added": len(added), "changed": len(changed), "removed": len(removed),
         "bytes": sum(entry[0] for entry in after.values()),
         "examples": (added + changed + removed)[:_SHOWN_FILES],
@@ -116,7 +149,7 @@ def summarize(source: Path, before: dict[str, list], after: dict[str, list]) -> 
 
 
 def watch_sources(config: Config, announce: Callable[[dict[str, Any]], object], stop: threading.Event,
-                  complain: Callable[[str, OSError], object]) -> None:
+                  complain: Callable[[str, Exception], object]) -> None:
     """Poll every `[serve] sources` entry each `serve.watch_interval_s` until `stop` is set.
 
     Args:
@@ -126,12 +159,14 @@ def watch_sources(config: Config, announce: Callable[[dict[str, Any]], object], 
         complain: called with a source that could not be read and why; it is polled again next time,
             so one unreadable file does not end the watching of every source.
     """
-    sources = [Path(entry.path) for entry in config.serve.sources]
-    data_dir, runs_dir = Path(config.data_dir), Path(config.runs_dir)
+    sources = [entry.path for entry in config.serve.sources]
+    data_dir, runs_dir = config.data_dir, config.runs_dir
     while not stop.is_set():
         for source in sources:
             try:
                 poll(source, data_dir, exclude=(runs_dir,), announce=announce)
-            except OSError as error:
+            except Exception as error:
+                if not storage_failure(error):
+                    raise
                 complain(str(source), error)
         stop.wait(config.serve.watch_interval_s)

@@ -84,24 +84,8 @@ def test_real_command_prints_exactly_one_json_object(tmp_path):
     assert summary["data_dir"] == str(tmp_path / "d")
     assert (tmp_path / "d" / "dataset.json").is_file()
     assert done.stderr == ""  # nothing from Prefect, GX or anything else on the terminal
-
-
-@pytest.mark.slow  # runs the installed command in a subprocess, training included
-def test_the_whole_pipeline_leaves_only_mmpipe_lines_on_stderr(tmp_path):
-    """TensorFlow's native log lines, Prefect's console logs, library warnings: none by default."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "MMPIPE_IMAGE__SIZE": "16",
-           "MMPIPE_TRAIN__EPOCHS": "1", "MMPIPE_MODEL__LSTM_UNITS": "8", "MMPIPE_MODEL__CONV_FILTERS": "[4, 8]"}
-    env.pop("PREFECT_API_URL", None)
-    subprocess.run([MMPIPE, "sample", str(tmp_path / "s"), "--rows", "40"], env=env, check=True, capture_output=True)
-    done = subprocess.run([MMPIPE, "run", str(tmp_path / "s" / "manifest.csv"), "--data", str(tmp_path / "d"),
-                           "--runs", str(tmp_path / "r"), "--json"], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)["run_id"]
-    lines = done.stderr.splitlines()
-    assert lines and all(line.startswith("mmpipe: ") for line in lines), lines[:5]
-    verbose = subprocess.run([MMPIPE, "--verbose", "validate", "--data", str(tmp_path / "d")], env=env,
-                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    verbose = subprocess.run([MMPIPE, "--verbose", "ingest", str(tmp_path / "s" / "manifest.csv"), "--data",
+                              str(tmp_path / "d")], env=env, capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "Flow run" in verbose.stderr  # --verbose: everything, Prefect included
 
 

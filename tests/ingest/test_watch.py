@@ -131,3 +131,33 @@ def test_a_change_whose_announcement_failed_is_announced_again(tmp_path):
     assert poll(source, data, announce=announced.append)[0] == "changed"
     assert [change["added"] for change in announced] == [1]
     assert poll(source, data, announce=announced.append) == ("unchanged", None) and len(announced) == 1
+
+
+def test_a_bucket_prefix_is_watched_by_listing_with_the_same_settling(bucket, tmp_path):
+    manifest, data = bucket.url("drop/manifest.csv"), tmp_path / "data"
+    put = lambda key, body: bucket.fs.pipe_file(f"{bucket.name}/drop/{key}", body)  # noqa: E731
+    assert poll(manifest, data) == ("unchanged", None)  # nothing there yet
+    put("manifest.csv", b"text,image,label\n")
+    put("a.png", b"a")
+    assert poll(manifest, data) == ("arriving", None)
+    put(".upload-part", b"partial")  # an uploader's temporary object
+    status, change = poll(manifest, data)
+    assert status == "changed" and (change["added"], change["files"]) == (2, 2)
+    assert change["source"] == manifest
+    assert poll(manifest, data) == ("unchanged", None)
+    put("a.png", b"A, replaced")  # same key, new ETag
+    poll(manifest, data)
+    assert poll(manifest, data)[1]["changed"] == 1
+
+
+def test_a_bucket_data_dir_keeps_the_watchers_state_on_this_machine(bucket):
+    from mmpipe.storage.mirror import mirror_dir
+
+    manifest = bucket.url("drop/manifest.csv")
+    bucket.fs.pipe_file(f"{bucket.name}/drop/manifest.csv", b"text,image,label\n")
+    data = bucket.url("data")
+    poll(manifest, data)
+    assert poll(manifest, data)[0] == "changed"
+    assert list((mirror_dir(data) / "watch").glob("*.json"))
+    bucket.fs.invalidate_cache()
+    assert not bucket.fs.exists(f"{bucket.name}/data")  # the watcher wrote nothing into the bucket

@@ -69,6 +69,12 @@ def resolve_image_path(reference: str | None, base_dir: Path, root: Path) -> Pat
 
 def standardize_image(path: Path, config: ImageConfig) -> StandardImage | Rejection:
     """Read, check and standardize one image file; every failure is a Rejection, never an exception."""
+    data = read_image_file(path, config)
+    return data if isinstance(data, Rejection) else decode_image(data, config)
+
+
+def read_image_file(path: Path, config: ImageConfig) -> bytes | Rejection:
+    """A file's bytes, its size checked before reading."""
     try:
         size = path.stat().st_size
         if size > config.max_file_bytes:
@@ -80,10 +86,15 @@ def standardize_image(path: Path, config: ImageConfig) -> StandardImage | Reject
             data = handle.read(config.max_file_bytes + 1)
     except OSError as error:  # deleted since it was resolved, permission denied, I/O error
         return Rejection(Reason.IMAGE_UNREADABLE, f"cannot read the file: {error.strerror or error}")
-    if not data:
-        return Rejection(Reason.IMAGE_UNREADABLE, "file is empty")
     if len(data) > config.max_file_bytes:  # grew since stat
         return Rejection(Reason.IMAGE_TOO_LARGE, f"file is over image.max_file_bytes = {config.max_file_bytes:,}")
+    return data
+
+
+def decode_image(data: bytes, config: ImageConfig) -> StandardImage | Rejection:
+    """Check and standardize an image's bytes (from a file or an object)."""
+    if not data:
+        return Rejection(Reason.IMAGE_UNREADABLE, "file is empty")
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:

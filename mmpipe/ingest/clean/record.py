@@ -7,13 +7,14 @@ decoded when everything else about the row is fine.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mmpipe.config import SPLITS, Config
+from mmpipe.config import SPLITS, Config, ImageConfig
 from mmpipe.ingest.clean import Rejection
-from mmpipe.ingest.clean.image import resolve_image_path, standardize_image
+from mmpipe.ingest.clean.image import decode_image, read_image_file, resolve_image_path
 from mmpipe.ingest.clean.label import clean_label
 from mmpipe.ingest.clean.text import clean_text
 from mmpipe.ingest.reasons import Reason
@@ -29,12 +30,33 @@ class SourceLocation:
     base_dir: Path
     root: Path
 
+    def windows(self, rows: list[dict[str, Any]], config: ImageConfig) -> Iterator[tuple[list, LocalImages]]:
+        """The rows, with what reads their images (one window: files are read as each row needs them)."""
+        yield rows, LocalImages(self, config)
 
-def clean_record(raw: dict[str, Any], location: SourceLocation, config: Config) -> dict[str, Any]:
-    """Judge one RAW-schema row; return a CHUNK-schema row (without `row`/`source`)."""
+
+@dataclass(frozen=True)
+class LocalImages:
+    """Reads a row's image file when asked (see mmpipe.ingest.bucket.BucketImages for objects)."""
+
+    location: SourceLocation
+    config: ImageConfig
+
+    def read(self, reference: str | None) -> bytes | Rejection:
+        path = resolve_image_path(reference, self.location.base_dir, self.location.root)
+        return path if isinstance(path, Rejection) else read_image_file(path, self.config)
+
+
+class ImageReader(Protocol):
+    def read(self, reference: str | None) -> bytes | Rejection: ...
+
+
+def clean_record(raw: dict[str, Any], images: ImageReader, config: Config) -> dict[str, Any]:
+    """Judge one RAW-schema row, reading its image from `images`; return a CHUNK-schema row (without
+    `row`/`source`)."""
     out: dict[str, Any] = {f"raw_{name}": raw[name]
                            for name in ("id", "text", "image", "label", "split", "group", "extra")}
-    verdict = _judge(raw, location, config)
+    verdict = _judge(raw, images, config)
     if isinstance(verdict, Rejection):
         # Quarantined rows get an id too, so reports and contracts can name them.
         raw_key = hashlib.sha256(f"{raw['text']}\0{raw['image']}\0{raw['label']}".encode()).hexdigest()
@@ -45,7 +67,7 @@ def clean_record(raw: dict[str, Any], location: SourceLocation, config: Config) 
     return out
 
 
-def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dict[str, Any] | Rejection:
+def _judge(raw: dict[str, Any], images: ImageReader, config: Config) -> dict[str, Any] | Rejection:
     if raw["reason"] is not None:
         return Rejection(Reason(raw["reason"]), raw["detail"])
     label = clean_label(raw["label"], config.ingest.classes)
@@ -58,10 +80,10 @@ def _judge(raw: dict[str, Any], location: SourceLocation, config: Config) -> dic
     if not text and not config.text.allow_empty:
         detail = "the text is empty after cleaning" if raw["text"] else "the row has no text"
         return Rejection(Reason.TEXT_EMPTY, detail)
-    path = resolve_image_path(raw["image"], location.base_dir, location.root)
-    if isinstance(path, Rejection):
-        return path
-    image = standardize_image(path, config.image)
+    data = images.read(raw["image"])
+    if isinstance(data, Rejection):
+        return data
+    image = decode_image(data, config.image)
     if isinstance(image, Rejection):
         return image
     content_key = hashlib.sha256(f"{text}\0{image.sha256}".encode()).hexdigest()

@@ -1,0 +1,100 @@
+"""Bucket URLs (`s3://`, `gs://`, `az://`, `abfs://`) opened through fsspec, with errors a user can act on.
+
+fsspec, not pyarrow.fs, because locking needs conditional writes (`mode="create"`: S3 If-None-Match,
+GCS if-generation-match, Azure If-None-Match), which pyarrow.fs does not offer, and because s3fs reads
+the endpoint and credentials from the standard places (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, profiles)
+through botocore, as every other AWS tool does; pyarrow's S3FileSystem ignores AWS_ENDPOINT_URL.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from mmpipe.errors import StorageError
+
+# Where per-machine copies (mirrors, manifests) live; not a config key (it says where this machine keeps things).
+CACHE_ENV = "MMPIPE_CACHE_DIR"
+# URL scheme -> the fsspec implementation's package and the mmpipe extra that installs it.
+SCHEMES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
+           "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure")}
+CREDENTIALS_HELP = {
+    "s3fs": "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and AWS_ENDPOINT_URL for a non-AWS endpoint",
+    "gcsfs": "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`",
+    "adlfs": "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_CONNECTION_STRING",
+}
+
+
+def is_url(location: Any) -> bool:
+    """Whether `location` names an object store (a string `scheme://...` with a scheme we read)."""
+    return isinstance(location, str) and "://" in location and location.split("://", 1)[0].lower() in SCHEMES
+
+
+def open_url(url: str):
+    """(fsspec filesystem, path without the scheme) for a bucket URL; StorageError when its package is missing."""
+    scheme = url.split("://", 1)[0].lower()
+    package, extra = SCHEMES[scheme]
+    try:
+        from fsspec.core import url_to_fs
+
+        return url_to_fs(url)
+    except ImportError:
+        raise StorageError(f"reading {scheme}:// URLs needs {package}: pip install 'mmpipe[{extra}]'") from None
+
+
+def join(location: str | Path, *parts: str) -> str | Path:
+    """`location`/part/...: a URL stays a URL, a path stays a Path."""
+    if is_url(location):
+        return posixpath.join(str(location).rstrip("/"), *parts)
+    return Path(location).joinpath(*parts)
+
+
+def url_name(url: str) -> str:
+    """The last part of a URL's path (a bucket's name for a bare bucket)."""
+    return posixpath.basename(url.rstrip("/")) or url.split("://", 1)[1].strip("/")
+
+
+def object_version(info: dict[str, Any]) -> str:
+    """What changes when an object's bytes change: its ETag (S3, Azure), generation (GCS), else size and time."""
+    for key in ("ETag", "etag", "generation", "md5Hash"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return f"{info.get('size')}:{info.get('LastModified') or info.get('last_modified') or info.get('updated')}"
+
+
+# Packages whose exceptions are the store's or the network's (a refused connection is botocore's own
+# EndpointConnectionError, not an OSError), never mmpipe's.
+CLIENT_PACKAGES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "google", "azure"})
+
+
+def storage_failure(error: BaseException) -> bool:
+    """Whether `error` came from the store or the way to it (so: one line to the user, not a traceback)."""
+    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in CLIENT_PACKAGES
+
+
+def storage_problem(url: str, error: BaseException) -> str:
+    """One line saying what went wrong with `url` and what to do."""
+    package = SCHEMES.get(url.split("://", 1)[0].lower(), ("s3fs", ""))[0]
+    if isinstance(error, FileNotFoundError):
+        return f"{url} does not exist (no such object or bucket)"
+    if isinstance(error, PermissionError) or getattr(error, "errno", None) in (errno.EACCES, errno.EPERM):
+        return (f"access to {url} was denied ({_first_line(error)}); check the credentials: "
+                f"{CREDENTIALS_HELP[package]}")
+    hint = "; check the endpoint and the network" if "connect" in str(error).lower() else ""
+    return f"cannot use {url}: {type(error).__name__}: {_first_line(error)}{hint}"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def absolute(location: str | Path) -> str | Path:
+    """A URL as given (without a trailing `/`), a path made absolute: the one spelling to compare and hash."""
+    return str(location).rstrip("/") if is_url(location) else Path(location).absolute()
+
+
+def stem(location: str | Path) -> str:
+    """A file's name without its suffix, or a folder's or prefix's name."""
+    return Path(url_name(str(location))).stem if is_url(location) else Path(location).absolute().stem
