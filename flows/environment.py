@@ -18,3 +18,22 @@ PREFECT_DEFAULTS = {
 def prepare_prefect() -> None:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def load_storage_secret(config) -> None:
+    """Set the storage variables kept in the Prefect Secret block `config.storage_secret`, if one is named: how a
+    worker gets bucket credentials without them in mmpipe.toml or the deployment."""
+    if not config.storage_secret:
+        return
+    from prefect.blocks.system import Secret
+
+    from mmpipe.errors import ConfigError
+    from mmpipe.storage.urls import use_credentials
+
+    try:
+        values = Secret.load(config.storage_secret).get()
+    except ValueError:
+        raise ConfigError(f"storage_secret: no Secret block named {config.storage_secret!r} on the Prefect server; "
+                          "create it (prefect.blocks.system.Secret(value={...}).save(NAME)) or unset storage_secret"
+                          ) from None
+    use_credentials(values, f"the Secret block {config.storage_secret!r}")

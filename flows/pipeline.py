@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.artifacts import PIPELINE_SUMMARY
+from flows.environment import load_storage_secret
 from flows.evaluate import evaluate_flow
 from flows.ingest import run_ingest
 from flows.train import train_flow
@@ -31,6 +32,7 @@ PIPELINE_LOCK = ".pipeline.lock"
 def pipeline_flow(source: str, config: Config) -> dict:
     """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
     config = config.for_source(source)
+    load_storage_secret(config)
     logger = get_run_logger()
     # A bucket data dir or run store: the stages work on local mirrors, published when the pipeline ends.
     with on_local_disk(config, say=logger.info) as local:

@@ -222,6 +222,9 @@ class Config(Section):
     data_dir: Path | str = Field(Path("mmpipe-data"), description="a folder, or a bucket URL (s3://, gs://, az://)")
     runs_dir: Path | str = Field(Path("mmpipe-runs"), description="a folder, or a bucket URL (s3://, gs://, az://)")
     seed: int = 42
+    storage_secret: str | None = Field(
+        None, description="a Prefect Secret block holding a JSON object of storage variables (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...): set in the pipeline's process before it touches a bucket")
     text: TextConfig = TextConfig()
     image: ImageConfig = ImageConfig()
     ingest: IngestConfig = IngestConfig()
@@ -279,7 +282,7 @@ class Config(Section):
 
     def hash(self) -> str:
         """Stable hash of the whole config except where files go and how runs are scheduled."""
-        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "serve"}))
+        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "storage_secret", "serve"}))
 
 
 def load_config(

@@ -53,6 +53,11 @@ def run_command(
 
     settings = load_config(config, {"data_dir": data, "runs_dir": runs, "ingest.dask_address": dask,
                                     "contracts.suites_dir": contracts})
+    if settings.storage_secret:
+        from flows.environment import load_storage_secret
+
+        start_prefect()
+        load_storage_secret(settings)
     open_source(source)
     summary = run_pipeline(source, settings, quiet=as_json)
     if as_json:
@@ -139,8 +144,9 @@ def watch(
     For a work pool and workers (deployments/prefect.yaml): run it next to the worker, in the same
     checkout and with the same config, so the `on-new-data` deployment retrains when data arrives.
     Every `serve.watch_interval_s` it lists each source's folder (sizes, mtimes, the sha256 of new
-    files); a burst of files is one event, after its last file landed, and one line here. What it
-    has seen is kept in `DATA/watch/`, so a restart does not announce old files again. `mmpipe
+    files) or bucket prefix (sizes, ETags); a burst of files is one event, after its last file
+    landed, and one line here. What it has seen is kept in `DATA/watch/` (a bucket data dir's in its
+    local mirror), so a restart does not announce old files again. `mmpipe
     serve` runs the same watcher itself. Needs a Prefect server (`PREFECT_API_URL`).
     """
     import threading

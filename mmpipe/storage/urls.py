@@ -9,7 +9,9 @@ through botocore, as every other AWS tool does; pyarrow's S3FileSystem ignores A
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,37 @@ CREDENTIALS_HELP = {
     "gcsfs": "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`",
     "adlfs": "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_CONNECTION_STRING",
 }
+
+
+# The variables a storage secret may set (the standard ones the filesystems read; nothing else).
+CREDENTIAL_VARIABLES = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
+    "AWS_REGION", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
+})
+
+
+def use_credentials(values: Any, origin: str) -> list[str]:
+    """Set storage variables in this process (from a secret store, `origin` names it in errors); the filesystems
+    made before forget theirs. Returns the names set; the values are never shown.
+
+    Raises:
+        StorageError: `values` is not an object of known variable names to strings.
+    """
+    if not isinstance(values, dict) or not all(isinstance(value, str) for value in values.values()):
+        raise StorageError(f"{origin} must hold a JSON object of variable names to strings, e.g. "
+                           '{"AWS_ACCESS_KEY_ID": "...", "AWS_SECRET_ACCESS_KEY": "..."}')
+    unknown = sorted(set(values) - CREDENTIAL_VARIABLES)
+    if unknown:
+        raise StorageError(f"{origin} holds {', '.join(unknown)}, which are not storage variables; it may set "
+                           f"{', '.join(sorted(CREDENTIAL_VARIABLES))}")
+    os.environ.update(values)
+    for module in ("s3fs", "gcsfs", "adlfs"):
+        if module in sys.modules:  # fsspec caches filesystems with the credentials they were made with
+            filesystem = {"s3fs": "S3FileSystem", "gcsfs": "GCSFileSystem", "adlfs": "AzureBlobFileSystem"}[module]
+            getattr(sys.modules[module], filesystem).clear_instance_cache()
+    return sorted(values)
 
 
 def is_url(location: Any) -> bool:

@@ -67,7 +67,7 @@ def test_ingest_json_in_process(prefect_api, sample_manifest, tmp_path):
 
 
 @pytest.mark.slow  # runs the installed command in a subprocess
-def test_real_command_prints_exactly_one_json_object(tmp_path):
+def test_real_command_prints_exactly_one_json_object(prefect_api, tmp_path):
     """The installed command, its own temporary Prefect server, and nothing but JSON on stdout."""
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
@@ -84,8 +84,11 @@ def test_real_command_prints_exactly_one_json_object(tmp_path):
     assert summary["data_dir"] == str(tmp_path / "d")
     assert (tmp_path / "d" / "dataset.json").is_file()
     assert done.stderr == ""  # nothing from Prefect, GX or anything else on the terminal
+    from prefect.settings import get_current_settings
+
+    with_server = {**env, "PREFECT_API_URL": str(get_current_settings().api.url)}  # no second temporary server
     verbose = subprocess.run([MMPIPE, "--verbose", "ingest", str(tmp_path / "s" / "manifest.csv"), "--data",
-                              str(tmp_path / "d")], env=env, capture_output=True, text=True, timeout=300)
+                              str(tmp_path / "d")], env=with_server, capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "Flow run" in verbose.stderr  # --verbose: everything, Prefect included
 
 

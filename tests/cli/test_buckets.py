@@ -11,14 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from mmpipe.storage.urls import CACHE_ENV
+from tests.fixtures.cli import run_main
+
 MMPIPE = str(Path(sys.executable).parent / "mmpipe")
 
 
-@pytest.mark.slow  # runs the installed command in subprocesses, training included
-def test_the_pipeline_reads_and_writes_only_buckets(bucket, tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "MMPIPE_IMAGE__SIZE": "16",
+@pytest.mark.slow  # runs the installed command in a subprocess, training included
+def test_the_pipeline_reads_and_writes_only_buckets(prefect_api, bucket, tmp_path, monkeypatch, capsys):
+    from prefect.settings import get_current_settings
+
+    # The session's Prefect server, as a user with PREFECT_API_URL set would have (no temporary one to start).
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "MMPIPE_IMAGE__SIZE": "16",
            "MMPIPE_TRAIN__EPOCHS": "1", "MMPIPE_MODEL__LSTM_UNITS": "8", "MMPIPE_MODEL__CONV_FILTERS": "[4, 8]"}
-    env.pop("PREFECT_API_URL", None)
     subprocess.run([MMPIPE, "sample", str(tmp_path / "s"), "--rows", "40"], env=env, check=True, capture_output=True)
     source = f"{bucket.upload(tmp_path / 's', 'set')}/manifest.csv"
     data, runs = bucket.url("data"), bucket.url("runs")
@@ -41,14 +46,15 @@ def test_the_pipeline_reads_and_writes_only_buckets(bucket, tmp_path):
     record = json.loads(bucket.fs.cat_file(f"{bucket.name}/runs/{run_id}/run.json"))
     assert record["status"] == "completed" and record["dataset_version"] == summary["dataset_version"]
 
-    # Another machine (an empty cache) reads the run store from the bucket alone.
-    elsewhere = {**env, "MMPIPE_CACHE_DIR": str(tmp_path / "elsewhere")}
-    listed = subprocess.run([MMPIPE, "runs", "list", "--runs", runs, "--json"], env=elsewhere, capture_output=True,
-                            text=True, timeout=120)
-    assert listed.returncode == 0, listed.stderr
-    assert [row["run_id"] for row in json.loads(listed.stdout)] == [run_id]
+    # Another machine (an empty cache) reads the run store from the bucket alone (in this process: the
+    # commands run no flow, and TensorFlow is loaded already).
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "elsewhere"))
+    code, out, err = run_main(["runs", "list", "--runs", runs, "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    assert [row["run_id"] for row in json.loads(out)] == [run_id]
     image = next((tmp_path / "s" / "images").iterdir())
-    predicted = subprocess.run([MMPIPE, "predict", run_id, "--runs", runs, "--text", "a lantern at night", "--image",
-                                str(image), "--json"], env=elsewhere, capture_output=True, text=True, timeout=300)
-    assert predicted.returncode == 0, predicted.stderr[-2000:]
-    assert json.loads(predicted.stdout)["label"] in {"lantern", "moon", "sun", "window"}
+    code, out, err = run_main(["predict", run_id, "--runs", runs, "--text", "a lantern at night", "--image",
+                               str(image), "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out)["label"] in {"lantern", "moon", "sun", "window"}
+    assert not (tmp_path / "elsewhere").exists()  # readers copy to temporary folders, no mirror
