@@ -38,7 +38,8 @@ PROGRESS_EXTRA = "mmpipe_progress"
 def plan_chunks_task(source: str, config: Config) -> IngestPlan:
     plan = plan_ingest(source, config)
     reused = f"; source and settings unchanged: reusing dataset {plan.reusable.version}" if plan.reusable else ""
-    get_run_logger().info("planned %s from %s%s", counted(len(plan.chunks), "chunk"), plan.source.path, reused)
+    get_run_logger().info("planned %s from %s%s", counted(len(plan.chunks), "chunk"), plan.source.describe()["path"],
+                          reused)
     return plan
 
 
