@@ -1,7 +1,8 @@
 """Sources in a bucket: a manifest or a `LABEL/FILE` tree under a prefix, read where they are.
 
-The source's prefix is listed once when it is opened (sizes and ETags: what the chunk fingerprints
-hold, so an unchanged bucket re-ingests from the chunk cache). The manifest is copied to this
+The source's prefix is listed once, when planning first needs it (sizes and ETags: what the chunk
+fingerprints hold, so an unchanged bucket re-ingests from the chunk cache); a command that only
+checks that the source opens does not list it. The manifest is copied to this
 machine (one file, re-used while its ETag holds); images are never downloaded ahead: each chunk
 fetches its own, many at a time, with the next window fetched while this one is cleaned.
 
@@ -11,12 +12,11 @@ quarantined as path_outside_root (`..` past the prefix, another bucket, a URL el
 
 from __future__ import annotations
 
-import errno
 import functools
 import posixpath
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from mmpipe.files import atomic_path, stable_hash
 from mmpipe.ingest.clean import Rejection
 from mmpipe.ingest.reasons import Reason
 from mmpipe.storage.mirror import cache_root
-from mmpipe.storage.urls import object_version, open_url, storage_failure, storage_problem
+from mmpipe.storage.urls import list_objects, object_version, open_url, read_heads, storage_failure, storage_problem
 
 # Images fetched at once per chunk worker (and one such window ahead): enough requests in flight to hide
 # an object store's latency, few enough that memory stays at a window of images.
@@ -79,7 +79,7 @@ class BucketLocation:
         resolved = {row["image"]: self.resolve(row["image"]) for row in rows}
         paths = sorted({path for path in resolved.values() if isinstance(path, str)})
         # One byte over the limit tells a too-large object from one at the limit, without reading it whole.
-        fetched = fs.cat(paths, start=0, end=config.max_file_bytes + 1, on_error="return") if paths else {}
+        fetched = read_heads(fs, paths, config.max_file_bytes + 1)
         return BucketImages({reference: path if isinstance(path, Rejection) else _judged(fetched[path], reference,
                                                                                            config, self.url)
                              for reference, path in resolved.items()})
@@ -104,8 +104,6 @@ def _judged(result: bytes | BaseException, reference: str, config: ImageConfig, 
         return result
     if isinstance(result, FileNotFoundError):
         return Rejection(Reason.IMAGE_MISSING, f"no object at {reference!r}")
-    if getattr(result, "errno", None) == errno.EINVAL:
-        return b""  # S3 answers a range read of a 0-byte object "range not satisfiable"; the cleaner says empty
     if isinstance(result, PermissionError):
         return Rejection(Reason.IMAGE_UNREADABLE, f"access to {reference!r} was denied")
     raise StorageError(f"cannot read the source's images: {storage_problem(url, result)}; run again when the "
@@ -114,38 +112,35 @@ def _judged(result: bytes | BaseException, reference: str, config: ImageConfig, 
 
 @dataclass
 class BucketListing:
-    """The source prefix's objects as listed when the source was opened: path (no scheme) -> version."""
+    """The source prefix's objects: path relative to the source root -> "size:ETag"."""
 
     location: BucketLocation
-    versions: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
-    def relative_names(self) -> set[str]:
-        """The objects' paths relative to the source root."""
-        prefix = self.location.root.rstrip("/") + "/"
-        return {name[len(prefix):] for name in self.versions if name.startswith(prefix)}
+    def objects(self) -> dict[str, str]:
+        """Listed on first use; SourceError (one line) when the prefix cannot be listed."""
+        fs, _ = open_url(self.location.url)
+        try:
+            listing = list_objects(fs, self.location.root)
+        except Exception as error:
+            if not storage_failure(error):
+                raise
+            raise SourceError(f"cannot list the source: {storage_problem(self.location.url, error)}") from None
+        return {relative: f"{info.get('size')}:{object_version(info)}" for relative, info in listing.items()}
 
     def stat(self, reference: str | None) -> str:
         """What a chunk's fingerprint holds for a reference: the object's size and ETag, "missing", "none"."""
         if not reference:
             return "none"
         path = self.location.resolve(reference)
-        return "missing" if isinstance(path, Rejection) else self.versions.get(path, "missing")
+        if isinstance(path, Rejection):
+            return "missing"
+        return self.objects.get(path[len(self.location.root.rstrip("/")) + 1:], "missing")
 
 
-def list_prefix(fs, root: str, url: str) -> dict[str, dict[str, Any]]:
-    """{path: info} of every object under `root`; SourceError (one line) when the bucket cannot be listed."""
-    try:
-        return {name: info for name, info in fs.find(root, detail=True).items() if info.get("type") != "directory"}
-    except Exception as error:
-        if not storage_failure(error):
-            raise
-        raise SourceError(f"cannot list the source: {storage_problem(url, error)}") from None
-
-
-def open_bucket_source(url: str) -> tuple[str, Path | None, BucketLocation, dict[str, dict[str, Any]]]:
-    """Look at a source URL: ("folder" or "manifest", the manifest's local copy, where references resolve, the
-    prefix's listing). Raises SourceError when it is missing, unreadable or empty."""
+def open_bucket_source(url: str) -> tuple[str, Path | None, BucketLocation]:
+    """Look at a source URL: ("folder" or "manifest", the manifest's local copy, where references resolve).
+    Raises SourceError when it is missing or unreadable."""
     fs, path = open_url(url)
     path = path.rstrip("/")
     fs.invalidate_cache()  # fsspec keeps listings per process: a long-lived one (serve) would miss new objects
@@ -159,10 +154,8 @@ def open_bucket_source(url: str) -> tuple[str, Path | None, BucketLocation, dict
             problem = f"source {problem}; pass a manifest (.csv, .jsonl, .parquet) or a prefix of LABEL/FILE objects"
         raise SourceError(problem) from None
     if info.get("type") == "directory":
-        location = BucketLocation(url=url, root=path)
-        return "folder", None, location, list_prefix(fs, path, url)
-    location = BucketLocation(url=url, root=posixpath.dirname(path))
-    return "manifest", _local_copy(fs, path, url, info), location, list_prefix(fs, location.root, url)
+        return "folder", None, BucketLocation(url=url, root=path)
+    return "manifest", _local_copy(fs, path, url, info), BucketLocation(url=url, root=posixpath.dirname(path))
 
 
 def _local_copy(fs, path: str, url: str, info: dict[str, Any]) -> Path:
@@ -179,13 +172,13 @@ def _local_copy(fs, path: str, url: str, info: dict[str, Any]) -> Path:
     return copy
 
 
-def tree_of(listing: dict[str, dict[str, Any]], root: str) -> dict[str, list[str] | None]:
-    """A prefix's objects as a folder tree's first two levels: name -> the names inside it (None: an object at
-    the top, not a folder). Deeper objects show as their folder inside the label, as a subfolder would."""
+def tree_of(objects: dict[str, Any]) -> dict[str, list[str] | None]:
+    """Objects (by path relative to the source root) as a folder tree's first two levels: name -> the names
+    inside it (None: an object at the top, not a folder). Deeper objects show as their folder inside the
+    label, as a subfolder would."""
     tree: dict[str, set[str] | None] = {}
-    prefix = root.rstrip("/") + "/"
-    for name in listing:
-        top, _, rest = name[len(prefix):].partition("/")
+    for relative in objects:
+        top, _, rest = relative.partition("/")
         if not rest:
             tree.setdefault(top, None)
         else:
@@ -197,10 +190,6 @@ def read_small_objects(location: BucketLocation, references: list[str], limit: i
     """The first `limit` bytes of each referenced object (sidecar captions), fetched at once."""
     fs, _ = open_url(location.url)
     paths = {reference: location.resolve(reference) for reference in references}
-    wanted = sorted(path for path in paths.values() if isinstance(path, str))
-    fetched = fs.cat(wanted, start=0, end=limit, on_error="return") if wanted else {}
-    found = {}
-    for reference, path in paths.items():
-        result = fetched.get(path) if isinstance(path, str) else PermissionError(reference)
-        found[reference] = b"" if getattr(result, "errno", None) == errno.EINVAL else result
-    return found
+    fetched = read_heads(fs, sorted(path for path in paths.values() if isinstance(path, str)), limit)
+    return {reference: fetched[path] if isinstance(path, str) else PermissionError(reference)
+            for reference, path in paths.items()}

@@ -18,7 +18,7 @@ from mmpipe.errors import SourceError
 from mmpipe.ingest.bucket import BucketListing, BucketLocation, open_bucket_source, read_small_objects, tree_of
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.reasons import Reason
-from mmpipe.storage.urls import is_url, object_version
+from mmpipe.storage.urls import is_url
 
 MANIFEST_KINDS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 REQUIRED_COLUMNS = ("text", "image", "label")
@@ -101,11 +101,10 @@ def open_source(path: str | Path) -> RawSource:
 
 
 def _open_bucket_source(url: str) -> RawSource:
-    kind, copy, location, listing = open_bucket_source(url)
-    versions = {path: f"{info.get('size')}:{object_version(info)}" for path, info in listing.items()}
-    bucket = BucketListing(location, versions)
+    kind, copy, location = open_bucket_source(url)
+    bucket = BucketListing(location)
     if kind == "folder":
-        if not listing:
+        if not bucket.objects:  # a tree is read from its listing anyway
             raise SourceError(f"source {url} is an empty prefix; put LABEL/FILE objects under it, or pass a manifest")
         return RawSource(path=Path(location.root), kind="folder", root=Path(location.root), bucket=bucket)
     kind = MANIFEST_KINDS.get(copy.suffix.lower())
@@ -311,7 +310,7 @@ def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
 def _tree(source: RawSource) -> Iterator[tuple[str, list[str] | None]]:
     """(top-level name, the names inside it sorted, or None for a file) in name order."""
     if source.bucket is not None:
-        yield from tree_of(source.bucket.versions, source.bucket.location.root).items()
+        yield from tree_of(source.bucket.objects).items()
         return
     for entry in sorted(os.scandir(source.path), key=lambda entry: entry.name):
         yield entry.name, sorted(os.listdir(entry.path)) if entry.is_dir() else None
@@ -321,7 +320,7 @@ def _sidecars(source: RawSource, label: str, names: list[str]) -> dict[str, tupl
     """Each sidecar name's text ("" when there is none) and a problem, if it cannot be used."""
     if source.bucket is None:
         return {name: _read_sidecar(source.path / label / name, source.root) for name in names}
-    present = [name for name in names if f"{label}/{name}" in source.bucket.relative_names]
+    present = [name for name in names if f"{label}/{name}" in source.bucket.objects]
     found = read_small_objects(source.bucket.location, [f"{label}/{name}" for name in present], MAX_SIDECAR_BYTES)
     captions = dict.fromkeys(names, ("", None))
     for name in present:

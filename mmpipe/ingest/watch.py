@@ -25,7 +25,7 @@ from typing import Any
 from mmpipe.config import Config
 from mmpipe.files import hold_lock, sha256_file, stable_hash, write_json_atomic
 from mmpipe.storage.mirror import mirror_dir
-from mmpipe.storage.urls import absolute, is_url, object_version, open_url, storage_failure
+from mmpipe.storage.urls import absolute, is_url, list_objects, object_version, open_url, storage_failure
 
 _SHOWN_FILES = 20
 
@@ -84,10 +84,8 @@ def _bucket_fingerprint(url: str, exclude: tuple[str | Path, ...]) -> dict[str, 
     root = path.rstrip("/") if info.get("type") == "directory" else posixpath.dirname(path)
     skipped = tuple(open_url(str(folder))[1].rstrip("/") + "/" for folder in exclude if is_url(folder))
     files = {}
-    for name, entry in fs.find(root, detail=True).items():
-        relative = name[len(root) + 1:]
-        if entry.get("type") == "directory" or name.startswith(skipped) or any(
-                part.startswith(".") for part in relative.split("/")):
+    for relative, entry in list_objects(fs, root).items():
+        if f"{root}/{relative}".startswith(skipped) or any(part.startswith(".") for part in relative.split("/")):
             continue
         files[relative] = [entry.get("size"), str(entry.get("LastModified") or entry.get("last_modified")
                                                     or entry.get("updated")), object_version(entry)]

@@ -39,6 +39,7 @@ from mmpipe.files import fault_point, hold_lock, stable_hash, write_json_atomic
 from mmpipe.storage.urls import (
     CACHE_ENV,
     is_url,
+    list_objects,
     object_version,
     open_url,
     storage_failure,
@@ -150,11 +151,7 @@ def _guarded(url: str, work: Callable[[], object], after: str = "") -> None:
 
 def remote_files(fs, root: str) -> dict[str, dict[str, Any]]:
     """{relative path: fsspec info} of every object under `root` that a mirror holds."""
-    prefix = root.rstrip("/") + "/"
-    fs.invalidate_cache()  # fsspec keeps listings per process: a long-lived one (serve) would miss new objects
-    listing = fs.find(root, detail=True)
-    return {name[len(prefix):]: info for name, info in listing.items()
-            if name.startswith(prefix) and info.get("type", "file") == "file" and not is_local_only(name[len(prefix):])}
+    return {relative: info for relative, info in list_objects(fs, root).items() if not is_local_only(relative)}
 
 
 def pull(fs, root: str, local: Path, wanted: Callable[[str], bool] = lambda relative: True) -> int:

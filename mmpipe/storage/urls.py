@@ -38,6 +38,9 @@ CREDENTIAL_VARIABLES = frozenset({
 })
 
 
+FILESYSTEM_CLASSES = {"s3fs": "S3FileSystem", "gcsfs": "GCSFileSystem", "adlfs": "AzureBlobFileSystem"}
+
+
 def use_credentials(values: Any, origin: str) -> list[str]:
     """Set storage variables in this process (from a secret store, `origin` names it in errors); the filesystems
     made before forget theirs. Returns the names set; the values are never shown.
@@ -53,9 +56,8 @@ def use_credentials(values: Any, origin: str) -> list[str]:
         raise StorageError(f"{origin} holds {', '.join(unknown)}, which are not storage variables; it may set "
                            f"{', '.join(sorted(CREDENTIAL_VARIABLES))}")
     os.environ.update(values)
-    for module in ("s3fs", "gcsfs", "adlfs"):
+    for module, filesystem in FILESYSTEM_CLASSES.items():
         if module in sys.modules:  # fsspec caches filesystems with the credentials they were made with
-            filesystem = {"s3fs": "S3FileSystem", "gcsfs": "GCSFileSystem", "adlfs": "AzureBlobFileSystem"}[module]
             getattr(sys.modules[module], filesystem).clear_instance_cache()
     return sorted(values)
 
@@ -87,6 +89,25 @@ def join(location: str | Path, *parts: str) -> str | Path:
 def url_name(url: str) -> str:
     """The last part of a URL's path (a bucket's name for a bare bucket)."""
     return posixpath.basename(url.rstrip("/")) or url.split("://", 1)[1].strip("/")
+
+
+def list_objects(fs, root: str) -> dict[str, dict[str, Any]]:
+    """{path relative to `root`: fsspec info} of every object under the prefix `root` ({} when there is none),
+    as the store has it now: fsspec keeps listings per process, and a long-lived one (serve, watch) would
+    otherwise miss what landed since."""
+    prefix = root.rstrip("/") + "/"
+    fs.invalidate_cache()
+    return {name[len(prefix):]: info for name, info in fs.find(root, detail=True).items()
+            if name.startswith(prefix) and info.get("type", "file") == "file"}
+
+
+def read_heads(fs, paths: list[str], limit: int) -> dict[str, bytes | BaseException]:
+    """The first `limit` bytes of each object, fetched at once (one ranged GET each); a failure is returned in
+    its object's place, not raised."""
+    fetched = fs.cat(paths, start=0, end=limit, on_error="return") if paths else {}
+    # S3 answers a range read of a 0-byte object "range not satisfiable": the object is empty, not unreadable.
+    return {path: b"" if getattr(result, "errno", None) == errno.EINVAL else result
+            for path, result in fetched.items()}
 
 
 def object_version(info: dict[str, Any]) -> str:
