@@ -37,8 +37,9 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
     from mmpipe.runs.record import RunDir, RunRecord
+    from mmpipe.train.calibrate import prior_weights
     from mmpipe.train.inputs import train_texts
-    from mmpipe.train.model import adapt_vectorizers, build_model
+    from mmpipe.train.model import adapt_vectorizers, build_model, serving_model
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
@@ -48,7 +49,7 @@ def fake_run(data_dir: Path, runs_dir: Path) -> Path:
     run = RunDir(runs_dir / "20260101T000000Z-bench0")
     shutil.rmtree(runs_dir, ignore_errors=True)
     run.path.mkdir(parents=True)
-    model.save(run.model)
+    serving_model(model, prior_weights(len(model.output))).save(run.model)  # what a run serves
     RunRecord(run_id=run.run_id, status="completed", variant="fused", seed=0, dataset_version=version.version,
               data_dir=str(data_dir), classes=classes, config=config.model_dump(mode="json"),
               config_hash=config.hash(), code_version="bench", started_at="2026-01-01T00:00:00Z",
@@ -63,7 +64,6 @@ REPEATS = 3
 
 
 def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -72,6 +72,7 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
     from mmpipe.ingest.version import load_dataset
     from mmpipe.runs.record import RunDir
     from mmpipe.train.inputs import make_dataset
+    from mmpipe.train.model import load_model
 
     settings = EvaluateConfig()
     version = load_dataset(data_dir)
@@ -81,7 +82,7 @@ def measure_predictions(run_dir: Path, data_dir: Path) -> dict:
         images.append(inputs["image"].numpy())
     memory = {"text": tf.constant(np.concatenate(texts)), "image": np.concatenate(images)}
     rows = len(memory["image"])
-    model = keras.models.load_model(RunDir(run_dir).model)
+    model = load_model(RunDir(run_dir).model)
     model.predict(memory, batch_size=settings.batch_size, verbose=0)  # trace
     started = time.perf_counter()
     model.predict(memory, batch_size=settings.batch_size, verbose=0)

@@ -5,9 +5,11 @@
 In one process, on a data dir of synthetic rows in the real shard schema (64 px, copied from an
 ingested `mmpipe sample` with unique ids): (a) iterate the tf.data pipeline alone, (b) train the
 default fused model streaming from the shards, (c) train the same model on the same rows held in
-memory as numpy arrays (the plain `model.fit` baseline). Each training measurement is one epoch
-after a warm-up epoch (graph tracing excluded). Then, each in a fresh interpreter, one epoch of
-streaming training on the dataset and on one 4x its size: peak RSS must stay flat.
+memory as numpy arrays (the plain `model.fit` baseline), and (d) the previous default (no branch
+heads, two convolutions of 32 and 64 filters) streaming from the same shards: what the current
+default's training costs per epoch against it. Each training measurement is one epoch after a
+warm-up epoch (graph tracing excluded). Then, each in a fresh interpreter, one epoch of streaming
+training on the dataset and on one 4x its size: peak RSS must stay flat.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from validate import build_dataset  # noqa: E402
 
 SECTION = "train"
 BATCH = 32
+# The default before branch heads and the blend (2026-12): what training cost per epoch is compared with.
+PREVIOUS_DEFAULT = {"model.conv_filters": [32, 64], "model.branch_loss_weight": 0, "model.batch_norm_momentum": 0.99,
+                    "model.label_smoothing": 0.1, "model.dropout_rate": 0.1}
 
 
 def measure(data_dir: Path) -> dict:
@@ -37,16 +42,18 @@ def measure(data_dir: Path) -> dict:
 
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
-    from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-    from mmpipe.train.model import adapt_vectorizers, build_model
+    from mmpipe.train.inputs import for_heads, make_dataset, split_rows, train_texts
+    from mmpipe.train.model import adapt_vectorizers, build_model, head_names
 
     version = load_dataset(data_dir)
     rows = split_rows(version, "train")
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
+    previous = load_config(None, {"data_dir": str(data_dir), **PREVIOUS_DEFAULT}, environ={})
     keras.utils.set_random_seed(0)
 
-    def pipeline():
-        return make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0)
+    def pipeline(heads=None):
+        data = make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0)
+        return for_heads(data, heads) if heads else data
 
     for _ in pipeline():
         pass  # warm the page cache and tf.data
@@ -57,11 +64,17 @@ def measure(data_dir: Path) -> dict:
 
     vectorizer = adapt_vectorizers(config.model, train_texts(version))
     classes = version.classes
-    model = build_model(config.model, len(classes), 64, vectorizer)
-    model.fit(pipeline(), epochs=1, verbose=0)  # trace the graph
-    started = time.perf_counter()
-    model.fit(pipeline(), epochs=1, verbose=0)
-    stream_s = time.perf_counter() - started
+
+    def streaming_seconds(settings) -> float:
+        model = build_model(settings.model, len(classes), 64, vectorizer)
+        heads = head_names(settings.model)
+        model.fit(pipeline(heads), epochs=1, verbose=0)  # trace the graph
+        started = time.perf_counter()
+        model.fit(pipeline(heads), epochs=1, verbose=0)
+        return time.perf_counter() - started
+
+    stream_s = streaming_seconds(config)
+    previous_s = streaming_seconds(previous)
 
     texts, images, labels = [], [], []
     for inputs, one_hot in pipeline():
@@ -70,13 +83,14 @@ def measure(data_dir: Path) -> dict:
         labels.append(one_hot.numpy())
     # Keras' numpy adapter takes no string arrays: the texts go in as one in-memory tf.string tensor.
     memory = {"text": tf.constant(np.concatenate(texts)), "image": np.concatenate(images)}
-    targets = np.concatenate(labels)
+    targets = {name: np.concatenate(labels) for name in head_names(config.model)}
     model = build_model(config.model, len(classes), 64, vectorizer)
     model.fit(memory, targets, batch_size=BATCH, epochs=1, verbose=0)
     started = time.perf_counter()
     model.fit(memory, targets, batch_size=BATCH, epochs=1, verbose=0, shuffle=True)
     memory_s = time.perf_counter() - started
-    return {"rows": rows, "iterate": rows / iterate_s, "stream": rows / stream_s, "memory": rows / memory_s}
+    return {"rows": rows, "iterate": rows / iterate_s, "stream": rows / stream_s, "memory": rows / memory_s,
+            "previous": rows / previous_s}
 
 
 def streaming_epoch(data_dir: Path) -> dict:
@@ -85,8 +99,8 @@ def streaming_epoch(data_dir: Path) -> dict:
 
     from mmpipe.config import load_config
     from mmpipe.ingest.version import load_dataset
-    from mmpipe.train.inputs import make_dataset, split_rows, train_texts
-    from mmpipe.train.model import adapt_vectorizers, build_model
+    from mmpipe.train.inputs import for_heads, make_dataset, split_rows, train_texts
+    from mmpipe.train.model import adapt_vectorizers, build_model, head_names
 
     version = load_dataset(data_dir)
     config = load_config(None, {"data_dir": str(data_dir)}, environ={})
@@ -94,7 +108,8 @@ def streaming_epoch(data_dir: Path) -> dict:
     model = build_model(config.model, len(version.classes), 64,
                         adapt_vectorizers(config.model, train_texts(version)))
     started = time.perf_counter()
-    model.fit(make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0), epochs=1, verbose=0)
+    model.fit(for_heads(make_dataset(version, "train", batch_size=BATCH, shuffle_buffer=2048, seed=0),
+                        head_names(config.model)), epochs=1, verbose=0)
     return {"rows": split_rows(version, "train"), "seconds": time.perf_counter() - started,
             "peak_rss_mb": peak_rss_mb()}
 
@@ -118,7 +133,7 @@ def peak_rss_mb() -> float:
 
 
 def render(result: dict, command: str) -> str:
-    a, b, c = result["iterate"], result["stream"], result["memory"]
+    a, b, c, d = result["iterate"], result["stream"], result["memory"], result["previous"]
     growth = result["growth"][1]["peak_rss_mb"] / result["growth"][0]["peak_rss_mb"]
     lines = [
         f"<!-- bench:{SECTION} -->",
@@ -133,6 +148,8 @@ def render(result: dict, command: str) -> str:
         f"| (a) tf.data from shards, iteration alone | {a:,.0f} | (a)/(b) = {a / b:.1f}x | >= 10x |",
         f"| (b) training, streaming from shards | {b:,.0f} | (b)/(c) = {b / c:.2f}x | >= 0.95x |",
         f"| (c) training, same rows in memory (numpy) | {c:,.0f} | baseline | |",
+        f"| (d) the previous default (no branch heads, 2 convolutions), streaming | {d:,.0f} | cost per epoch (d)/(b) "
+        f"= {d / b:.2f}x | <= 1.5x |",
         "",
         f"Peak RSS of the whole run above: {result['peak_rss_mb']:.0f} MB.",
         "",

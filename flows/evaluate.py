@@ -61,7 +61,7 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
                 result["report"])
     summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "baselines",
-                                            "per_class", "low_support", "out_dir", "report")}
+                                            "heads", "per_class", "low_support", "out_dir", "report")}
     if promote_run and result["primary"]:
         decision = promote_task(runs_dir, run_id, config)
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"
@@ -89,7 +89,9 @@ def evaluation_markdown(result: dict) -> str:
     lines = [f"# Run {result['run_id']}: {result['split']} split of `{result['dataset_version']}`", "",
              f"{result['n']} rows. Accuracy **{metrics['accuracy']:.4f}**, macro F1 **{metrics['macro_f1']:.4f}**, "
              f"weighted F1 {metrics['weighted_f1']:.4f}, log loss {metrics['log_loss']:.4f}, "
-             f"ECE {metrics['ece']:.4f}.", "",
+             f"ECE {metrics['ece']:.4f}" + (f" ({metrics['ece_uncalibrated']:.4f} before calibration)"
+                                             if "ece_uncalibrated" in metrics else "") + ".", "",
+             *_head_lines(result.get("heads") or {}, metrics),
              "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, scores in result["per_class"].items():
         lines.append(f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} "
@@ -97,6 +99,15 @@ def evaluation_markdown(result: dict) -> str:
     lines += _slice_lines(result.get("slices") or {})
     lines += ["", f"Report: [{result['report']}]({Path(result['report']).as_uri()})"]
     return "\n".join(lines)
+
+
+def _head_lines(heads: dict, metrics: dict) -> list[str]:
+    """What fusion added: the served blend's macro F1 beside each of the model's heads alone, on the same rows."""
+    if len(heads) < 2:
+        return []
+    cells = [f"served **{metrics['macro_f1']:.4f}**",
+             *(f"{name} head {found['metrics']['macro_f1']:.4f}" for name, found in heads.items())]
+    return ["Macro F1 by head (same rows): " + ", ".join(cells) + ".", ""]
 
 
 def _slice_lines(slices: dict) -> list[str]:

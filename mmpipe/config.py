@@ -103,7 +103,8 @@ class ContractsConfig(Section):
 
 
 class ModelConfig(Section):
-    """The fused model (text: vectorize -> embed -> LSTM; image: two Conv2D -> pool; Dense head).
+    """The fused model (text: vectorize -> embed -> LSTM; image: Conv2D blocks -> pool; Dense head; branch
+    heads; the heads blended with weights fitted on validation).
 
     `preset = "seed"` is the original design, whatever the sizes below say (see mmpipe/train/model.py).
     """
@@ -118,14 +119,24 @@ class ModelConfig(Section):
     sequence_length: int = Field(32, ge=1, description="words per text (longer is cut); character n-grams: 3x")
     embedding_dim: int = Field(32, ge=1)
     lstm_units: int = Field(64, ge=1)
-    conv_filters: tuple[int, int] = Field((32, 64), description="filters of the two 3x3 Conv2D layers")
+    conv_filters: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1, description="filters of the 3x3 Conv2D "
+                                          "layers, one block (convolution, batch normalization, 2x2 max-pool) each")
+    batch_norm_momentum: float = Field(0.9, gt=0, lt=1, description="how slowly batch normalization's moving "
+                                       "statistics (what validation and serving use) follow the batches")
     pooling: Literal["global_average_max", "global_average", "global_max", "flatten"] = Field(
         "global_average_max", description="after the convolutions (each followed by a 2x2 max-pool): global average "
         "and max pooling side by side, one of them, or flatten")
     dense_units: int = Field(64, ge=1)
-    dropout_rate: float = Field(0.1, ge=0, lt=1, description="before and after the dense layer, and in the LSTMs")
+    dropout_rate: float = Field(0.3, ge=0, lt=1, description="before and after the dense layer, before the branch "
+                                "heads, and in the LSTMs")
+    branch_loss_weight: float = Field(1.0, ge=0, description="fused model: each branch also has a head of its own, "
+                                      "trained with this weight on its loss (0: no branch heads); the heads are "
+                                      "blended with weights fitted on the validation split")
+    modality_dropout: float = Field(0.2, ge=0, lt=0.5, description="fused model: share of training rows whose "
+                                    "text features the fused head does not see (and as many whose image features)")
     augment: bool = Field(False, description="random flip, rotation, zoom and contrast while training")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="the blend's calibration, not smoothing, sets how "
+                                   "confident the served probabilities are")
     learning_rate: float = Field(2e-3, gt=0, description="the start of the schedule")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: decays to 5% over the epochs")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay")
@@ -134,7 +145,7 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """How a model is fitted."""
 
-    epochs: int = Field(20, ge=1, description="at most: early stopping ends a run that stopped improving")
+    epochs: int = Field(30, ge=1, description="at most: early stopping ends a run that stopped improving")
     batch_size: int = Field(32, ge=1)
     shuffle_buffer: int = Field(2048, ge=1, description="rows; bounds memory, not the dataset size")
     early_stopping_monitor: Literal["val_macro_f1", "val_accuracy", "val_loss"] = Field(

@@ -39,21 +39,24 @@ def to_png(figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves(history: list[dict[str, float]]):
-    """Loss and accuracy per epoch, train and validation, the best validation loss marked."""
+def training_curves(history: list[dict[str, float]], kept_epoch: int | None = None, kept_by: str = ""):
+    """Loss and accuracy per epoch, train and validation, the epoch whose weights the run kept marked.
+    With branch heads, the train loss is the fused head's (the total adds the branches' losses); the
+    validation loss and accuracy are the served blend's."""
     from matplotlib.ticker import MaxNLocator
 
     figure = _figure(8, 3)
     epochs = [int(entry.get("epoch", index + 1)) for index, entry in enumerate(history)]
+    train_loss = "fused_loss" if history and all("fused_loss" in entry for entry in history) else "loss"
     for axes, metric, title in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy"), strict=True):
-        for key, colour, name in ((metric, _TRAIN, "train"), (f"val_{metric}", _VALIDATION, "validation")):
+        train = train_loss if metric == "loss" else metric
+        for key, colour, name in ((train, _TRAIN, "train"), (f"val_{metric}", _VALIDATION, "validation")):
             values = [entry.get(key) for entry in history]
             if all(value is not None for value in values):
                 axes.plot(epochs, values, marker="o", markersize=3, color=colour, label=name)
-        losses = [entry.get("val_loss") for entry in history]
-        if all(value is not None for value in losses) and len(losses) > 1:
-            best = epochs[min(range(len(losses)), key=losses.__getitem__)]
-            axes.axvline(best, color="grey", linestyle=":", linewidth=1, label=f"best validation loss (epoch {best})")
+        if kept_epoch is not None and len(epochs) > 1:
+            axes.axvline(kept_epoch, color="grey", linestyle=":", linewidth=1,
+                         label=f"kept: epoch {kept_epoch}" + (f" (best {kept_by})" if kept_by else ""))
         axes.set(title=title, xlabel="epoch", ylabel=metric)
         if metric == "accuracy":
             axes.set_ylim(0, 1.02)

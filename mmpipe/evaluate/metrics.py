@@ -19,7 +19,9 @@ import numpy as np
 QUALITY = [("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"), ("macro_f1", "macro F1"),
            ("macro_precision", "macro precision"), ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"),
            ("weighted_precision", "weighted precision"), ("weighted_recall", "weighted recall")]
-CALIBRATION = [("ece", "expected calibration error"), ("log_loss", "log loss")]  # lower is better
+CALIBRATION = [("ece", "expected calibration error"), ("log_loss", "log loss"),  # lower is better
+               ("ece_uncalibrated", "expected calibration error before calibration"),
+               ("log_loss_uncalibrated", "log loss before calibration")]
 
 
 def named(metrics: dict[str, Any], group: list[tuple[str, str]]) -> list[tuple[str, str]]:

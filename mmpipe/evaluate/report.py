@@ -49,7 +49,8 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
     calibration = result.get("calibration")
     reliability = (f"<figure>{charts.to_svg(charts.reliability_diagram(calibration, metrics['ece']))}</figure>"
                    if calibration else "")
-    curves = (f"<figure>{charts.to_svg(charts.training_curves(record.history))}</figure>"
+    kept_by = (record.monitor or "").replace("val_", "validation ").replace("_", " ").replace("macro f1", "macro F1")
+    curves = (f"<figure>{charts.to_svg(charts.training_curves(record.history, record.best_epoch, kept_by))}</figure>"
               f"<p class=note>{counted(len(record.history), 'epoch')} recorded.</p>" if record.history
               else "<p>no epochs recorded</p>")
     return f"""<!doctype html>
@@ -61,6 +62,7 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
 ({result['n']} rows) at {escape(result['evaluated_at'])}.</p>
 {promotion}
 <h2>Quality</h2>{quality_html(metrics, result.get("baselines") or {})}
+{heads_html(result, record)}
 <h2>Calibration</h2>{calibration_html(metrics)}{reliability}
 <h2>Speed</h2>{speed_html(metrics)}
 <h2>Per class</h2>{per_class_html(result)}
@@ -83,6 +85,39 @@ def quality_html(metrics: dict[str, Any], baselines: dict[str, Any]) -> str:
     note = ("<p class=note>Baselines are scored on the same rows; a run that does not beat them has learned "
             "nothing the baseline did not.</p>") if baselines else ""
     return f"<table><tr><th>metric</th><th>this run</th>{header}</tr>{''.join(rows)}</table>{note}"
+
+
+HEAD_NAMES = {"fused": "fused head", "text": "text head alone", "image": "image head alone"}
+
+
+def heads_html(result: dict[str, Any], record: RunRecord) -> str:
+    """What the served blend gives beside each of the model's own heads on the same rows, overall and per
+    class: what fusion added (empty for a model with one head)."""
+    heads = result.get("heads") or {}
+    if len(heads) < 2:
+        return ""
+    escape = html.escape
+    weights = dict(zip((record.blend or {}).get("heads", []), (record.blend or {}).get("weights", []), strict=False))
+    header = "".join(f"<th>{escape(HEAD_NAMES.get(name, name))}</th>" for name in heads)
+    overall = []
+    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+        cells = "".join(f"<td>{found['metrics'][key]:.4f}</td>" for found in heads.values())
+        overall.append(f"<tr><td>{label}</td><td><b>{result['metrics'][key]:.4f}</b></td>{cells}</tr>")
+    weight_cells = "".join(f"<td>{weights[name]:.2f}</td>" if name in weights else "<td>&mdash;</td>"
+                           for name in heads)
+    overall.append(f"<tr><td>weight in the blend</td><td></td>{weight_cells}</tr>")
+    branches = [name for name in heads if name != "fused"]
+    rows = []
+    for name, values in result["per_class"].items():
+        cells = "".join(f"<td>{found['per_class_f1'][name]:.4f}</td>" for found in heads.values())
+        best_branch = max(heads[branch]["per_class_f1"][name] for branch in branches)
+        rows.append(f"<tr><td>{escape(name)}</td><td><b>{values['f1']:.4f}</b></td>{cells}"
+                    f"<td>{values['f1'] - best_branch:+.4f}</td></tr>")
+    return (f"<h2>What fusion added</h2><p class=note>The run serves a blend of its heads, weighted on the "
+            f"validation split; each head alone, on the same rows:</p>"
+            f"<table><tr><th>metric</th><th>served</th>{header}</tr>{''.join(overall)}</table>"
+            f"<h3>F1 per class</h3><table><tr><th>class</th><th>served</th>{header}<th>served minus the better "
+            f"branch</th></tr>{''.join(rows)}</table>")
 
 
 def calibration_html(metrics: dict[str, Any]) -> str:

@@ -41,8 +41,8 @@ class Evaluation:
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe evaluate --json` prints."""
-        keys = ("run_id", "split", "dataset_version", "n", "metrics", "baselines", "per_class", "low_support",
-                "slices", "out_dir", "report")
+        keys = ("run_id", "split", "dataset_version", "n", "metrics", "baselines", "heads", "per_class",
+                "low_support", "slices", "out_dir", "report")
         return {key: self.result[key] for key in keys}
 
 
@@ -79,7 +79,7 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
 
 def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, version: DatasetVersion,
            own_data: bool) -> Evaluation:
-    from mmpipe.train.model import load_model
+    from mmpipe.train.model import load_model, with_heads
 
     if own_data and version.version != record.dataset_version:
         raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
@@ -101,6 +101,7 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     to_model_index = np.array([model_classes.index(name) for name in data_classes], dtype=np.int64)
 
     model = load_model(run.model)
+    scored_heads = with_heads(model)  # the served prediction and each head's own, in one pass
     size = version.image_size
     image_input = model.input.get("image") if isinstance(model.input, dict) else None
     if image_input is not None and tuple(image_input.shape[1:3]) != (size, size):
@@ -108,19 +109,26 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
                               f"{version.version} holds {size} px images")
     batch_size = config.batch_size
     dataset = make_dataset(version, split, batch_size=batch_size, variant=record.variant, with_ids=True)
-    ids, labels, probabilities = [], [], []
+    ids, labels, outputs = [], [], {}
     started = time.perf_counter()
     for inputs, one_hot, batch_ids in dataset:
-        probabilities.append(model.predict_on_batch(inputs))
+        for name, value in scored_heads.predict_on_batch(inputs).items():
+            outputs.setdefault(name, []).append(value)
         labels.append(to_model_index[one_hot.numpy().argmax(axis=1)])
         ids.append(batch_ids.numpy())
     seconds = time.perf_counter() - started
-    probabilities = np.concatenate(probabilities).astype(np.float64)
+    # In the blend's order (the model's own head first): Keras hands dict outputs back sorted by name.
+    outputs = {name: np.concatenate(outputs[name]).astype(np.float64) for name in scored_heads.output}
+    probabilities = outputs.pop("probabilities")
     labels, ids = np.concatenate(labels), np.concatenate(ids)
     latency = _single_sample_latency_ms(model, inputs)
 
     scored = classification_metrics(labels, probabilities, model_classes, top_k=config.top_k,
                                      ece_bins=config.ece_bins)
+    scored["heads"] = head_metrics(labels, outputs, model_classes, config)
+    if scored["heads"]:  # what the model's own head gave before the blend calibrated it
+        first = next(iter(scored["heads"].values()))["metrics"]
+        scored["metrics"].update(ece_uncalibrated=first["ece"], log_loss_uncalibrated=first["log_loss"])
     scored["metrics"].update(throughput_samples_per_s=round(len(labels) / seconds, 2), latency_ms=latency)
     row_ids = [value.decode("utf-8") for value in ids]
     scored["slices"] = slice_metrics(version, split, row_ids, labels, probabilities, model_classes,
@@ -143,6 +151,18 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     write_report(out, record, result)
     write_json_atomic(out.metrics, result)
     return Evaluation(run.path, out.path, result)
+
+
+def head_metrics(labels: np.ndarray, heads: dict[str, np.ndarray], classes: list[str],
+                 config: EvaluateConfig) -> dict[str, Any]:
+    """Each head's own predictions scored on the same rows (the fused head, and each branch's alone): what
+    fusion added, overall and per class, beside what the run serves."""
+    found = {}
+    for name, probabilities in heads.items():
+        scored = classification_metrics(labels, probabilities, classes, top_k=config.top_k, ece_bins=config.ece_bins)
+        found[name] = {"metrics": {key: scored["metrics"][key] for key in ("accuracy", "macro_f1", "log_loss", "ece")},
+                       "per_class_f1": {name: values["f1"] for name, values in scored["per_class"].items()}}
+    return found
 
 
 def baselines(labels: np.ndarray, classes: list[str], record: RunRecord, runs_dir: Path,

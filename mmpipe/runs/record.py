@@ -123,6 +123,10 @@ class RunRecord(BaseModel):
     class_weights: dict[str, float] | None = None  # what each class's rows weighed in the loss (None: 1)
     distribution: dict[str, Any] | None = None  # strategy, replicas, workers, batch per replica and global
     history: list[dict[str, float]] = []
+    best_epoch: int | None = None  # the epoch whose weights the run kept (early stopping's best), from 1
+    monitor: str | None = None  # what early stopping judged the epochs by (val_macro_f1, val_loss, loss)
+    blend: dict[str, Any] | None = None  # the heads' blend fitted on validation (mmpipe.train.monitor.blend_record)
+    machine: dict[str, Any] | None = None  # CPU, its instruction-set flags and the thread settings it trained with
     finished_at: str | None = None
     seconds: float | None = None
     error: str | None = None

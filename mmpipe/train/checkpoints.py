@@ -79,14 +79,17 @@ def last_checkpoint(run: RunDir) -> tuple[Checkpoint | None, list[str]]:
 
 
 def keras_callbacks(run: RunDir, monitor: str, mode: str, patience: int, warmup: int,
-                    resume_from: Checkpoint | None, record_epoch) -> list:
-    """Early stopping that can be resumed, `record_epoch` (it writes the epoch into run.json), then the
-    callback that writes the epoch's checkpoint: the checkpoint comes last, so the record is never
-    behind the checkpoint a resume starts from."""
+                    resume_from: Checkpoint | None, record_epoch, validation=None) -> list:
+    """`validation` (monitor.validation_callback: it puts the epoch's validation scores in its logs), early
+    stopping that can be resumed, `record_epoch` (it writes the epoch into run.json), then the callback
+    that writes the epoch's checkpoint: the checkpoint comes last, so the record is never behind the
+    checkpoint a resume starts from."""
     import keras
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        """Keras' early stopping, whose counters and best weights survive an interruption."""
+        """Keras' early stopping, whose counters and best weights survive an interruption; patience counts
+        the epochs in which neither the monitored value nor any head's own validation score improved (a
+        weaker branch that starts to learn late is not cut off)."""
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
@@ -94,6 +97,13 @@ def keras_callbacks(run: RunDir, monitor: str, mode: str, patience: int, warmup:
             if saved:
                 self.wait, self.best, self.best_epoch = saved["wait"], saved["best"], saved["best_epoch"]
                 self.best_weights = resume_from.best_weights(run)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if validation is not None and validation.learning and epoch >= self.start_from_epoch and self.wait:
+                self.wait = 0
+                if self.stopped_epoch == epoch:  # stopped just now, by this callback: a head is still learning
+                    self.model.stop_training, self.stopped_epoch = False, 0
 
         def state(self, epoch: int) -> dict[str, Any]:
             best_file = None
@@ -117,9 +127,10 @@ def keras_callbacks(run: RunDir, monitor: str, mode: str, patience: int, warmup:
             seeds = [np.asarray(variable.numpy()).tolist() for variable in _seed_states(self.model)]
             write_json_atomic(state_path(run, number), {"format": STATE_FORMAT, "epoch": number,
                                                         "early_stopping": early_stopping.state(epoch),
+                                                        "validation": validation.state() if validation else None,
                                                         "seed_generators": seeds})
 
-    return [early_stopping, record_epoch, SaveCheckpoint()]
+    return [*([validation] if validation else []), early_stopping, record_epoch, SaveCheckpoint()]
 
 
 def _seed_states(model) -> list:

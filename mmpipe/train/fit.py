@@ -156,6 +156,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     import tensorflow as tf
 
     from mmpipe.train.model import build_model, load_model
+    from mmpipe.train.monitor import validation_callback
 
     initial_epoch = checkpoint.epoch if checkpoint else 0
     # Keras keeps a process-wide seed generator that earlier models advance; clearing the session
@@ -181,11 +182,13 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                                     synchronized_batch_norm=distribution.synchronized_batch_norm)
         written.checkpoints.mkdir(parents=True, exist_ok=True)
         has_val = split_rows(version, "val") > 0
-        monitor = _early_stopping_monitor(config, has_val)
+        monitor = record.monitor = _early_stopping_monitor(config, has_val)
         warmup = 0 if config.model.preset != "default" else config.train.early_stopping_warmup
+        saved = checkpoint.state.get("validation") if checkpoint else None
+        validation = validation_callback(validation_input(config, version), classes, saved) if has_val else None
         own = keras_callbacks(written, monitor, "min" if monitor.endswith("loss") else "max",
                               config.train.early_stopping_patience, warmup, checkpoint,
-                              _epoch_recorder(written, record))
+                              _epoch_recorder(written, record), validation)
         remaining = range(initial_epoch, config.train.epochs) if not (checkpoint and checkpoint.stopped) else []
         if remaining:
             with warnings.catch_warnings(), keras_workarounds(model, distribution):
@@ -196,19 +199,22 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
                 weights = [record.class_weights.get(name, 0.0) for name in classes] if record.class_weights else None
                 model.fit(
-                    training_input(config, version, distribution, shares, remaining, steps, weights),
+                    training_input(config, version, distribution, shares, remaining, steps, list(model.output),
+                                   weights),
                     epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
-                    validation_data=validation_input(config, version, distribution) if has_val else None,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
                     callbacks=[*own, keras.callbacks.TensorBoard(str(written.logs)), *callbacks],
                 )
         elif checkpoint and (best := checkpoint.best_weights(written)) is not None:
             model.set_weights(best)  # stopped early before the interruption
+        record.best_epoch = _best_epoch(own, record)
+        with distribution.strategy.scope():
+            served = _blend_on_validation(model, config, version, record)
         with atomic_path(written.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
-            model.save(temp)
+            served.save(temp)
         if config.train.export_serving and distribution.chief:
             # The same single-device SavedModel whatever the strategy: a distributed model is reloaded first.
-            _export(model if distribution.name == "one_device" else load_model(run.model), run, version)
+            _export(served if distribution.name == "one_device" else load_model(run.model), run, version)
     except BaseException as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         record.save(written)
@@ -223,6 +229,42 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     merged = {key: [epoch.get(key) for epoch in record.history] for key in metrics}
     return TrainResult(run.run_id, run.path, merged, "completed", record.notes, record.distribution or {},
                        distribution.chief)
+
+
+def _best_epoch(callbacks: list, record: RunRecord) -> int | None:
+    """The epoch whose weights the run keeps (early stopping's best), counted from 1; None without early stopping."""
+    import keras
+
+    stopping = next(callback for callback in callbacks if isinstance(callback, keras.callbacks.EarlyStopping))
+    if stopping.best_weights is not None:
+        return stopping.best_epoch + 1
+    return record.best_epoch if record.best_epoch is not None else (len(record.history) or None)
+
+
+def _blend_on_validation(model, config: Config, version: DatasetVersion, record: RunRecord):
+    """The model the run serves: its heads blended with weights fitted on the validation split (calibration
+    and late fusion, mmpipe.train.calibrate), recorded in run.json with a note on each branch that carried no
+    signal; without validation rows, the first head alone and a note saying it is not calibrated."""
+    from mmpipe.train.model import serving_model
+    from mmpipe.train.monitor import blend_record, score_heads, silent_branches
+
+    classes = list(version.classes)
+    ece_bins = config.evaluate.ece_bins
+    if split_rows(version, "val"):
+        scored = score_heads(model, validation_input(config, version), classes)
+        weights = scored.fit()
+        record.blend = blend_record(scored, weights, classes, ece_bins)
+        train = version.counts["train"]
+        majority = max(classes, key=lambda name: (train.get(name, 0), name))
+        record.notes = [*record.notes, *silent_branches(scored, weights, classes, majority)]
+    else:
+        from mmpipe.train.calibrate import prior_weights
+
+        weights = prior_weights(len(model.output))
+        record.blend = {"heads": list(model.output), "weights": weights.tolist(), "fitted_on": None}
+        record.notes = [*record.notes, "no validation split: the probabilities are the model's own head's, "
+                                       "not calibrated"]
+    return serving_model(model, weights)
 
 
 def _copy_to_resume(run: RunDir, checkpoint: Checkpoint,
@@ -244,7 +286,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunReco
         run_id=run_id, variant=config.model.variant, seed=config.seed, dataset_version=version.version,
         data_dir=str(Path(version.data_dir).absolute()), classes=list(version.classes),
         config=config.model_dump(mode="json"), config_hash=config.hash(), code_version=mmpipe.__version__,
-        git_commit=_git_commit(), packages=_package_versions(),
+        git_commit=_git_commit(), packages=_package_versions(), machine=_machine(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
         pid=os.getpid(), host=socket.gethostname(),
         class_weights=class_weights(config, version.counts["train"], list(version.classes)),
@@ -349,6 +391,33 @@ def _package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "tensorflow": tensorflow.__version__, "keras": keras.__version__,
             "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
             "os": f"{platform.system()} {os.uname().release}"}
+
+
+# The CPU features that change which kernels TensorFlow runs, and so the last bits of a run's numbers.
+NUMERIC_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "neon")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def _machine() -> dict[str, Any]:
+    """What a rerun must match to give the same numbers: the CPU, its instruction-set flags, and the thread
+    settings (same config and machine give the same metrics; another CPU may differ in the last bits)."""
+    import tensorflow as tf
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+    except OSError:
+        pass
+    threading = tf.config.threading
+    return {"cpu": model, "cpu_flags": [flag for flag in NUMERIC_CPU_FLAGS if flag in flags],
+            "cpu_count": os.cpu_count(), "intra_op_threads": threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+            "environment": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ}}
 
 
 def _epoch_recorder(run: RunDir, record: RunRecord):

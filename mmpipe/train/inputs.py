@@ -185,7 +185,7 @@ def make_dataset(version: DatasetVersion, split: str, *, batch_size: int, varian
 
 
 def training_input(config: Config, version: DatasetVersion, distribution: Distribution, shares: Shares, epochs: range,
-                   steps: int, class_weights: list[float] | None = None):
+                   steps: int, heads: list[str], class_weights: list[float] | None = None):
     """The remaining epochs' training batches: `steps` per epoch, each of the global batch's rows, each
     worker reading its part of `shares` (the train split's, one part per worker).
 
@@ -194,12 +194,9 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
     one worker, each step sees the rows one device would see in that step. A share with fewer rows
     than its steps need starts over (so no worker runs out while the others wait for it in a step).
     `class_weights` (one per class) become each row's sample weight here: Keras' own `class_weight`
-    cannot be applied to a distributed dataset.
+    cannot be applied to a distributed dataset. Every one of the model's `heads` learns the same labels.
     """
     import tensorflow as tf
-
-    def weigh(inputs, labels):
-        return inputs, labels, tf.gather(tf.constant(class_weights, tf.float32), tf.argmax(labels, axis=1))
 
     def pipeline(context: tf.distribute.InputContext):
         replicas = distribution.local_replicas
@@ -213,8 +210,7 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
                 epoch_data = epoch_data.filter(lambda inputs, labels: tf.shape(labels)[0] >= replicas)
             epoch_data = epoch_data.repeat().take(steps)
             data = epoch_data if data is None else data.concatenate(epoch_data)
-        if class_weights:
-            data = data.map(weigh, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = for_heads(data, heads, class_weights)
         return data if replicas == 1 else data.flat_map(lambda *batch: _parts(batch, replicas))
 
     if distribution.name == "one_device":
@@ -222,12 +218,26 @@ def training_input(config: Config, version: DatasetVersion, distribution: Distri
     return distribution.strategy.distribute_datasets_from_function(pipeline)
 
 
+def for_heads(data, heads: list[str], class_weights: list[float] | None = None):
+    """(inputs, one-hot) batches as the training model takes them: the labels once per head, and each row's
+    class weight (one per class) as its sample weight when given."""
+    import tensorflow as tf
+
+    def to_heads(inputs, labels):
+        targets = {name: labels for name in heads}
+        if not class_weights:
+            return inputs, targets
+        return inputs, targets, tf.gather(tf.constant(class_weights, tf.float32), tf.argmax(labels, axis=1))
+
+    return data.map(to_heads, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def _parts(batch: tuple, count: int):
     """One batch (inputs, labels[, weights]) as `count` consecutive parts, one per replica, whose sizes
     differ by one row at most (equal but in the last batch of an epoch)."""
     import tensorflow as tf
 
-    size = tf.shape(batch[1], out_type=tf.int64)[0]
+    size = tf.shape(tf.nest.flatten(batch[1])[0], out_type=tf.int64)[0]  # the labels, one per head
 
     def part(index):
         rows = slice(index * size // count, (index + 1) * size // count)
@@ -236,17 +246,10 @@ def _parts(batch: tuple, count: int):
     return tf.data.Dataset.range(count).map(part)
 
 
-def validation_input(config: Config, version: DatasetVersion, distribution: Distribution):
-    """The validation split in global batches; every worker scores all of it (it is small, and equal
-    work keeps the workers in step), each replica a part of each batch."""
-    import tensorflow as tf
-
-    data = make_dataset(version, "val", batch_size=distribution.global_batch, variant=config.model.variant)
-    if distribution.workers > 1:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        data = data.with_options(options)
-    return data
+def validation_input(config: Config, version: DatasetVersion):
+    """The validation split in batches, for this process alone: every worker scores all of it with the same
+    weights (it is small, and equal work keeps the workers in step and their decisions the same)."""
+    return make_dataset(version, "val", batch_size=config.evaluate.batch_size, variant=config.model.variant)
 
 
 def train_texts(version: DatasetVersion) -> Iterator[np.ndarray]:

@@ -55,8 +55,10 @@ def _registered_split_names():
 
 def load_model(path):
     """A saved mmpipe model (model.keras, a checkpoint): the one way to load one, since the words
-    tokenizer's standardization is mmpipe's own function."""
+    tokenizer's standardization and two layers (mmpipe.train.layers) are mmpipe's own."""
     import keras
+
+    import mmpipe.train.layers  # noqa: F401  (registers the layers)
 
     _registered_split_names()
     return keras.models.load_model(path)
@@ -75,7 +77,8 @@ def adapt_vectorizers(config: ModelConfig, texts: Iterable[np.ndarray]) -> dict:
     import tensorflow as tf
 
     batches = list(texts)
-    corpus = tf.data.Dataset.from_tensor_slices(np.concatenate(batches) if batches else np.array([""]))
+    # In batches: adapting row by row took 3.6 s for the demo's 770 texts, in batches 0.04 s (same vocabularies).
+    corpus = tf.data.Dataset.from_tensor_slices(np.concatenate(batches) if batches else np.array([""])).batch(1024)
     layers = {}
     for kind in text_tokenizers(config):
         if kind == "words" and config.preset != "default":  # the seed's own tokenizer
@@ -110,78 +113,150 @@ class _Seeds:
         return keras.initializers.GlorotUniform(seed=self())
 
 
+def head_names(config: ModelConfig) -> list[str]:
+    """The model's heads, in blend order (the first is the model's own prediction): the fused head, and with
+    branch heads one per branch; a single-branch variant has that branch's head alone."""
+    if config.variant != "fused":
+        return [config.variant]
+    if config.preset != "default" or not config.branch_loss_weight:
+        return ["fused"]
+    return ["fused", "text", "image"]
+
+
 def build_model(config: ModelConfig, num_classes: int, image_size: int, vectorizers: dict | None = None,
                 seed: int = 0, steps_per_epoch: int = 1, epochs: int = 1, synchronized_batch_norm: bool = False):
-    """The compiled model for `config.variant` (fused, text or image) and `config.preset`; its weights
-    depend on `seed` alone. `steps_per_epoch` and `epochs` size the learning-rate schedule. With
-    `synchronized_batch_norm`, batch normalization takes its statistics over the global batch (every
-    replica's rows, as one device would), not over each replica's part of it."""
+    """The compiled training model for `config.variant` (fused, text or image) and `config.preset`: named
+    inputs, one output per head (`head_names`: {"fused", "text", "image"} of probabilities), each head with
+    its own loss. Its weights depend on `seed` alone. `steps_per_epoch` and `epochs` size the learning-rate
+    schedule. With `synchronized_batch_norm`, batch normalization takes its statistics over the global
+    batch (every replica's rows, as one device would), not over each replica's part of it. What a run
+    serves is `serving_model` of it: the heads blended with weights fitted on validation."""
     import keras
+
+    from mmpipe.train.layers import ModalityDropout
 
     seed_preset = config.preset != "default"
     sizes = SEED_SHAPE if seed_preset else config.model_dump()
     dropout = 0.0 if seed_preset else config.dropout_rate
     seeds = _Seeds(seed)
-    inputs, features = {}, []
+    heads = head_names(config)
+    inputs, branches = {}, {}
     if config.variant in ("fused", "text"):
         if not vectorizers:
             raise ValueError("the text branch needs adapted vectorizers (adapt_vectorizers)")
-        text = keras.Input(shape=(), dtype="string", name="text")
-        for kind, vectorizer in vectorizers.items():
-            tokens = vectorizer(text)
-            embedded = keras.layers.Embedding(
-                vectorizer.vocabulary_size(), sizes["embedding_dim"], mask_zero=True, name=f"{kind}_embedding",
-                embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seeds()))(tokens)
-            features.append(keras.layers.LSTM(
-                sizes["lstm_units"], name=f"{kind}_lstm", kernel_initializer=seeds.glorot(),
-                recurrent_initializer=keras.initializers.Orthogonal(seed=seeds()), dropout=dropout,
-                seed=seeds())(embedded))
-        inputs["text"] = text
+        inputs["text"] = keras.Input(shape=(), dtype="string", name="text")
+        branches["text"] = _text_branch(inputs["text"], vectorizers, sizes, dropout, seeds)
     if config.variant in ("fused", "image"):
-        image = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
-        x = keras.layers.Rescaling(1.0 / 255)(keras.ops.cast(image, "float32"))
-        if config.augment and not seed_preset:  # these layers are active only in training
-            x = keras.layers.RandomFlip("horizontal", seed=seeds())(x)
-            x = keras.layers.RandomRotation(0.05, seed=seeds())(x)
-            x = keras.layers.RandomZoom(0.1, seed=seeds())(x)
-            x = keras.layers.RandomContrast(0.1, seed=seeds())(x)
-        for filters in sizes["conv_filters"]:
-            if seed_preset:
-                x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same",
-                                        kernel_initializer=seeds.glorot())(x)
-                continue
-            # Batch normalization: measured, without it the sample's shapes took 3x the epochs to start
-            # being learned; and a max-pool after each convolution: most of the seed's compute saved.
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=seeds.glorot())(x)
-            x = keras.layers.ReLU()(keras.layers.BatchNormalization(synchronized=synchronized_batch_norm)(x))
-            x = keras.layers.MaxPooling2D(2)(x)
-        if config.preset == "seed" or (config.pooling == "flatten" and not seed_preset):
-            x = keras.layers.Flatten()(x)
-        elif seed_preset:  # pooled_seed
-            x = keras.layers.GlobalAveragePooling2D()(x)
-        elif config.pooling == "global_max":
-            x = keras.layers.GlobalMaxPooling2D()(x)
-        elif config.pooling == "global_average":
-            x = keras.layers.GlobalAveragePooling2D()(x)
-        else:  # measured: either alone left the sample's circle-vs-square at chance, both together learn it
-            x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x),
-                                            keras.layers.GlobalMaxPooling2D()(x)])
-        features.append(x)
-        inputs["image"] = image
-    x = keras.layers.Concatenate(name="fuse")(features) if len(features) > 1 else features[0]
-    if dropout:
-        x = keras.layers.Dropout(dropout, seed=seeds())(x)
+        inputs["image"] = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
+        branches["image"] = _image_branch(inputs["image"], config, sizes, seeds, synchronized_batch_norm)
+    if config.variant == "fused":
+        text, image = branches["text"], branches["image"]
+        if config.modality_dropout and not seed_preset:
+            text, image = ModalityDropout(config.modality_dropout, seed=seeds(), name="modality_dropout")([text, image])
+        joined = keras.layers.Concatenate(name="fuse")([text, image])
+    else:
+        joined = branches[config.variant]
+    x = keras.layers.Dropout(dropout, seed=seeds())(joined) if dropout else joined
     x = keras.layers.Dense(sizes["dense_units"], activation="relu", kernel_initializer=seeds.glorot())(x)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seeds())(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities",
-                                 kernel_initializer=seeds.glorot())(x)
+    outputs = {heads[0]: keras.layers.Dense(num_classes, activation="softmax", name=f"{heads[0]}_head",
+                                            kernel_initializer=seeds.glorot())(x)}
+    for name in heads[1:]:  # a branch head reads its branch alone, with its own loss: each branch learns
+        features = keras.layers.Dropout(dropout, seed=seeds())(branches[name]) if dropout else branches[name]
+        outputs[name] = keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_head",
+                                           kernel_initializer=seeds.glorot())(features)
     model = keras.Model(inputs=inputs, outputs=outputs, name=f"mmpipe_{config.variant}")
+    smoothing = 0.0 if seed_preset else config.label_smoothing
     model.compile(optimizer=_optimizer(config, steps_per_epoch * epochs),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if seed_preset
-                                                            else config.label_smoothing),
-                  metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")])
+                  loss={name: keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) for name in heads},
+                  loss_weights={name: 1.0 if name == heads[0] else config.branch_loss_weight for name in heads},
+                  metrics={heads[0]: ["accuracy"]})
     return model
+
+
+def _text_branch(text, vectorizers: dict, sizes: dict, dropout: float, seeds: _Seeds):
+    """Each vectorizer's tokens -> embedding -> LSTM; the LSTMs' last states side by side."""
+    import keras
+
+    features = []
+    for kind, vectorizer in vectorizers.items():
+        embedded = keras.layers.Embedding(
+            vectorizer.vocabulary_size(), sizes["embedding_dim"], mask_zero=True, name=f"{kind}_embedding",
+            embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seeds()))(vectorizer(text))
+        features.append(keras.layers.LSTM(
+            sizes["lstm_units"], name=f"{kind}_lstm", kernel_initializer=seeds.glorot(),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=seeds()), dropout=dropout,
+            seed=seeds())(embedded))
+    return keras.layers.Concatenate(name="text_features")(features) if len(features) > 1 else features[0]
+
+
+def _image_branch(image, config: ModelConfig, sizes: dict, seeds: _Seeds, synchronized_batch_norm: bool):
+    """Rescaled pixels -> a 3x3 Conv2D block per entry of the filters -> pooled features."""
+    import keras
+
+    seed_preset = config.preset != "default"
+    x = keras.layers.Rescaling(1.0 / 255)(keras.ops.cast(image, "float32"))
+    if config.augment and not seed_preset:  # these layers are active only in training
+        x = keras.layers.RandomFlip("horizontal", seed=seeds())(x)
+        x = keras.layers.RandomRotation(0.05, seed=seeds())(x)
+        x = keras.layers.RandomZoom(0.1, seed=seeds())(x)
+        x = keras.layers.RandomContrast(0.1, seed=seeds())(x)
+    side = image.shape[1]
+    for filters in sizes["conv_filters"]:
+        if seed_preset:
+            x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same",
+                                    kernel_initializer=seeds.glorot())(x)
+            continue
+        # Batch normalization: measured, without it the sample's shapes took 3x the epochs to start being
+        # learned. Its moving statistics follow the batches at `batch_norm_momentum` (Keras' 0.99 needs
+        # hundreds of steps, more than a small dataset's first epochs have: validation lagged training by
+        # epochs); and a max-pool after each convolution: most of the seed's compute saved.
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=seeds.glorot())(x)
+        x = keras.layers.BatchNormalization(momentum=config.batch_norm_momentum,
+                                            synchronized=synchronized_batch_norm)(x)
+        x = keras.layers.ReLU()(x)
+        if side >= 2:  # small images run out of pixels before they run out of blocks
+            x, side = keras.layers.MaxPooling2D(2)(x), side // 2
+    if config.preset == "seed" or (config.pooling == "flatten" and not seed_preset):
+        return keras.layers.Flatten()(x)
+    if seed_preset:  # pooled_seed
+        return keras.layers.GlobalAveragePooling2D()(x)
+    if config.pooling == "global_max":
+        return keras.layers.GlobalMaxPooling2D()(x)
+    if config.pooling == "global_average":
+        return keras.layers.GlobalAveragePooling2D()(x)
+    # measured: either alone left the sample's circle-vs-square at chance, both together learn it
+    return keras.layers.Concatenate(name="image_features")([keras.layers.GlobalAveragePooling2D()(x),
+                                                            keras.layers.GlobalMaxPooling2D()(x)])
+
+
+def serving_model(model, weights):
+    """What a run serves: the training model's heads blended (`Blend`) with `weights` fitted on validation,
+    one output of class probabilities named `probabilities`."""
+    import keras
+
+    from mmpipe.train.layers import Blend
+
+    heads = list(model.output)
+    blended = Blend(heads, [float(weight) for weight in weights], name="probabilities")(
+        [model.output[name] for name in heads])
+    return keras.Model(inputs=model.input, outputs=blended, name=model.name)
+
+
+def with_heads(served):
+    """A served model that also outputs each head's own probabilities: {"probabilities", "fused", "text", ...}
+    (a model saved before runs had heads, without a blend, outputs its prediction alone)."""
+    import keras
+
+    from mmpipe.train.layers import Blend
+
+    blend = next((layer for layer in served.layers if layer.name == "probabilities"), None)
+    if not isinstance(blend, Blend):
+        return keras.Model(inputs=served.input, outputs={"probabilities": served.output})
+    heads = blend.input if isinstance(blend.input, list) else [blend.input]
+    return keras.Model(inputs=served.input,
+                       outputs={"probabilities": served.output, **dict(zip(blend.heads, heads, strict=True))})
 
 
 def _optimizer(config: ModelConfig, total_steps: int):

@@ -3,7 +3,6 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -14,6 +13,7 @@ from mmpipe.ingest.clean.text import clean_text
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.serving.export import Standardizer, export_serving, load_serving
 from mmpipe.serving.predict import predict_raw
+from mmpipe.train.model import load_model
 from tests.fixtures.cli import run_main
 
 # Text that exercises every cleaning step: markup, NFKC (full-width, ligature, decomposed accents,
@@ -78,12 +78,12 @@ def parity_inputs(trained_run, tmp_path_factory):
 
 
 def sharpened_export(run_dir, record, target):
-    """The run's model with its logits scaled up, exported again: a decisive model, so that
-    "top class equal" is a real check and small input differences are amplified, not hidden."""
-    model = keras.models.load_model(RunDir(run_dir).model)
-    head = model.get_layer("probabilities")
-    kernel, bias = head.get_weights()
-    head.set_weights([kernel * 40, bias * 40])
+    """The run's model with its blend's weights scaled up (a colder temperature), exported again: a decisive
+    model, so that "top class equal" is a real check and small input differences are amplified, not hidden."""
+    model = load_model(RunDir(run_dir).model)
+    blend = model.get_layer("probabilities")
+    [weights] = blend.get_weights()
+    blend.set_weights([weights * 40])
     model.save(RunDir(target).model)
     record.save(RunDir(target))
     export_serving(model, target, record.classes, record.run_config.text, record.run_config.image)
@@ -101,7 +101,7 @@ def test_serving_matches_ingest_then_model(trained_run, parity_inputs, tmp_path,
                for text in texts]
     pixels = np.stack([np.frombuffer(standardize_image(path, image_config).pixels, np.uint8)
                        .reshape(image_config.size, image_config.size, 3) for path in files])
-    model = keras.models.load_model(RunDir(trained_run).model)
+    model = load_model(RunDir(trained_run).model)  # what the run serves: its heads' blend, calibrated
     import tensorflow as tf
 
     expected = model.predict({"text": tf.constant(cleaned), "image": pixels}, verbose=0)

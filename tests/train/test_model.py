@@ -7,13 +7,17 @@ import numpy as np
 import pytest
 
 from mmpipe.config import ModelConfig
+from mmpipe.train.calibrate import blend
 from mmpipe.train.model import (
     adapt_vectorizers,
     build_model,
     forward_flops,
+    head_names,
     load_model,
+    serving_model,
     split_names,
     text_tokenizers,
+    with_heads,
 )
 
 TINY = {"max_tokens": 50, "sequence_length": 6, "embedding_dim": 4, "lstm_units": 4, "conv_filters": (4, 8),
@@ -32,13 +36,24 @@ def test_variants_build_fit_and_round_trip(variant, tmp_path):
     model = build_model(config, num_classes=3, image_size=8, vectorizers=vectorizers)
     inputs = {name: value for name, value in (("text", TEXTS), ("image", IMAGES)) if name in model.input}
     assert set(inputs) == {"fused": {"text", "image"}, "text": {"text"}, "image": {"image"}}[variant]
+    heads = {"fused": ["fused", "text", "image"], "text": ["text"], "image": ["image"]}[variant]
+    assert list(model.output) == heads == head_names(config)
     labels = keras.utils.to_categorical([0, 1, 2, 0], 3)
-    model.fit(inputs, labels, epochs=1, verbose=0)
-    before = model.predict(inputs, verbose=0)
+    history = model.fit(inputs, {name: labels for name in heads}, epochs=1, verbose=0).history
+    assert {f"{name}_loss" for name in heads[1:]} <= set(history)  # each branch head learns with its own loss
+    weights = [0.7, 0.4, 0.2][: len(heads)]
+    served = serving_model(model, weights)
+    before = served.predict(inputs, verbose=0)
     assert before.shape == (4, 3) and np.allclose(before.sum(axis=1), 1, atol=1e-5)
-    model.save(tmp_path / "m.keras")
-    after = load_model(tmp_path / "m.keras").predict(inputs, verbose=0)
+    own = model.predict(inputs, verbose=0)  # the served blend is calibrate.blend of the heads, inside the graph
+    np.testing.assert_allclose(before, blend([own[name] for name in heads], weights), atol=1e-5)
+    served.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    after = loaded.predict(inputs, verbose=0)
     np.testing.assert_allclose(before, after, atol=1e-6)
+    per_head = with_heads(loaded).predict(inputs, verbose=0)
+    assert set(per_head) == {"probabilities", *heads}
+    np.testing.assert_allclose(per_head[heads[0]], own[heads[0]], atol=1e-6)
     if variant == "fused":  # a fresh process, where nothing has registered mmpipe's text standardization yet
         np.save(tmp_path / "before.npy", before)
         script = ("import sys, numpy as np\nfrom mmpipe.train.model import load_model\n"
@@ -51,6 +66,27 @@ def test_variants_build_fit_and_round_trip(variant, tmp_path):
         done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.keras"), str(tmp_path / "images.npy"),
                                str(tmp_path / "before.npy")], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_heads_follow_the_variant_the_preset_and_the_branch_loss_weight():
+    assert head_names(ModelConfig()) == ["fused", "text", "image"]
+    assert head_names(ModelConfig(branch_loss_weight=0)) == ["fused"]
+    assert head_names(ModelConfig(preset="seed")) == head_names(ModelConfig(preset="pooled_seed")) == ["fused"]
+    assert head_names(ModelConfig(variant="image")) == ["image"]
+
+
+def test_modality_dropout_hides_one_branch_of_some_rows_while_training_and_nothing_when_serving():
+    from mmpipe.train.layers import ModalityDropout
+
+    text, image = np.ones((4000, 3), dtype="float32"), np.ones((4000, 5), dtype="float32")
+    layer = ModalityDropout(0.2, seed=1)
+    seen_text, seen_image = (np.asarray(part) for part in layer([text, image], training=True))
+    text_hidden, image_hidden = seen_text[:, 0] == 0, seen_image[:, 0] == 0
+    assert not (text_hidden & image_hidden).any()  # never both of one row
+    assert 0.17 < text_hidden.mean() < 0.23 and 0.17 < image_hidden.mean() < 0.23
+    assert (seen_text[~text_hidden] == 1).all()  # kept rows are not rescaled
+    for part, whole in zip(layer([text, image], training=False), (text, image), strict=True):
+        np.testing.assert_array_equal(np.asarray(part), whole)
 
 
 def test_names_are_read_as_their_words_and_their_character_ngrams():
