@@ -27,6 +27,9 @@ def epoch_reporter(epochs: int):
             shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
             logger.info("epoch %d/%d: %s", epoch + 1, epochs, shown, extra={PROGRESS_EXTRA: (epoch + 1, epochs)})
 
+        def on_train_end(self, logs=None):  # early stopping ends a run before its last epoch: training is done
+            update_progress_artifact(artifact, progress=100.0)
+
     return ReportEpochs()
 
 

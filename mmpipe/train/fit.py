@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import secrets
 import shutil
 import socket
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from mmpipe.train.distribute import (
 )
 from mmpipe.train.inputs import epoch_steps, plan_shares, split_rows, train_texts, training_input, validation_input
 from mmpipe.train.keras_fixes import keras_workarounds
+from mmpipe.train.provenance import git_commit, machine, package_versions
 from mmpipe.wording import counted
 
 
@@ -209,7 +208,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
             model.set_weights(best)  # stopped early before the interruption
         record.best_epoch = _best_epoch(own, record)
         with distribution.strategy.scope():
-            served = _blend_on_validation(model, config, version, record)
+            served = _blend_on_validation(model, config, version, record, validation.call if validation else None)
         with atomic_path(written.model, suffix=".keras") as temp:  # Keras wants the .keras suffix
             served.save(temp)
         if config.train.export_serving and distribution.chief:
@@ -241,7 +240,7 @@ def _best_epoch(callbacks: list, record: RunRecord) -> int | None:
     return record.best_epoch if record.best_epoch is not None else (len(record.history) or None)
 
 
-def _blend_on_validation(model, config: Config, version: DatasetVersion, record: RunRecord):
+def _blend_on_validation(model, config: Config, version: DatasetVersion, record: RunRecord, call=None):
     """The model the run serves: its heads blended with weights fitted on the validation split (calibration
     and late fusion, mmpipe.train.calibrate), recorded in run.json with a note on each branch that carried no
     signal; without validation rows, the first head alone and a note saying it is not calibrated."""
@@ -251,7 +250,7 @@ def _blend_on_validation(model, config: Config, version: DatasetVersion, record:
     classes = list(version.classes)
     ece_bins = config.evaluate.ece_bins
     if split_rows(version, "val"):
-        scored = score_heads(model, validation_input(config, version), classes)
+        scored = score_heads(model, validation_input(config, version), classes, call)
         weights = scored.fit()
         record.blend = blend_record(scored, weights, classes, ece_bins)
         train = version.counts["train"]
@@ -286,7 +285,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunReco
         run_id=run_id, variant=config.model.variant, seed=config.seed, dataset_version=version.version,
         data_dir=str(Path(version.data_dir).absolute()), classes=list(version.classes),
         config=config.model_dump(mode="json"), config_hash=config.hash(), code_version=mmpipe.__version__,
-        git_commit=_git_commit(), packages=_package_versions(), machine=_machine(),
+        git_commit=git_commit(), packages=package_versions(), machine=machine(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
         pid=os.getpid(), host=socket.gethostname(),
         class_weights=class_weights(config, version.counts["train"], list(version.classes)),
@@ -372,52 +371,6 @@ def class_weights(config: Config, counts: dict[str, int], classes: list[str]) ->
     raw = {name: min(MAX_CLASS_WEIGHT, (largest / rows) ** 0.5) for name, rows in present.items()}
     scale = sum(present.values()) / sum(rows * raw[name] for name, rows in present.items())
     return {name: round(raw[name] * scale, 6) if name in raw else 0.0 for name in classes}
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _package_versions() -> dict[str, str]:
-    import keras
-    import numpy
-    import pyarrow
-    import tensorflow
-
-    return {"python": platform.python_version(), "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
-            "os": f"{platform.system()} {os.uname().release}"}
-
-
-# The CPU features that change which kernels TensorFlow runs, and so the last bits of a run's numbers.
-NUMERIC_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "neon")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
-
-
-def _machine() -> dict[str, Any]:
-    """What a rerun must match to give the same numbers: the CPU, its instruction-set flags, and the thread
-    settings (same config and machine give the same metrics; another CPU may differ in the last bits)."""
-    import tensorflow as tf
-
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                flags = set(value.split())
-    except OSError:
-        pass
-    threading = tf.config.threading
-    return {"cpu": model, "cpu_flags": [flag for flag in NUMERIC_CPU_FLAGS if flag in flags],
-            "cpu_count": os.cpu_count(), "intra_op_threads": threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": threading.get_inter_op_parallelism_threads(),
-            "environment": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ}}
 
 
 def _epoch_recorder(run: RunDir, record: RunRecord):

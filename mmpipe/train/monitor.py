@@ -46,10 +46,12 @@ class Scored:
 
 
 def inference(model):
-    """The model called in inference mode, compiled once (tracing it again each epoch would cost a second)."""
+    """The model called in inference mode, compiled once for any batch size: one trace a run (tracing it again
+    each epoch, or for each batch size, would cost a second a time)."""
     import tensorflow as tf
 
-    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    signature = {name: tf.TensorSpec(tensor.shape, tensor.dtype, name=name) for name, tensor in model.input.items()}
+    return tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature])
 
 
 def score_heads(model, dataset, classes: list[str], call=None) -> Scored:

@@ -55,7 +55,12 @@ def test_primary_evaluation_writes_every_file_and_consistent_numbers(run_dir):
     assert again["metrics"]["macro_f1"] == pytest.approx(result["metrics"]["macro_f1"])
     assert again["confusion_matrix"] == result["confusion_matrix"]
     assert {"accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "top_2_accuracy", "latency_ms",
-            "throughput_samples_per_s"} <= set(result["metrics"])
+            "throughput_samples_per_s", "ece_uncalibrated", "log_loss_uncalibrated"} <= set(result["metrics"])
+    # Each head alone on the same rows, the model's own first: what fusion added, per class too.
+    assert list(result["heads"]) == record.blend["heads"] == ["fused", "text", "image"]
+    for found in result["heads"].values():
+        assert set(found["per_class_f1"]) == set(classes) and 0 <= found["metrics"]["macro_f1"] <= 1
+    assert result["metrics"]["ece_uncalibrated"] == result["heads"]["fused"]["metrics"]["ece"]
     assert result["metrics"]["throughput_samples_per_s"] > 0 and result["metrics"]["latency_ms"]["p50"] > 0
     with Image.open(run.confusion_matrix) as png:
         assert png.format == "PNG" and png.width > 100
@@ -63,6 +68,8 @@ def test_primary_evaluation_writes_every_file_and_consistent_numbers(run_dir):
     assert result["report"] == str(run.report)
     assert f"{result['metrics']['accuracy']:.4f}" in page and record.dataset_version in page
     assert page.count("<svg") == 3 and external_links(page) == []  # self-contained: nothing fetched
+    assert "What fusion added" in page and "image head alone" in page
+    assert "expected calibration error before calibration" in page
     assert record.lineage["shards"][0]["sha256"] in page
     assert summary_keys(evaluation.summary())
 

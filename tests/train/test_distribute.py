@@ -157,7 +157,7 @@ def test_cpu_devices_after_tensorflow_started_ask_for_a_fresh_process():
 MIRRORED = {"train.strategy": "mirrored", "train.cpu_devices": 2, "train.batch_size": 8}
 # Class weights too: they become sample weights in the input pipeline (Keras' cannot weigh a distributed dataset).
 THREE_EPOCHS = {"train.epochs": 3, "train.early_stopping_patience": 5, "train.class_weights": "balanced"}
-NOT_RANDOM = {"model.dropout_rate": 0.0, "model.augment": False}
+NOT_RANDOM = {"model.dropout_rate": 0.0, "model.modality_dropout": 0.0, "model.augment": False}
 TOLERANCE = 1e-3
 
 

@@ -150,8 +150,7 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
 
     from flows.train import train_flow
 
-    config = run_config(data_dir, tmp_path / "runs", **{"model.variant": "text", "train.epochs": 2,
-                                                        "train.early_stopping_patience": 5})
+    config = run_config(data_dir, tmp_path / "runs", **RESUMABLE)  # early stopping ends it after 3 of 8 epochs
     with run_log_lines() as logged:
         state = train_flow(config, return_state=True)
     assert state.is_completed()
@@ -159,9 +158,9 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
     assert summary["status"] == "completed"
     assert set(summary) == {"run_id", "run_dir", "history", "status", "notes", "distribution"}
     assert summary["distribution"]["strategy"] == "one_device"
-    assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "text"
+    assert load_record(RunDir(tmp_path / "runs" / summary["run_id"])).variant == "fused"
     lines = [line for line in logged if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "val_loss" in lines[-1]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/8", "epoch 2/8", "epoch 3/8"] and "val_loss" in lines[-1]
 
     async def progress():
         async with get_client() as client:
@@ -170,13 +169,13 @@ def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, 
                 flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
     [artifact] = asyncio.run(progress())
-    assert artifact.data == 100.0 and artifact.description == "Training, 2 epochs"
+    assert artifact.data == 100.0 and artifact.description == "Training, 8 epochs"  # done, though stopped early
 
     async def flow_run_name():
         async with get_client() as client:
             return (await client.read_flow_run(state.state_details.flow_run_id)).name
 
-    assert asyncio.run(flow_run_name()) == "train text"  # one process, not one worker of several
+    assert asyncio.run(flow_run_name()) == "train fused"  # one process, not one worker of several
 
 
 def test_cli_train_json_then_a_resume_of_a_completed_run_is_refused(prefect_api, data_dir, tmp_path, monkeypatch,
