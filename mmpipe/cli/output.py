@@ -42,6 +42,10 @@ def print_pipeline_summary(summary: dict) -> None:
                if majority else "")
     typer.echo(f"run {summary['run_id']}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
                f"on the test split{against}; {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
+    heads = summary.get("heads") or {}
+    if len(heads) > 1:  # what fusion added: each of the model's heads alone, on the same rows
+        typer.echo("  each head alone, macro F1: " + ", ".join(f"{name} {found['metrics']['macro_f1']:.4f}"
+                                                             for name, found in heads.items()))
     if promotion and not promotion.get("promoted"):
         typer.echo("  " + "; ".join(promotion.get("reasons", [])))
     typer.echo(f"report: {summary['report']}")

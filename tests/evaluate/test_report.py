@@ -11,17 +11,21 @@ from tests.fixtures.files import external_links
 from tests.fixtures.runs import make_run
 
 
-def _report(tmp_path, *, slices=None, baselines=None):
+def _report(tmp_path, *, slices=None, baselines=None, heads=None):
     run = RunDir(make_run(tmp_path, "20260101T000000Z-a", None))
     record = load_record(run)
     record.history = [{"epoch": 1, "loss": 1.37, "val_loss": 1.3, "accuracy": 0.5, "val_accuracy": 0.4},
                       {"epoch": 2, "loss": 0.25, "val_loss": 0.9, "accuracy": 0.9, "val_accuracy": 0.7}]
+    # The weights kept are epoch 1's, chosen on validation macro F1, though epoch 2 has the lower validation loss.
+    record.best_epoch, record.monitor = 1, "val_macro_f1"
+    if heads:
+        record.blend = {"heads": list(heads), "weights": [0.8, 0.5, 0.0][: len(heads)]}
     scored = classification_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]),
                                     record.classes)
     scored["metrics"].update(throughput_samples_per_s=812.5, latency_ms={"p50": 3.25, "p95": 4.5})
     result = {"run_id": record.run_id, "split": "test", "dataset_version": "v1", "n": 3, "classes": record.classes,
               "evaluated_at": "2026-01-01T00:00:00Z", "low_support": {"min_train_rows": 5, "classes": {"dog": 2}},
-              "baselines": baselines or {}, "slices": slices or {}, **scored}
+              "baselines": baselines or {}, "slices": slices or {}, "heads": heads or {}, **scored}
     run.promotion.write_text('{"promoted": true, "reasons": ["no champion yet"]}')
     return run, record, scored, write_report(run, record, result).read_text()
 
@@ -68,7 +72,7 @@ def test_charts_have_axes_ticks_and_legends(tmp_path):
     reliability, confusion, curves = _figures(page)  # in the page's order
     texts = _svg_texts(curves)
     assert {"Loss", "Accuracy", "epoch", "loss", "accuracy", "train", "validation"} <= set(texts)
-    assert "best validation loss (epoch 2)" in texts  # where early stopping would restore from
+    assert "kept: epoch 1 (best validation macro F1)" in texts  # the epoch whose weights the run kept
     assert {"1", "2"} <= set(texts)  # integer epoch ticks
     texts = _svg_texts(confusion)
     assert {"predicted class", "true class", *record.classes} <= set(texts)
@@ -89,3 +93,18 @@ def test_slices_are_tabled_and_small_ones_flagged(tmp_path):
     assert "Small slices" in section and "image_format = GIF (1 row)" in section
     assert re.search(r"<tr class=small><td>GIF</td><td>1</td><td>0.0000</td>", section)
     assert re.search(r"<tr><td>PNG</td><td>40</td><td>0.9000</td><td>0.8500</td>", section)
+
+
+def test_what_fusion_added_sets_the_served_blend_beside_each_head_alone_per_class(tmp_path):
+    heads = {name: {"metrics": {"accuracy": accuracy, "macro_f1": accuracy - 0.1, "log_loss": 1.0, "ece": 0.1},
+                    "per_class_f1": {"cat": accuracy, "dog": accuracy - 0.2}}
+             for name, accuracy in (("fused", 0.6), ("text", 0.5), ("image", 0.4))}
+    _, _, scored, page = _report(tmp_path, heads=heads)
+    section = page[page.index("<h2>What fusion added"):page.index("<h2>Calibration")]
+    assert "fused head" in section and "text head alone" in section and "image head alone" in section
+    assert re.search(r"<tr><td>weight in the blend</td><td></td><td>0.80</td><td>0.50</td><td>0.00</td></tr>", section)
+    served_cat = scored["per_class"]["cat"]["f1"]
+    assert (f"<tr><td>cat</td><td><b>{served_cat:.4f}</b></td><td>0.6000</td><td>0.5000</td><td>0.4000</td>"
+            f"<td>{served_cat - 0.5:+.4f}</td></tr>") in section  # minus the better branch (text, 0.5)
+    single, _, _, page = _report(tmp_path / "single", heads={"image": heads["image"]})
+    assert "What fusion added" not in page  # one head: nothing was fused

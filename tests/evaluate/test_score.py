@@ -27,6 +27,7 @@ from mmpipe.ingest.version import load_dataset
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import read_champion
 from mmpipe.train.inputs import split_paths
+from tests.fixtures.cli import documented_json_keys
 from tests.fixtures.datasets import artifact, run_config
 from tests.fixtures.files import external_links, gradient
 
@@ -138,6 +139,7 @@ def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["promotion"]["promoted"] and read_champion(run_dir.parent)["run_id"] == run_dir.name
+    assert set(summary) == documented_json_keys("mmpipe evaluate RUN_ID")  # what `mmpipe evaluate --json` prints
     flow_run = state.state_details.flow_run_id
     report = asyncio.run(artifact(flow_run, EVALUATION_REPORT))
     assert report is not None and f"{summary['metrics']['macro_f1']:.4f}" in report.data

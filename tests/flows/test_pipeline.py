@@ -18,6 +18,7 @@ from mmpipe.files import hold_lock
 from mmpipe.ingest.version import DATASET_FILE
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
+from tests.fixtures.cli import documented_json_keys
 from tests.fixtures.datasets import artifact, run_config
 
 
@@ -49,6 +50,8 @@ def test_pipeline_runs_every_stage_and_publishes_their_artifacts(prefect_api, sa
     assert record.status == "completed" and record.dataset_version == summary["dataset_version"]
     assert run.report.is_file() and summary["report"] == str(run.report)
     assert read_champion(tmp_path / "runs")["run_id"] == summary["run_id"] and summary["promotion"]["promoted"]
+    assert set(summary) == documented_json_keys("mmpipe run SOURCE")  # what `mmpipe run --json` prints, as README says
+    assert list(summary["heads"]) == ["fused", "text", "image"]
 
 
 def without_class(manifest, label, folder):
