@@ -25,6 +25,7 @@ from mmpipe.config import Config
 from mmpipe.evaluate import evaluate_run
 from mmpipe.evaluate.promote import promote
 from mmpipe.runs.record import RunDir
+from mmpipe.train.model import HEADS
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE, persist_result=False)
@@ -106,7 +107,7 @@ def _head_lines(heads: dict, metrics: dict) -> list[str]:
     if len(heads) < 2:
         return []
     cells = [f"served **{metrics['macro_f1']:.4f}**",
-             *(f"{name} head {found['metrics']['macro_f1']:.4f}" for name, found in heads.items())]
+             *(f"{name} head {heads[name]['metrics']['macro_f1']:.4f}" for name in HEADS if name in heads)]
     return ["Macro F1 by head (same rows): " + ", ".join(cells) + ".", ""]
 
 

@@ -44,8 +44,10 @@ def print_pipeline_summary(summary: dict) -> None:
                f"on the test split{against}; {'promoted to champion' if promotion.get('promoted') else 'not promoted'}")
     heads = summary.get("heads") or {}
     if len(heads) > 1:  # what fusion added: each of the model's heads alone, on the same rows
-        typer.echo("  each head alone, macro F1: " + ", ".join(f"{name} {found['metrics']['macro_f1']:.4f}"
-                                                             for name, found in heads.items()))
+        from mmpipe.train.model import HEADS
+
+        typer.echo("  each head alone, macro F1: " + ", ".join(f"{name} {heads[name]['metrics']['macro_f1']:.4f}"
+                                                             for name in HEADS if name in heads))
     if promotion and not promotion.get("promoted"):
         typer.echo("  " + "; ".join(promotion.get("reasons", [])))
     typer.echo(f"report: {summary['report']}")

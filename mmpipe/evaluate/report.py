@@ -18,6 +18,7 @@ from mmpipe.evaluate.metrics import CALIBRATION, QUALITY, named
 from mmpipe.evaluate.slices import smallest
 from mmpipe.files import atomic_path
 from mmpipe.runs.record import RunDir, RunRecord
+from mmpipe.train.model import HEADS
 from mmpipe.wording import counted
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}
@@ -93,7 +94,8 @@ HEAD_NAMES = {"fused": "fused head", "text": "text head alone", "image": "image 
 def heads_html(result: dict[str, Any], record: RunRecord) -> str:
     """What the served blend gives beside each of the model's own heads on the same rows, overall and per
     class: what fusion added (empty for a model with one head)."""
-    heads = result.get("heads") or {}
+    found = result.get("heads") or {}
+    heads = {name: found[name] for name in HEADS if name in found}  # the blend's order (JSON files sort keys)
     if len(heads) < 2:
         return ""
     escape = html.escape

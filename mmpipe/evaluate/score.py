@@ -79,7 +79,7 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
 
 def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, version: DatasetVersion,
            own_data: bool) -> Evaluation:
-    from mmpipe.train.model import load_model, with_heads
+    from mmpipe.train.model import HEADS, load_model, with_heads
 
     if own_data and version.version != record.dataset_version:
         raise EvaluationError(f"{version.data_dir} now holds dataset {version.version}, not "
@@ -117,9 +117,9 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
         labels.append(to_model_index[one_hot.numpy().argmax(axis=1)])
         ids.append(batch_ids.numpy())
     seconds = time.perf_counter() - started
+    probabilities = np.concatenate(outputs.pop("probabilities")).astype(np.float64)
     # In the blend's order (the model's own head first): Keras hands dict outputs back sorted by name.
-    outputs = {name: np.concatenate(outputs[name]).astype(np.float64) for name in scored_heads.output}
-    probabilities = outputs.pop("probabilities")
+    outputs = {name: np.concatenate(outputs[name]).astype(np.float64) for name in HEADS if name in outputs}
     labels, ids = np.concatenate(labels), np.concatenate(ids)
     latency = _single_sample_latency_ms(model, inputs)
 

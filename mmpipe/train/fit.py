@@ -154,7 +154,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
     import keras
     import tensorflow as tf
 
-    from mmpipe.train.model import build_model, load_model
+    from mmpipe.train.model import build_model, heads_of, load_model
     from mmpipe.train.monitor import validation_callback
 
     initial_epoch = checkpoint.epoch if checkpoint else 0
@@ -198,7 +198,7 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
                 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
                 weights = [record.class_weights.get(name, 0.0) for name in classes] if record.class_weights else None
                 model.fit(
-                    training_input(config, version, distribution, shares, remaining, steps, list(model.output),
+                    training_input(config, version, distribution, shares, remaining, steps, heads_of(model),
                                    weights),
                     epochs=config.train.epochs, initial_epoch=initial_epoch, verbose=0, steps_per_epoch=steps,
                     # TensorBoard's event files are append-only logs: a resume adds a file, never edits one.
@@ -244,7 +244,7 @@ def _blend_on_validation(model, config: Config, version: DatasetVersion, record:
     """The model the run serves: its heads blended with weights fitted on the validation split (calibration
     and late fusion, mmpipe.train.calibrate), recorded in run.json with a note on each branch that carried no
     signal; without validation rows, the first head alone and a note saying it is not calibrated."""
-    from mmpipe.train.model import serving_model
+    from mmpipe.train.model import heads_of, serving_model
     from mmpipe.train.monitor import blend_record, score_heads, silent_branches
 
     classes = list(version.classes)
@@ -259,8 +259,8 @@ def _blend_on_validation(model, config: Config, version: DatasetVersion, record:
     else:
         from mmpipe.train.calibrate import prior_weights
 
-        weights = prior_weights(len(model.output))
-        record.blend = {"heads": list(model.output), "weights": weights.tolist(), "fitted_on": None}
+        weights = prior_weights(len(heads_of(model)))
+        record.blend = {"heads": heads_of(model), "weights": weights.tolist(), "fitted_on": None}
         record.notes = [*record.notes, "no validation split: the probabilities are the model's own head's, "
                                        "not calibrated"]
     return serving_model(model, weights)

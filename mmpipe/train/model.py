@@ -113,6 +113,15 @@ class _Seeds:
         return keras.initializers.GlorotUniform(seed=self())
 
 
+HEADS = ("fused", "text", "image")  # the blend's order: the model's own head first
+
+
+def heads_of(model) -> list[str]:
+    """The heads a (training) model outputs, in the blend's order: Keras may hand a dict of outputs back sorted by
+    name, after a save and load for one."""
+    return [name for name in HEADS if name in model.output]
+
+
 def head_names(config: ModelConfig) -> list[str]:
     """The model's heads, in blend order (the first is the model's own prediction): the fused head, and with
     branch heads one per branch; a single-branch variant has that branch's head alone."""
@@ -238,7 +247,7 @@ def serving_model(model, weights):
 
     from mmpipe.train.layers import Blend
 
-    heads = list(model.output)
+    heads = heads_of(model)
     blended = Blend(heads, [float(weight) for weight in weights], name="probabilities")(
         [model.output[name] for name in heads])
     return keras.Model(inputs=model.input, outputs=blended, name=model.name)

@@ -21,6 +21,7 @@ import numpy as np
 
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.train.calibrate import blend, fit_blend, prior_weights
+from mmpipe.train.model import heads_of
 
 # A head's validation macro F1 must beat its best by this much to count as still learning (one row of a
 # small validation split moves it by more, so noise alone cannot keep a run going for long).
@@ -63,7 +64,7 @@ def score_heads(model, dataset, classes: list[str], call=None) -> Scored:
         for name, value in call(inputs).items():
             outputs.setdefault(name, []).append(np.asarray(value, dtype=np.float64))
         labels.append(one_hot.numpy().argmax(axis=1))
-    heads = list(model.output)
+    heads = heads_of(model)
     empty = np.zeros((0, len(classes)))
     return Scored({name: np.concatenate(outputs[name]) if name in outputs else empty for name in heads},
                   np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64))
@@ -114,7 +115,7 @@ def validation_callback(dataset, classes: list[str], saved: dict[str, Any] | Non
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
-            heads = list(self.model.output)
+            heads = heads_of(self.model)
             if len(heads) > 1 and f"{heads[0]}_accuracy" in logs:  # the model's own head is the run's accuracy
                 logs["accuracy"] = logs.pop(f"{heads[0]}_accuracy")
             scored = score_heads(self.model, dataset, classes, self.call)

@@ -83,7 +83,7 @@ def sharpened_export(run_dir, record, target):
     model = load_model(RunDir(run_dir).model)
     blend = model.get_layer("probabilities")
     [weights] = blend.get_weights()
-    blend.set_weights([weights * 40])
+    blend.set_weights([weights * 20])
     model.save(RunDir(target).model)
     record.save(RunDir(target))
     export_serving(model, target, record.classes, record.run_config.text, record.run_config.image)

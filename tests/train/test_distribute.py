@@ -189,7 +189,10 @@ def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_
     assert together.distribution["strategy"] == "mirrored" and together.distribution["replicas"] == 2
     assert together.distribution["global_batch"] == 16 and len(together.distribution["devices"]) == 2
     assert together.class_weights == alone.class_weights and len(set(alone.class_weights.values())) > 1
-    for key in alone.history[0]:
+    # Keras logs each head's own training loss as a mean of the replicas' means, which weighted rows split unevenly
+    # make differ from one device's mean; the loss trained on (their weighted sum, `loss`) and every validation
+    # score agree.
+    for key in set(alone.history[0]) - {"fused_loss", "text_loss", "image_loss"}:
         np.testing.assert_allclose([epoch[key] for epoch in together.history],
                                    [epoch[key] for epoch in alone.history], rtol=TOLERANCE, err_msg=key)
     # A mirrored run resumed after a kill is the same run as one never stopped: same history, same weights.
