@@ -78,7 +78,8 @@ def demo(
 
     Writes FOLDER/sample (raw files and the mmpipe.toml the run used), FOLDER/data (shards),
     FOLDER/runs (the run, its report and serving export). About a minute on a 2-core laptop, CPU
-    only: the sample's images are 48-128 px stored at 32 px, and the default model trains up to 20 epochs.
+    only: the sample's images are 48-128 px stored at 32 px, and early stopping ends training well before
+    its 30-epoch cap.
     """
     from mmpipe.config import load_config
     from mmpipe.sample import DEMO, write_sample

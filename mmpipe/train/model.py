@@ -1,20 +1,26 @@
-"""The fused Keras model: text and image branches, concatenated, a dense softmax head.
+"""The fused Keras model: text and image branches, each with a head of its own, concatenated into a fused
+dense softmax head; what a run serves is the heads' blend, fitted on validation (mmpipe.train.calibrate).
 
 Inputs are named ({"text": raw strings, "image": S x S x 3 uint8}); text preprocessing lives
 inside the model (TextVectorization layers adapted on the train split), so the saved model
 accepts raw strings and training and serving cannot disagree about the vocabulary.
 
-Presets of one family (text: vectorize -> embed -> LSTM; image: two Conv2D; concatenated
+`build_model` gives the training model: one output of class probabilities per head (`fused`, and with
+branch heads `text` and `image`), each with its own loss. `serving_model` wraps it with the `Blend`
+layer (mmpipe.train.layers) and is what model.keras and the serving export hold; `with_heads` opens a
+served model's heads again, for the evaluation's "what fusion added".
+
+Presets of one family (text: vectorize -> embed -> LSTM; image: Conv2D blocks; concatenated
 -> Dense -> softmax; Adam + cross-entropy):
 * `default`: words (split at anything not a letter or digit, so `document-open` is two) and
-  character n-grams (which see inside words) side by side; batch normalization and a
-  max-pool after each convolution, then global average and max pooling together (a fraction of
-  the seed's compute); dropout, label smoothing, AdamW with weight decay and a cosine
-  learning-rate schedule.
+  character n-grams (which see inside words) side by side; per entry of `conv_filters` a
+  convolution, batch normalization and a max-pool, then global average and max pooling together;
+  a head per branch beside the fused head, modality dropout before the fused head, dropout, AdamW
+  with weight decay and a cosine learning-rate schedule.
 * `seed`: the original design, kept one setting away for ablations: words only, two 3x3 Conv2D at
   full resolution (64 and 128 filters), flatten, LSTM 128, no regularization, constant Adam.
-* `pooled_seed`: the seed with global average pooling instead of flatten (mmpipe's default until
-  `default` replaced it), for measuring what the new default changed.
+* `pooled_seed`: the seed with global average pooling instead of flatten, for measuring what the
+  default changed.
 
 Every random part (initializers, dropout, augmentation) gets its own seed derived from the run's
 seed: Keras would otherwise draw unseeded initializers from Python's global `random`, which any
