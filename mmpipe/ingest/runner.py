@@ -30,7 +30,7 @@ from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock
-from mmpipe.ingest.workers import chunk_workers, result_of
+from mmpipe.ingest.workers import chunk_workers, worker_deaths
 from mmpipe.wording import counted
 
 
@@ -94,9 +94,13 @@ def clean_in_parallel(plan: IngestPlan, config: Config) -> Iterator[ChunkResult]
             yield process_chunk(chunk, plan.location, config, plan.cache_dir)
         return
     with chunk_workers(count, config.ingest.parallel) as pool:
-        futures = [pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir) for chunk in plan.chunks]
+        with worker_deaths():
+            futures = [pool.submit(process_chunk, chunk, plan.location, config, plan.cache_dir)
+                       for chunk in plan.chunks]
         for future in as_completed(futures):
-            yield result_of(future)
+            with worker_deaths():
+                result = future.result()
+            yield result
 
 
 @dataclass(frozen=True)

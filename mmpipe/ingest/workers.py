@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from pathlib import Path
@@ -86,13 +86,16 @@ def clean_chunk(chunk: ChunkPlan, location: SourceLocation, config: Config, cach
     workers = _HANDED_TO.get()
     if workers is None:
         return process_chunk(chunk, location, config, cache_dir)
-    return result_of(workers.submit(process_chunk, chunk, location, config, cache_dir))
+    with worker_deaths():
+        return workers.submit(process_chunk, chunk, location, config, cache_dir).result()
 
 
-def result_of(future: Future):
-    """A chunk worker's result; a worker that died (killed, out of memory) is one clear error."""
+@contextlib.contextmanager
+def worker_deaths() -> Iterator[None]:
+    """Around submitting to chunk workers and waiting on them: a worker that died (killed, out of
+    memory) is one clear error, whether the pool broke before a submit or while a chunk was cleaned."""
     try:
-        return future.result()
+        yield
     except BrokenProcessPool:
         raise DataDirError("a chunk worker process died (killed, or out of memory?): run the ingest again; the "
                            "chunks already cleaned are reused, and `ingest.workers` or `ingest.chunk_rows` lower "
