@@ -8,7 +8,6 @@ and give what an uninterrupted one gives. docs/reliability.md lists what is cove
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from mmpipe.contracts.validate import read_reference
-from mmpipe.files import FAULT_ENV
 from mmpipe.ingest.version import DATASET_FILE, load_dataset
 from mmpipe.runs.record import RunDir, load_record, status_of
 from mmpipe.runs.store import list_runs, read_champion, read_json
 from mmpipe.sample import SampleSpec, write_sample
 from tests.fixtures.datasets import SAMPLE_CLASSES, TINY_MODEL
+from tests.fixtures.forked import Forker
 
 pytestmark = pytest.mark.slow  # child processes, many of them
 
@@ -36,28 +35,36 @@ config = load_config(None, settings, environ={})
 """
 INGEST = CHILD + "from mmpipe.ingest import ingest\ningest(sys.argv[2], config)\n"
 TRAIN = CHILD + "from mmpipe.train import train\ntrain(config, resume=(sys.argv[2:] or [None])[0])\n"
+# What the children import before they fork: a kill point costs its own work, not an interpreter's start.
+PRELOAD = ["mmpipe.ingest", "mmpipe.contracts.validate", "mmpipe.train", "mmpipe.evaluate", "mmpipe.evaluate.promote",
+           "mmpipe.evaluate.charts", "tensorflow", "keras"]
 EVALUATE = CHILD + ("from mmpipe.evaluate import evaluate_run\nfrom mmpipe.evaluate.promote import promote\n"
                     "evaluate_run(sys.argv[2], config.evaluate)\n"
                     "promote(config.runs_dir, sys.argv[3], config.evaluate)\n")
 
 
-def child(script: str, settings: dict, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MMPIPE_")}
-    if fault:
-        env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-c", script, json.dumps(settings), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+@pytest.fixture(scope="module")
+def children(tmp_path_factory):
+    """Each child a fork of one server that imported mmpipe and TensorFlow once (tests/fixtures/forked.py)."""
+    forker = Forker(PRELOAD, tmp_path_factory.mktemp("children"))
+    yield forker
+    forker.close()
 
 
-def commit_points(script: str, settings: dict, *args: str, scratch: Path) -> list[str]:
+def commit_points(children: Forker, script: str, settings: dict, *args: str, scratch: Path) -> list[str]:
     """Run once with the logging hook; the commit points it passed, in order."""
     log = scratch / "commits.log"
-    assert child(script, settings, *args, fault=f"log:{log}").returncode == 0
+    done = children.run(script, json.dumps(settings), *args, fault=f"log:{log}")
+    assert done.returncode == 0, done.stderr[-2000:]
     return log.read_text().splitlines()
 
 
-def killed_at(point: int, script: str, settings: dict, *args: str) -> None:
-    done = child(script, settings, *args, fault=str(point))
+def ran(children: Forker, script: str, settings: dict, *args: str):
+    return children.run(script, json.dumps(settings), *args)
+
+
+def killed_at(children: Forker, point: int, script: str, settings: dict, *args: str) -> None:
+    done = children.run(script, json.dumps(settings), *args, fault=str(point))
     assert done.returncode == -signal.SIGKILL, (point, done.stderr[-2000:])
 
 
@@ -91,22 +98,22 @@ def sources(tmp_path_factory):
     return old, new / "manifest.csv"
 
 
-def test_ingest_killed_at_every_write_leaves_the_old_or_the_new_version(sources, tmp_path):
+def test_ingest_killed_at_every_write_leaves_the_old_or_the_new_version(children, sources, tmp_path):
     old_source, new_source = sources
     base = tmp_path / "base"
-    assert child(INGEST, {**SETTINGS, "data_dir": str(base)}, str(old_source)).returncode == 0
+    assert ran(children, INGEST, {**SETTINGS, "data_dir": str(base)}, str(old_source)).returncode == 0
     old = load_dataset(base).version
     clean = tmp_path / "clean"
     shutil.copytree(base, clean)
-    points = commit_points(INGEST, {**SETTINGS, "data_dir": str(clean)}, str(new_source), scratch=tmp_path)
+    points = commit_points(children, INGEST, {**SETTINGS, "data_dir": str(clean)}, str(new_source), scratch=tmp_path)
     new, expected = load_dataset(clean).version, digests(clean)
     assert new != old and len(points) >= 10  # new raw and cleaned chunks, shards, quarantine, dataset.json
     for point in range(1, len(points) + 1):
         data = tmp_path / f"killed-{point}"
         shutil.copytree(base, data)
-        killed_at(point, INGEST, {**SETTINGS, "data_dir": str(data)}, str(new_source))
+        killed_at(children, point, INGEST, {**SETTINGS, "data_dir": str(data)}, str(new_source))
         assert_whole(data, {old, new})
-        assert child(INGEST, {**SETTINGS, "data_dir": str(data)}, str(new_source)).returncode == 0
+        assert ran(children, INGEST, {**SETTINGS, "data_dir": str(data)}, str(new_source)).returncode == 0
         assert load_dataset(data).version == new and digests(data) == expected, points[point - 1]
         assert not list(data.rglob(".*.tmp*")), "the next writer removes what a killed one left"
         shutil.rmtree(data)
@@ -128,13 +135,13 @@ def validated(sources, tmp_path_factory):
 TRAIN_SETTINGS = {**SETTINGS, **TINY_MODEL, "train.epochs": 2, "train.export_serving": False}
 
 
-def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(validated, tmp_path):
+def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(children, validated, tmp_path):
     settings = {**TRAIN_SETTINGS, "data_dir": str(validated), "runs_dir": str(tmp_path / "scratch-runs")}
-    points = commit_points(TRAIN, settings, scratch=tmp_path)
+    points = commit_points(children, TRAIN, settings, scratch=tmp_path)
     assert len(points) >= 16
     for point in sorted({1, 2, len(points) // 3, len(points) // 2, len(points) - 3, len(points) - 1}):
         runs = tmp_path / f"runs-{point}"
-        killed_at(point, TRAIN, {**settings, "runs_dir": str(runs)})
+        killed_at(children, point, TRAIN, {**settings, "runs_dir": str(runs)})
         rows = list_runs(runs)  # run.json is never half-written: the run is listed whole, or not yet at all
         if not rows:
             assert point == 1 and not list(runs.glob("*/run.json"))
@@ -146,7 +153,7 @@ def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(validate
             assert run.model.is_file() and len(load_record(run).history) == 2
             continue
         assert row["status"] == "interrupted", (points[point - 1], row)
-        done = child(TRAIN, {**settings, "runs_dir": str(runs)}, row["run_id"])
+        done = ran(children, TRAIN, {**settings, "runs_dir": str(runs)}, row["run_id"])
         if "no completed epoch to resume from" in done.stderr:  # killed before the first checkpoint was whole
             assert not list(run.checkpoints.glob("epoch-*.json"))
             continue
@@ -155,7 +162,7 @@ def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(validate
         assert record.status == "completed" and len(record.history) == 2 and run.model.is_file()
 
 
-def test_evaluate_killed_at_its_writes_never_leaves_a_half_decision(validated, tmp_path, trained_run):
+def test_evaluate_killed_at_its_writes_never_leaves_a_half_decision(children, validated, tmp_path, trained_run):
     runs = tmp_path / "runs"
     # No promotion floor: the tiny run must be promoted for the champion pointer's writes to be killed.
     settings = {**TRAIN_SETTINGS, "evaluate.min_gain_over_majority": -1, "data_dir": str(validated),
@@ -163,23 +170,23 @@ def test_evaluate_killed_at_its_writes_never_leaves_a_half_decision(validated, t
     shutil.copytree(trained_run, runs / trained_run.name)
     scratch = tmp_path / "scratch"
     shutil.copytree(runs, scratch)
-    points = commit_points(EVALUATE, {**settings, "runs_dir": str(scratch)}, str(scratch / trained_run.name),
+    points = commit_points(children, EVALUATE, {**settings, "runs_dir": str(scratch)}, str(scratch / trained_run.name),
                            trained_run.name, scratch=tmp_path)
     assert len(points) >= 10
     for point in range(1, len(points) + 1, 2):
         shutil.rmtree(runs)
         shutil.copytree(trained_run.parent, runs, ignore=shutil.ignore_patterns("champion.json", ".champion.lock"))
-        killed_at(point, EVALUATE, settings, str(runs / trained_run.name), trained_run.name)
+        killed_at(children, point, EVALUATE, settings, str(runs / trained_run.name), trained_run.name)
         run = RunDir(runs / trained_run.name)
         metrics = read_json(run.metrics)  # absent or complete, never half
         assert metrics is None or metrics["run_id"] == trained_run.name
-        assert child(EVALUATE, settings, str(run.path), trained_run.name).returncode == 0, points[point - 1]
+        assert ran(children, EVALUATE, settings, str(run.path), trained_run.name).returncode == 0, points[point - 1]
         decision = read_json(run.promotion)
         assert decision["promoted"] and read_champion(runs)["run_id"] == trained_run.name, points[point - 1]
         assert status_of(load_record(run)) == "completed"
 
 
-def test_three_ingests_at_once_on_one_data_dir_leave_one_whole_version(tmp_path):
+def test_three_ingests_at_once_on_one_data_dir_leave_one_whole_version(children, tmp_path):
     sources = [write_sample(tmp_path / f"s{n}", SampleSpec(rows=40, seed=10 + n, min_side=8, max_side=16))
                for n in range(3)]
     data = tmp_path / "data"
@@ -194,7 +201,7 @@ def test_three_ingests_at_once_on_one_data_dir_leave_one_whole_version(tmp_path)
         for source in sources:  # the version each source gives alone
             alone = tmp_path / f"alone-{source.parent.name}"
             if not alone.exists():
-                assert child(INGEST, {**SETTINGS, "data_dir": str(alone)}, str(source)).returncode == 0
+                assert ran(children, INGEST, {**SETTINGS, "data_dir": str(alone)}, str(source)).returncode == 0
             versions.add(load_dataset(alone).version)
         assert_whole(data, versions)
         assert not list(data.rglob(".*.tmp*"))
