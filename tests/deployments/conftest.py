@@ -22,13 +22,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(check, timeout, what):
+def wait_for(check, timeout, what, every=0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

@@ -2,6 +2,7 @@
 pipeline run for a burst of arriving files (its watcher is a thread, not a flow run per poll), and no
 silent takeover of the deployments `prefect deploy` made for a work pool."""
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -65,6 +66,20 @@ def arrive_in_a_burst(sample_manifest: Path, source: Path) -> None:
     shutil.copy(sample_manifest, source / "manifest.csv")
 
 
+def watched_again(data_dir: Path, polls: int) -> None:
+    """Wait (with a deadline, not a fixed sleep) until the watcher has looked at the source `polls` more times:
+    each poll rewrites its state file atomically, so each is a new inode."""
+    (state,) = (data_dir / "watch").glob("*.json")
+    seen = {state.stat().st_ino}
+
+    def polled():
+        with contextlib.suppress(FileNotFoundError):
+            seen.add(state.stat().st_ino)
+        return len(seen) > polls
+
+    wait_for(polled, 120, f"{polls} more polls of the source", every=0.05)
+
+
 @pytest.mark.timeout(900)
 def test_serve_registers_schedule_and_runs_once_per_burst(prefect_server, sample_manifest, tmp_path):
     url, env = prefect_server
@@ -94,7 +109,7 @@ def test_serve_registers_schedule_and_runs_once_per_burst(prefect_server, sample
         finished = wait_for(lambda: [run for run in api(url, "/flow_runs/filter", on_new_data)
                                      if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")],
                             600, "the on-new-data pipeline run")
-        time.sleep(3 * WATCH_INTERVAL_S)  # more polls of the unchanged source: no second run
+        watched_again(tmp_path / "data", polls=3)  # more polls of the unchanged source: no second run
         runs = api(url, "/flow_runs/filter", on_new_data)
         assert [run["state_type"] for run in runs] == ["COMPLETED"], (tmp_path / "serve.log").read_text()[-3000:]
         assert finished[0]["parameters"]["source"] == str(source / "manifest.csv")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -138,12 +139,20 @@ def test_a_second_writer_waits_for_the_first(bucket, monkeypatch):
     for thread in threads:
         thread.start()
     first_in.wait(10)
-    threading.Event().wait(0.5)
+    until(lambda: said, "the second writer to find the lock held")  # it waits: now the first may finish
     release.set()
     for thread in threads:
         thread.join(20)
     assert events == ["first in", "first out", "second in"]
     assert len(said) == 1 and f"{url} is being written by pid {os.getpid()}" in said[0]
+
+
+def until(condition, what: str, timeout: float = 30) -> None:
+    """Poll `condition` with a deadline: another thread's progress, not a fixed sleep that load can outlast."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def other_machine_writer(url, said):
@@ -174,7 +183,7 @@ def test_a_lock_not_refreshed_in_time_is_taken_over_and_a_fresh_one_is_not(bucke
     said = []
     waiting = threading.Thread(target=lambda: writable(bucket.url("data"), say=said.append).__enter__(), daemon=True)
     waiting.start()
-    waiting.join(1.0)
+    until(lambda: said, "the writer to find the lock held")
     assert waiting.is_alive() and "is being written by pid 1 on another-machine" in said[0]  # a fresh lock holds
     monkeypatch.setattr(mirror, "LOCK_STALE_S", 0.0)
     waiting.join(10)
