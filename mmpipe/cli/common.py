@@ -4,6 +4,7 @@ Prefect flow from the CLI."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,6 +81,9 @@ def stores_on_disk(settings):
     from mmpipe.storage.mirror import on_local_disk, published
 
     with on_local_disk(settings, say=say_on_stderr) as local:
+        for folder in (local.data_dir, local.runs_dir):
+            with contextlib.suppress(FileNotFoundError):  # created when written
+                os.stat(folder)  # a path the system refuses (too long, a file as a parent) fails here, before a flow
         yield local, lambda value: published(value, local, settings)
 
 
