@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,9 @@ def open_source(path: str | Path) -> RawSource:
         raise SourceError(f"source {path} does not exist; pass a manifest (.csv, .jsonl, .parquet) or a folder")
     if path.is_dir():
         return RawSource(path=path, kind="folder", root=path.resolve())
+    if not path.is_file():  # a FIFO would block the reader forever (holding the data dir's lock), a device never end
+        raise SourceError(f"source {path} is not a regular file (a pipe, device or socket); pass a manifest file "
+                          "(.csv, .jsonl, .parquet) or a folder")
     kind = MANIFEST_KINDS.get(path.suffix.lower())
     if kind is None:
         known = ", ".join(sorted(MANIFEST_KINDS))
@@ -119,6 +123,10 @@ def _open_bucket_source(url: str) -> RawSource:
 def _check_columns(source: RawSource, columns: list[str] | None) -> None:
     if columns is None:
         return
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:  # a reader keeps one of them (the last) for every row, silently
+        raise SourceError(f"manifest {source.path.name} has more than one column named {', '.join(repeated)}; "
+                          "give each column one name")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise SourceError(
@@ -337,6 +345,8 @@ def _read_sidecar(path: Path, root: Path) -> tuple[str, str | None]:
     if not Path(os.path.realpath(path)).is_relative_to(root):
         return "", f"sidecar {path.name} resolves outside the source root"
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait for a writer forever
+            return "", f"sidecar {path.name} is not a regular file"
         with open(path, "rb") as handle:
             data = handle.read(MAX_SIDECAR_BYTES)
     except OSError as error:

@@ -88,7 +88,8 @@ def test_folder_tree_with_sidecars_and_ignored_files(tmp_path):
     ("name", "content", "message"),
     [("missing.csv", None, "does not exist"),
      ("m.xlsx", "x", "unknown format"),
-     ("m.csv", "text,label\na,b\n", r"lacks the required image column;")],
+     ("m.csv", "text,label\na,b\n", r"lacks the required image column;"),
+     ("m.csv", "text,text,image,label\na,b,x.png,cat\n", "more than one column named text;")],
 )
 def test_unusable_sources_raise_a_clear_error(tmp_path, name, content, message):
     path = tmp_path / name
@@ -129,6 +130,32 @@ def test_deeply_nested_json_is_a_malformed_row(tmp_path):
     path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
     (row,) = rows_of(path)
     assert row["reason"] == Reason.ROW_MALFORMED
+
+
+def test_a_parquet_manifest_with_a_repeated_column_is_refused(tmp_path):
+    table = pa.table([["a"], ["b"], ["x.png"], ["cat"]], names=["text", "text", "image", "label"])
+    pq.write_table(table, tmp_path / "m.parquet")
+    with pytest.raises(SourceError, match="more than one column named text"):
+        open_source(tmp_path / "m.parquet")
+
+
+@pytest.mark.parametrize("make", ["fifo", "device"])
+def test_a_manifest_that_is_not_a_regular_file_is_refused_unread(tmp_path, make):
+    """A FIFO would block the reader forever, /dev/zero would fill memory: refused before a byte is read."""
+    path = tmp_path / "m.csv"
+    if make == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(SourceError, match="is not a regular file"):
+        open_source(path)
+
+
+def test_a_sidecar_that_is_a_fifo_is_not_opened(tmp_path):
+    save(gradient(), tmp_path / "cat" / "a.png", "PNG")
+    os.mkfifo(tmp_path / "cat" / "a.txt")
+    (row,) = rows_of(tmp_path)  # opening the FIFO would wait for a writer forever
+    assert row["reason"] == Reason.TEXT_INVALID and "not a regular file" in row["detail"]
 
 
 def test_sidecar_symlink_out_of_root_is_not_read(tmp_path):
