@@ -22,7 +22,9 @@ def predict_raw(serving, texts: list[str] | None, images: list[bytes] | None) ->
 
     inputs = {}
     if texts is not None:
-        inputs["text"] = tf.constant(texts, dtype=tf.string)
+        # Bytes a terminal could not decode reach Python as surrogates (argv): passed on as the bytes they were,
+        # so the graph replaces invalid UTF-8 with U+FFFD as ingest's cleaning does.
+        inputs["text"] = tf.constant([text.encode("utf-8", "surrogateescape") for text in texts], dtype=tf.string)
     if images is not None:
         inputs["image"] = tf.constant(images, dtype=tf.string)
     return {key: value.numpy() for key, value in serving.serve(**inputs).items()}

@@ -185,3 +185,6 @@ def test_predict_files_scores_one_raw_pair_like_the_export(trained_run, parity_i
     assert list(result["probabilities"]) == record.classes
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    # Bytes that are not UTF-8 (`--text $'\\xff\\xfe'`: surrogates in argv) are scored as U+FFFD, as ingest reads them.
+    assert predict_files(trained_run, "a \udcff\udcfe sun", files[0]) == predict_files(trained_run, "a \ufffd\ufffd sun",
+                                                                                     files[0])
