@@ -249,6 +249,8 @@ class Config(Section):
     @classmethod
     def _url_or_path(cls, value: Any) -> Any:
         """A bucket URL stays a string (a Path would fold its `//`); anything else is a path."""
+        if not isinstance(value, str | Path):  # a number or a table would fail later, far from its cause
+            raise ValueError(f"must be a folder path or a bucket URL, as a string; got {type(value).__name__}")
         return value if is_url(value) else Path(value)
 
     def ingest_settings(self) -> dict[str, Any]:

@@ -32,7 +32,11 @@ def test_mmpipe_toml_in_working_dir_is_found(tmp_path, monkeypatch):
      ("[image]\nsizes = 2\n", {}, "image.sizes"),
      ("", {"MMPIPE_TEXT__LOWERCASE": "maybe"}, "text.lowercase"),
      ("[ingest.split_ratios]\ntrain = 0.5\n", {}, "add up to 1"),
-     ("not toml = = =", {}, "cannot read config file")],
+     ("not toml = = =", {}, "cannot read config file"),
+     # Paths of the wrong type: one line naming the setting, not a TypeError from deep inside a command.
+     ("data_dir = 5\n", {}, "data_dir.*must be a folder path or a bucket URL"),
+     ("runs_dir = []\n", {}, "runs_dir.*must be a folder path"),
+     ("", {"MMPIPE_RUNS_DIR": '{"a": 1}'}, "runs_dir.*must be a folder path")],
 )
 def test_bad_values_name_the_setting(tmp_path, toml, environ, message):
     path = tmp_path / "c.toml"
