@@ -91,12 +91,14 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: bool = False) -> Iterator[None]:
+def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: bool = False,
+              wait: bool = True) -> Iterator[None]:
     """Hold an advisory lock on `path` (created if missing), waiting for other holders. Exclusive
     by default; `shared` holders (readers) exclude only exclusive ones (writers).
 
-    `on_wait` is called once if the lock is held elsewhere, before waiting (to say so). Locks are
-    released when the process dies, so a kill -9 never leaves one behind.
+    `on_wait` is called once if the lock is held elsewhere, before waiting (to say so); with
+    `wait=False`, BlockingIOError is raised instead. Locks are released when the process dies, so a
+    kill -9 never leaves one behind.
     """
     import fcntl
 
@@ -106,6 +108,8 @@ def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: boo
         try:
             fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise
             if on_wait:
                 on_wait()
             fcntl.flock(handle, mode)

@@ -40,6 +40,7 @@ class RunDir:
     CHECKPOINTS = "checkpoints"
     SERVING = "serving"
     EVALUATIONS = "evaluations"
+    TRAINING_LOCK = ".training.lock"  # held by the process training the run (see mmpipe.train.fit.training_lock)
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -51,6 +52,10 @@ class RunDir:
     @property
     def record(self) -> Path:
         return self.path / self.RECORD
+
+    @property
+    def training_lock(self) -> Path:
+        return self.path / self.TRAINING_LOCK
 
     @property
     def metrics(self) -> Path:

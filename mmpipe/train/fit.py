@@ -11,6 +11,7 @@ number of steps on every worker (a share that runs out starts over), and the chi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import shutil
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
 from mmpipe.errors import RunStoreError, TrainingError
-from mmpipe.files import atomic_path
+from mmpipe.files import atomic_path, hold_lock
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
@@ -122,30 +124,38 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
             problem = str(error)
     distribution = distribution_for(config.train)  # first: TensorFlow's runtime must not have started yet
     problem = problem or disagreement(distribution, checkpoint)
+    trainer = contextlib.ExitStack()  # the resumed run's training lock, held by its chief until training ends
+    if checkpoint and not problem and distribution.chief:
+        try:
+            trainer.enter_context(training_lock(run))
+            _, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)  # again: nobody else can now
+        except TrainingError as error:
+            problem = str(error)
     written = None
     if checkpoint and not problem and not distribution.chief:
         written, problem = _copy_to_resume(run, checkpoint, distribution)
-    distribution.all_ready(problem)  # every worker has read the run store before the chief writes to it
-    if checkpoint:
-        check_same_distribution(record, distribution)
-        record.status, record.error, record.resumed_from_epoch = "running", None, checkpoint.epoch
-        record.pid, record.host = os.getpid(), socket.gethostname()
-        record.history = [epoch for epoch in record.history if epoch["epoch"] <= checkpoint.epoch]
-        record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
-    else:
-        run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
-        record = _new_record(run.run_id, config, version)
-    if distribution.chief:
-        written = run
-    elif written is None:
-        written = worker_copy(run, distribution)
-    else:
-        checkpoint, _ = last_checkpoint(written)  # the copy of the epoch every worker agreed on
-    try:
-        return _fit(config, version, distribution, run, written, record, checkpoint, callbacks)
-    finally:
-        if written is not run:
-            shutil.rmtree(written.path.parent, ignore_errors=True)
+    with trainer:
+        distribution.all_ready(problem)  # every worker has read the run store before the chief writes to it
+        if checkpoint:
+            check_same_distribution(record, distribution)
+            record.status, record.error, record.resumed_from_epoch = "running", None, checkpoint.epoch
+            record.pid, record.host = os.getpid(), socket.gethostname()
+            record.history = [epoch for epoch in record.history if epoch["epoch"] <= checkpoint.epoch]
+            record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
+        else:
+            run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
+            record = _new_record(run.run_id, config, version)
+        if distribution.chief:
+            written = run
+        elif written is None:
+            written = worker_copy(run, distribution)
+        else:
+            checkpoint, _ = last_checkpoint(written)  # the copy of the epoch every worker agreed on
+        try:
+            return _fit(config, version, distribution, run, written, record, checkpoint, callbacks)
+        finally:
+            if written is not run:
+                shutil.rmtree(written.path.parent, ignore_errors=True)
 
 
 def _fit(config: Config, version: DatasetVersion, distribution: Distribution, run: RunDir, written: RunDir,
@@ -326,6 +336,21 @@ def _early_stopping_monitor(config: Config, has_val: bool) -> str:
     if not has_val:
         return "loss"
     return "val_loss" if config.model.preset != "default" else config.train.early_stopping_monitor
+
+
+@contextlib.contextmanager
+def training_lock(run: RunDir) -> Iterator[None]:
+    """One trainer per run. Two `--resume` of one run at the same moment both find it interrupted before either
+    marks it running: the second to come is refused here, not left to write the same run beside the first."""
+    path = run.training_lock
+    try:
+        with hold_lock(path, wait=False):
+            path.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
+            yield
+    except BlockingIOError:
+        holder = path.read_text().strip() or "another process"
+        raise TrainingError(f"run {run.run_id} is being trained ({holder}); wait for it to finish, or stop that "
+                            "process first") from None
 
 
 def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion

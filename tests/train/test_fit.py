@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
 from mmpipe.train.checkpoints import state_path as checkpoint_state
+from mmpipe.train.fit import training_lock
 from mmpipe.train.model import load_model
 from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
@@ -104,6 +106,11 @@ def test_a_resumed_run_is_the_same_run(uninterrupted, data_dir, tmp_path, damage
     assert load_record(RunDir(interrupted)).status == "failed"
     if damage != "none":
         checkpoint_state(RunDir(interrupted), 2).write_text('{"epoch": 2, "early_st')
+    else:  # a second `--resume` while another process trains the run is refused, not run beside it
+        with training_lock(RunDir(interrupted)), pytest.raises(
+                TrainingError, match=rf"run {interrupted.name} is being trained \(pid {os.getpid()} on "):
+            train(config, resume=interrupted.name)
+        assert load_record(RunDir(interrupted)).status == "failed"  # untouched by the refused one
     resumed = train(config, resume=interrupted.name)
     assert resumed.run_id == interrupted.name
     assert resumed.history.keys() == uninterrupted.history.keys()
