@@ -206,3 +206,30 @@ def test_three_ingests_at_once_on_one_data_dir_leave_one_whole_version(children,
         assert_whole(data, versions)
         assert not list(data.rglob(".*.tmp*"))
     assert json.loads((data / DATASET_FILE).read_text())["accepted"] > 0
+
+
+PROMOTE = CHILD + ("from mmpipe.evaluate.promote import promote\n"
+                   "promote(config.runs_dir, sys.argv[2], config.evaluate)\n")
+
+
+def test_a_promotion_killed_between_decision_and_pointer_is_finished_before_the_next_decision(children, tmp_path):
+    """kill -9 after A's promotion.json, before the pointer: B must be judged against A, not crowned as the first."""
+    from mmpipe.config import EvaluateConfig
+    from mmpipe.evaluate.promote import promote
+    from tests.fixtures.runs import make_run
+
+    runs = tmp_path / "runs"
+    for run_id, f1 in (("A", 0.8), ("B", 0.7)):  # B: worse than A, so never promoted over it
+        make_run(runs, run_id, {"cat": f1, "dog": f1})
+    settings = {"runs_dir": str(runs)}
+    scratch = tmp_path / "scratch"
+    shutil.copytree(runs, scratch)
+    points = commit_points(children, PROMOTE, {"runs_dir": str(scratch)}, "A", scratch=tmp_path)
+    after_decision = next(n for n, line in enumerate(points, 1) if line.split()[1:] == [
+        "after", str(scratch / "A" / "promotion.json")])
+    killed_at(children, after_decision, PROMOTE, settings, "A")
+    assert read_json(runs / "A" / "promotion.json")["promoted"] and read_champion(runs) is None  # cut in half
+    decision = promote(runs, "B", EvaluateConfig())
+    assert read_champion(runs)["run_id"] == "A" and decision["champion_before"] == "A" and not decision["promoted"]
+    assert promote(runs, "A", EvaluateConfig())["promoted"] and read_champion(runs)["run_id"] == "A"
+    assert not (runs / ".champion.pending").exists()

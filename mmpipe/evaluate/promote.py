@@ -5,7 +5,8 @@ largest class by `min_gain_over_majority` is never promoted; otherwise the first
 champion, and after that a challenger is promoted when its macro F1 beats the champion's by at least
 `promote_margin` and no class's F1 drops by more than `max_class_f1_drop`, both measured on the
 challenger's own test split (the champion is evaluated on it if it has not been). The decision and
-its reasons are written once to RUNS/<run_id>/promotion.json; the champion pointer changes under a lock.
+its reasons are written once to RUNS/<run_id>/promotion.json; the champion pointer changes under a lock,
+together with the decision that moved it (an intent file makes the pair whole after a kill).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mmpipe.evaluate import EvaluationError, evaluate_run, existing_evaluation
 from mmpipe.evaluate.report import write_report
 from mmpipe.files import write_json_atomic
 from mmpipe.runs.record import RunDir, load_record
-from mmpipe.runs.store import champion_lock, read_champion, read_json, set_champion
+from mmpipe.runs.store import PENDING_FILE, champion_lock, read_champion, read_json, set_champion
 
 
 def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, Any]:
@@ -33,13 +34,15 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
     run = RunDir(runs_dir / run_id)
     record = load_record(run)
     decided = read_json(run.promotion)
-    if decided is not None:  # runs are immutable once decided; a pointer swap a crash cut short is finished
-        _finish_swap(runs_dir, decided, record)
+    if decided is not None:  # runs are immutable once decided; a publication a crash cut short is finished
+        with champion_lock(runs_dir):
+            _finish_pending(runs_dir)
         return decided
     ours = read_json(run.metrics)
     if ours is None:
         raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
     with champion_lock(runs_dir):
+        _finish_pending(runs_dir)  # first: the pointer this decision is judged against must be the true one
         decided = read_json(run.promotion)  # again: another process may have decided meanwhile
         if decided is not None:
             return decided
@@ -60,11 +63,7 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
                       "min_gain_over_majority": config.min_gain_over_majority},
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        # The decision first, then the pointer: a crash between the two is finished by the next
-        # `mmpipe evaluate` of this run (see _finish_swap); the other order would lose the reasons.
-        write_json_atomic(run.promotion, decision)
-        if promoted:
-            set_champion(runs_dir, _pointer(decision, record.variant))
+        _publish(runs_dir, decision, _pointer(decision, record.variant) if promoted else None)
     write_report(run, record, ours)  # the report shows the decision
     return decision
 
@@ -75,16 +74,32 @@ def _pointer(decision: dict[str, Any], variant: str) -> dict[str, Any]:
             "promoted_at": decision["decided_at"], "previous": decision["champion_before"]}
 
 
-def _finish_swap(runs_dir: Path, decision: dict[str, Any], record) -> None:
-    """If this run was promoted but the pointer still names the champion it replaced (the process died
-    between writing the decision and the pointer), move the pointer now."""
-    if not decision["promoted"]:
+def _publish(runs_dir: Path, decision: dict[str, Any], pointer: dict[str, Any] | None) -> None:
+    """Write the decision and, if promoted, the champion pointer as one step that a kill cannot cut in half:
+    the intent first (RUNS/.champion.pending), then each file, then the intent is removed. Call inside
+    `champion_lock`; the next holder of the lock finishes an intent it finds, before it decides anything,
+    so no later decision is judged against a pointer that a dead process left behind."""
+    pending = runs_dir / PENDING_FILE
+    write_json_atomic(pending, {"decision": decision, "pointer": pointer})
+    _apply(runs_dir, decision, pointer)
+    pending.unlink()
+
+
+def _finish_pending(runs_dir: Path) -> None:
+    """Finish the publication a killed process left (see `_publish`); call inside `champion_lock`."""
+    intent = read_json(runs_dir / PENDING_FILE)
+    if intent is None:
         return
-    with champion_lock(runs_dir):
-        champion = read_champion(runs_dir)
-        current = champion["run_id"] if champion else None
-        if current != decision["run_id"] and current == decision["champion_before"]:
-            set_champion(runs_dir, _pointer(decision, record.variant))
+    _apply(runs_dir, intent["decision"], intent["pointer"])
+    (runs_dir / PENDING_FILE).unlink()
+
+
+def _apply(runs_dir: Path, decision: dict[str, Any], pointer: dict[str, Any] | None) -> None:
+    promotion = RunDir(runs_dir / decision["run_id"]).promotion
+    if read_json(promotion) is None:  # written once: a decision is never rewritten
+        write_json_atomic(promotion, decision)
+    if pointer is not None:
+        set_champion(runs_dir, pointer)
 
 
 def _beats_the_majority(ours: dict, config: EvaluateConfig) -> str | None:

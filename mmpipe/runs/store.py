@@ -19,6 +19,8 @@ from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 # Beside the run dirs: the champion pointer and the lock that serializes changing it.
 CHAMPION_FILE = "champion.json"
 _LOCK_FILE = ".champion.lock"
+# A promotion decision and pointer being published; the next holder of the lock finishes it (evaluate/promote.py).
+PENDING_FILE = ".champion.pending"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
