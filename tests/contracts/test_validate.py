@@ -376,3 +376,18 @@ def test_a_split_share_warning_shows_the_shares_not_row_ids(data_dir):
     assert off.observed == f"{shown} (expected train 0.80, val 0.10, test 0.10, each within 0.001)"
     assert off.examples == []  # every row of an off split would be an example: none is named
     assert off.observed in report.to_markdown() and off.observed in report.page.read_text()
+
+
+def test_a_failed_batch_names_only_its_bad_shard(contracts_config, data_dir):
+    """Shards are validated in batches: a batch's failure must be pinned to the one bad shard, not to all."""
+    assert validate_dataset(data_dir, contracts_config).success
+    shards = [entry["path"] for entry in json.loads((data_dir / DATASET_FILE).read_text())["shards"]]
+    assert len(shards) >= 3  # one batch: the shards share their columns and none is empty
+    bad = next(path for path in shards if path.startswith("shards/train-"))
+    tamper(data_dir, duplicate_id)  # the first train shard
+    shutil.rmtree(data_dir / "validation" / "cache")  # else the good shards' stored passes leave a batch of one
+    report = validate_dataset(data_dir, contracts_config)
+    assert not report.success
+    assert failed_names(report)["ids unique in the shard"].shards == [bad]
+    for outcome in report.outcomes:  # every shard but the bad one passes every shard expectation
+        assert set(outcome.shards) <= {bad}, (outcome.expectation, outcome.shards)

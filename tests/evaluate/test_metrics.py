@@ -63,6 +63,15 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.array([0, 1]), perfectly_calibrated) == 0.0
 
 
+def test_expected_calibration_error_weighs_each_bin_by_its_share_of_rows():
+    """An unweighted mean over bins lets a bin of one row count as much as a bin of hundreds."""
+    # Three rows at confidence 0.9, all right: |1 - 0.9| = 0.1, weight 3/4.
+    # One row at confidence 0.6, wrong: |0 - 0.6| = 0.6, weight 1/4.
+    # ECE = 3/4 * 0.1 + 1/4 * 0.6 = 0.075 + 0.15 = 0.225; the unweighted mean (0.1 + 0.6) / 2 = 0.35 is wrong.
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.6, 0.4]])
+    assert expected_calibration_error(np.array([0, 0, 1, 1]), probabilities, bins=10) == pytest.approx(0.225)
+
+
 def test_empty_input_and_wrong_shapes():
     assert classification_metrics([], np.zeros((0, 2)), ["a", "b"])["metrics"]["accuracy"] == 0.0
     with pytest.raises(ValueError, match="shape"):

@@ -3,9 +3,12 @@
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
+import mmpipe.evaluate.promote
+import mmpipe.runs.store
 from mmpipe.config import EvaluateConfig
 from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.promote import promote
@@ -102,3 +105,49 @@ def test_two_promotions_at_once_keep_the_pointer_consistent(tmp_path, attempt):
     else:
         assert b["champion_before"] == "20260102T000000Z-c"
     assert [row["run_id"] for row in list_runs(tmp_path) if row["champion"]] == ["20260102T000000Z-c"]
+
+
+def test_a_promotion_waits_for_one_paused_inside_the_lock(tmp_path, monkeypatch):
+    """B pauses between reading and writing the pointer until C is blocked on the lock (or, with no lock,
+    has judged too): without the lock both judge against A and C's decision misses B."""
+    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
+    promote(tmp_path, "20260101T000000Z-a", RULES)
+    make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.8, "dog": 0.8})
+    make_run(tmp_path, "20260102T000000Z-c", {"cat": 0.9, "dog": 0.9})
+    b_inside, c_blocked_or_inside = threading.Event(), threading.Event()
+    judge, hold_lock = mmpipe.evaluate.promote._judge, mmpipe.runs.store.hold_lock
+
+    def judge_pausing_b(runs_dir, ours, champion, config):
+        if ours["run_id"] == "20260102T000000Z-b":
+            b_inside.set()
+            assert c_blocked_or_inside.wait(timeout=30), "C neither waited on the lock nor got past it"
+        else:
+            c_blocked_or_inside.set()
+        return judge(runs_dir, ours, champion, config)
+
+    def hold_lock_saying_when_blocked(path, on_wait=None, shared=False):
+        return hold_lock(path, on_wait=c_blocked_or_inside.set, shared=shared)
+
+    monkeypatch.setattr(mmpipe.evaluate.promote, "_judge", judge_pausing_b)
+    monkeypatch.setattr(mmpipe.runs.store, "hold_lock", hold_lock_saying_when_blocked)
+    errors = []
+
+    def promote_in_a_thread(run_id):
+        try:
+            promote(tmp_path, run_id, RULES)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    b = threading.Thread(target=promote_in_a_thread, args=("20260102T000000Z-b",))
+    b.start()
+    assert b_inside.wait(timeout=30), "B never reached the locked section"
+    c = threading.Thread(target=promote_in_a_thread, args=("20260102T000000Z-c",))
+    c.start()
+    for thread in (b, c):
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    assert errors == []
+    decision = json.loads(RunDir(tmp_path / "20260102T000000Z-c").promotion.read_text())
+    assert decision["promoted"] and decision["champion_before"] == "20260102T000000Z-b"
+    champion = read_champion(tmp_path)
+    assert champion["run_id"] == "20260102T000000Z-c" and champion["previous"] == "20260102T000000Z-b"

@@ -10,8 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from mmpipe.config import ImageConfig
 from mmpipe.errors import SourceError
+from mmpipe.ingest import bucket as bucket_source
 from mmpipe.ingest import ingest
+from mmpipe.ingest.reasons import Reason
 from mmpipe.ingest.runner import clean_in_parallel, finish_ingest, plan_ingest
 from mmpipe.ingest.sources import open_source
 from mmpipe.ingest.version import QUARANTINE_DIR
@@ -79,6 +82,42 @@ def test_hostile_references_and_objects_are_quarantined_with_a_reason(bucket, tm
     assert quarantined["gone.png"][1] == "no object at 'gone.png'"
     assert version.accepted == 3  # good.png: by its name, its URL and its absolute path inside the prefix
     assert version.rows_read == len(rows) == version.accepted + len(quarantined)
+
+
+class CountingFetches:
+    """The real filesystem, with the bytes each `cat` brought back noted per object."""
+
+    def __init__(self, fs):
+        self.fs, self.fetched = fs, {}
+
+    def cat(self, paths, **kwargs):
+        results = self.fs.cat(paths, **kwargs)
+        self.fetched.update({path: len(data) for path, data in results.items() if isinstance(data, bytes)})
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+
+def test_an_oversized_object_is_refused_from_its_first_bytes_over_the_limit(bucket, monkeypatch):
+    """One byte over the limit tells a too-large object: fetching it whole would let one object fill memory."""
+    bucket.fs.pipe_file(f"{bucket.name}/set/big.png", noise_png(64))  # ~12 KB
+    bucket.fs.pipe_file(f"{bucket.name}/set/small.png", png((1, 2, 3)))
+    counting, real_open_url = [], bucket_source.open_url
+
+    def open_counting(url):
+        fs, root = real_open_url(url)
+        counting.append(CountingFetches(fs))
+        return counting[-1], root
+
+    monkeypatch.setattr(bucket_source, "open_url", open_counting)
+    location = bucket_source.BucketLocation(bucket.url("set/manifest.csv"), f"{bucket.name}/set")
+    config = ImageConfig(size=16, max_file_bytes=1000)
+    [(_, images)] = list(location.windows([{"image": "big.png"}, {"image": "small.png"}], config))
+    assert images.read("big.png").reason is Reason.IMAGE_TOO_LARGE
+    assert images.read("small.png") == png((1, 2, 3))
+    fetched = {path.rsplit("/", 1)[-1]: size for path, size in counting[0].fetched.items()}
+    assert fetched == {"big.png": 1001, "small.png": len(png((1, 2, 3)))}
 
 
 def test_a_folder_tree_on_a_prefix_reads_like_the_same_tree_on_disk(bucket, tmp_path):

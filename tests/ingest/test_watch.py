@@ -161,3 +161,25 @@ def test_a_bucket_data_dir_keeps_the_watchers_state_on_this_machine(bucket):
     assert list((mirror_dir(data) / "watch").glob("*.json"))
     bucket.fs.invalidate_cache()
     assert not bucket.fs.exists(f"{bucket.name}/data")  # the watcher wrote nothing into the bucket
+
+
+def test_the_watcher_ignores_its_own_runs_and_data_dirs_inside_a_source(tmp_path):
+    """A source folder holding mmpipe's runs and data dirs must not announce every run's output as new data."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.png").write_bytes(b"a")
+    config = load_config(None, {"data_dir": str(source / "mmpipe-data"), "runs_dir": str(source / "mmpipe-runs"),
+                                "serve.sources": [str(source)]}, environ={})
+
+    def write(path, content):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+    nothing = lambda: None  # noqa: E731 - a round in which no file arrives
+    script = [nothing,  # a.png settles: announced
+              lambda: write(config.runs_dir / "r1" / "run.json", "{}"), nothing,
+              lambda: write(config.runs_dir / "r1" / "metrics.json", "{}"), nothing,
+              lambda: write(config.data_dir / "shards" / "x.parquet", "x"), nothing]
+    announced = []
+    watch_sources(config, announced.append, Script(script), lambda where, error: pytest.fail(f"{where}: {error}"))
+    assert [(change["added"], change["files"]) for change in announced] == [(1, 1)]

@@ -186,5 +186,5 @@ def test_predict_files_scores_one_raw_pair_like_the_export(trained_run, parity_i
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
     # Bytes that are not UTF-8 (`--text $'\\xff\\xfe'`: surrogates in argv) are scored as U+FFFD, as ingest reads them.
-    assert predict_files(trained_run, "a \udcff\udcfe sun", files[0]) == predict_files(trained_run, "a \ufffd\ufffd sun",
-                                                                                     files[0])
+    undecodable, replaced = "a \udcff\udcfe sun", "a \ufffd\ufffd sun"
+    assert predict_files(trained_run, undecodable, files[0]) == predict_files(trained_run, replaced, files[0])

@@ -227,6 +227,56 @@ def test_a_config_works_on_mirrors_and_its_summaries_name_the_bucket(bucket):
     assert pull(bucket.fs, f"{bucket.name}/data", local.data_dir) == 0
 
 
+class Failing:
+    """The real filesystem, except that `method` raises `error`, as a store or the network to it can."""
+
+    def __init__(self, fs, method: str, error: Exception):
+        self.fs, self.method, self.error = fs, method, error
+
+    def __getattr__(self, name):
+        if name != self.method:
+            return getattr(self.fs, name)
+
+        def fail(*_args, **_kwargs):
+            raise self.error
+
+        return fail
+
+
+def connection_refused():
+    from botocore.exceptions import EndpointConnectionError
+
+    return EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(("method", "error", "says"), [
+    ("get", lambda: OSError("disk quota exceeded"), "cannot use {url}: OSError: disk quota exceeded"),
+    ("put", lambda: OSError("the connection was reset"), "cannot use {url}: OSError: the connection was reset"),
+    ("put", connection_refused, "cannot use {url}: EndpointConnectionError: Could not connect to the endpoint URL"),
+], ids=["pull-oserror", "publish-oserror", "publish-botocore"])
+def test_a_store_failing_a_pull_or_publish_is_one_line_naming_it_not_silence(bucket, monkeypatch, method, error,
+                                                                             says):
+    """A mirror that silently missed the store's files, or never published its own, would look like success."""
+    url = bucket.url("data")
+    with writable(url) as local:
+        (local / "dataset.json").write_text("{}")
+    (local / "dataset.json").write_text('{"changed": true}')  # to publish
+    bucket.fs.pipe_file(f"{bucket.name}/data/shard.parquet", b"new in the store")  # to pull
+    real_open_url = mirror.open_url
+
+    def open_failing(url):
+        fs, root = real_open_url(url)
+        return Failing(fs, method, error()), root
+
+    monkeypatch.setattr(mirror, "open_url", open_failing)
+    with pytest.raises(StorageError) as raised, writable(url):
+        pass
+    message = str(raised.value)
+    assert message.startswith(says.format(url=url)) and "\n" not in message
+    if method == "put":
+        assert f"the local copy in {local} is whole: run the command again to publish it" in message
+    assert LOCK_OBJECT not in objects(bucket, "data")  # a failed writer still lets the next one in
+
 PUBLISH_A_VERSION = """
 import json, sys
 from mmpipe.storage.mirror import writable

@@ -1,3 +1,6 @@
+import builtins
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +10,7 @@ from PIL import Image
 from mmpipe.config import ImageConfig
 from mmpipe.ingest.clean import Rejection
 from mmpipe.ingest.clean.image import StandardImage, resolve_image_path, standardize_image, to_rgb
+from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.reasons import Reason
 from tests.fixtures.files import bad_file_corpus, gradient, save
 
@@ -72,6 +76,30 @@ def test_max_file_bytes_checked_before_reading(tmp_path):
     outcome = judge(tmp_path.resolve(), "a.png", ImageConfig(size=SIZE, max_file_bytes=100))
     assert outcome.reason is Reason.IMAGE_TOO_LARGE
     assert "max_file_bytes" in outcome.detail
+
+
+def test_an_oversized_file_is_refused_unread(tmp_path, monkeypatch):
+    """Its size is known from a stat: a huge file must cost no read at all, not even max_file_bytes of one."""
+    root = tmp_path.resolve()
+    big = root / "big.png"
+    with open(big, "wb") as handle:
+        handle.truncate(64 * 2**20)  # sparse: 64 MiB that take no disk
+    config = ImageConfig(size=SIZE, max_file_bytes=1024)
+    opened, real_open = [], io.open
+
+    def noting_open(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and os.path.realpath(file) == str(big):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    _, images = next(SourceLocation(base_dir=root, root=root).windows([], config))  # how ingest reads files
+    with monkeypatch.context() as patched:
+        patched.setattr(builtins, "open", noting_open)
+        patched.setattr(io, "open", noting_open)
+        outcomes = [judge(root, "big.png", config), images.read("big.png")]
+    assert opened == []
+    for outcome in outcomes:
+        assert outcome.reason is Reason.IMAGE_TOO_LARGE and "67,108,864 bytes" in outcome.detail
 
 
 def test_exif_orientation_is_applied(corpus):
