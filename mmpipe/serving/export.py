@@ -94,4 +94,9 @@ def load_serving(run_dir: Path):
     if not (path / "saved_model.pb").is_file():
         raise ServingError(f"run {Path(run_dir).name} has no serving export at {path}: it was trained with "
                            "train.export_serving = false, before exports existed, or did not finish; train a new run")
-    return tf.saved_model.load(str(path))
+    try:
+        return tf.saved_model.load(str(path))
+    except (OSError, ValueError, LookupError, tf.errors.OpError) as error:  # what a truncated or edited file raises
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ServingError(f"the serving export of run {Path(run_dir).name} at {path} is damaged ({detail}); it was "
+                           "changed after training or cut short by the disk: train a new run") from None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -188,3 +189,20 @@ def test_predict_files_scores_one_raw_pair_like_the_export(trained_run, parity_i
     # Bytes that are not UTF-8 (`--text $'\\xff\\xfe'`: surrogates in argv) are scored as U+FFFD, as ingest reads them.
     undecodable, replaced = "a \udcff\udcfe sun", "a \ufffd\ufffd sun"
     assert predict_files(trained_run, undecodable, files[0]) == predict_files(trained_run, replaced, files[0])
+
+
+@pytest.mark.parametrize("damaged", ["saved_model.pb", "variables/variables.index",
+                                     "variables/variables.data-00000-of-00001"])
+def test_a_damaged_export_is_one_line_naming_it(trained_run, tmp_path, monkeypatch, capsys, damaged):
+    from tests.fixtures.cli import run_main
+    from tests.fixtures.files import gradient
+
+    gradient(20, 12).save(tmp_path / "a.png")
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    with open(run / "serving" / damaged, "r+b") as handle:
+        handle.truncate(max(1, handle.seek(0, 2) // 3))  # what a full disk or a half copy leaves
+    code, out, err = run_main(["predict", trained_run.name, "--runs", str(tmp_path / "runs"), "--text", "a sun",
+                               "--image", str(tmp_path / "a.png")], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"the serving export of run {trained_run.name} at {run / 'serving'} is damaged" in err
+
