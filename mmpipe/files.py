@@ -148,6 +148,8 @@ def read_record(path: Path, model: type, current_format: int, error: type[Except
         raise error(f"cannot read {path}: {problem}; {fix}") from None
     if not isinstance(content, dict):
         raise error(f"{path} is not a JSON object; {fix}")
+    if not isinstance(content.get("format", 1), int):
+        raise error(f"{path} is damaged (format: {content['format']!r} is not a format number); {fix}")
     if content.get("format", 1) > current_format:
         raise error(f"{path} was written by a newer mmpipe (format {content['format']}); upgrade mmpipe")
     try:

@@ -25,7 +25,8 @@ def one_line(err: str) -> bool:
     return len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("damage", ["", "{not json", "[1, 2]"], ids=["empty", "not-json", "not-an-object"])
+@pytest.mark.parametrize("damage", ["", "{not json", "[1, 2]", '{"format": "x"}', '{"classes": 5}'],
+                         ids=["empty", "not-json", "not-an-object", "format-not-a-number", "wrong-shape"])
 def test_a_damaged_run_is_listed_as_damaged_and_the_others_still_are(tmp_path, monkeypatch, capsys, damage):
     make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
     broken = RunDir(make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.7, "dog": 0.7}))
@@ -55,6 +56,20 @@ def test_damaged_metrics_and_champion_files_are_named_and_the_list_goes_on(tmp_p
         assert code == 2 and one_line(err) and CHAMPION_FILE in err and "mmpipe evaluate" in err, command
 
 
+@pytest.mark.parametrize("change", [{"metrics": []}, {"per_class": "x"}, {"per_class": {"cat": 1}}],
+                         ids=["metrics-a-list", "per-class-a-string", "class-scores-a-number"])
+def test_a_metrics_file_of_another_shape_is_named_and_the_list_goes_on(tmp_path, monkeypatch, capsys, change):
+    """Valid JSON of the wrong shape: "damaged: FILE" in one line, never an internal error, and the others listed."""
+    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
+    run = RunDir(make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.7, "dog": 0.7}))
+    run.metrics.write_text(json.dumps({**json.loads(run.metrics.read_text()), **change}))
+    code, out, err = run_main(["runs", "list", "--runs", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0 and "20260101T000000Z-a" in out and f"{run.metrics} is damaged" in err
+    for command in (["runs", "show", run.run_id], ["runs", "compare", "20260101T000000Z-a", run.run_id]):
+        code, _, err = run_main([*command, "--runs", str(tmp_path)], monkeypatch, capsys)
+        assert code == 2 and one_line(err) and f"{run.metrics} is damaged" in err, command
+
+
 def test_a_run_whose_trainer_died_shows_interrupted_not_running(tmp_path):
     run = RunDir(make_run(tmp_path, "20260101T000000Z-a", None, status="running"))
     record = load_record(run)
@@ -67,18 +82,24 @@ def test_a_run_whose_trainer_died_shows_interrupted_not_running(tmp_path):
     assert list_runs(tmp_path)[0]["status"] == "running"
 
 
-def test_a_promotion_cut_short_before_the_pointer_moved_is_finished_by_the_next_evaluate(tmp_path):
+def test_a_promotion_cut_short_before_the_pointer_moved_is_finished_by_the_next_evaluate(tmp_path, monkeypatch):
     from mmpipe.config import EvaluateConfig
-    from mmpipe.evaluate.promote import promote
+    from mmpipe.evaluate import promote as promotion
 
     make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
-    promote(tmp_path, "20260101T000000Z-a", EvaluateConfig())
+    promotion.promote(tmp_path, "20260101T000000Z-a", EvaluateConfig())
     make_run(tmp_path, "20260102T000000Z-b", {"cat": 0.8, "dog": 0.8})
-    before = (tmp_path / CHAMPION_FILE).read_text()
-    decision = promote(tmp_path, "20260102T000000Z-b", EvaluateConfig())
-    assert decision["promoted"] and read_champion(tmp_path)["run_id"] == "20260102T000000Z-b"
-    (tmp_path / CHAMPION_FILE).write_text(before)  # as if the process died between decision and pointer
-    assert promote(tmp_path, "20260102T000000Z-b", EvaluateConfig()) == decision
+
+    def dies(*_args):
+        raise KeyboardInterrupt("the process dies between the decision and the pointer")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(promotion, "set_champion", dies)
+        with pytest.raises(KeyboardInterrupt):
+            promotion.promote(tmp_path, "20260102T000000Z-b", EvaluateConfig())
+    decision = json.loads(RunDir(tmp_path / "20260102T000000Z-b").promotion.read_text())
+    assert decision["promoted"] and read_champion(tmp_path)["run_id"] == "20260101T000000Z-a"  # cut in half
+    assert promotion.promote(tmp_path, "20260102T000000Z-b", EvaluateConfig()) == decision
     assert read_champion(tmp_path)["run_id"] == "20260102T000000Z-b"
     assert read_champion(tmp_path)["previous"] == "20260101T000000Z-a"
 

@@ -21,7 +21,7 @@ from mmpipe.evaluate import EvaluationError, evaluate_run, existing_evaluation
 from mmpipe.evaluate.report import write_report
 from mmpipe.files import write_json_atomic
 from mmpipe.runs.record import RunDir, load_record
-from mmpipe.runs.store import PENDING_FILE, champion_lock, read_champion, read_json, set_champion
+from mmpipe.runs.store import PENDING_FILE, champion_lock, read_champion, read_json, read_metrics, set_champion
 
 
 def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def promote(runs_dir: Path, run_id: str, config: EvaluateConfig) -> dict[str, An
         with champion_lock(runs_dir):
             _finish_pending(runs_dir)
         return decided
-    ours = read_json(run.metrics)
+    ours = read_metrics(run.metrics)
     if ours is None:
         raise EvaluationError(f"run {run_id} has not been evaluated on its test split: run `mmpipe evaluate {run_id}`")
     with champion_lock(runs_dir):

@@ -27,6 +27,7 @@ from mmpipe.evaluate.slices import slice_metrics
 from mmpipe.files import atomic_path, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
+from mmpipe.runs.store import read_metrics
 from mmpipe.train.inputs import make_dataset, split_rows
 
 _LATENCY_SAMPLES = 20
@@ -57,7 +58,7 @@ def evaluation_dir(run: RunDir, record: RunRecord, dataset_version: str, split: 
 def existing_evaluation(run_dir: Path, dataset_version: str, split: str) -> dict[str, Any] | None:
     run = RunDir(run_dir)
     path = evaluation_dir(run, load_record(run), dataset_version, split).metrics
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_metrics(path)
 
 
 def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",

@@ -37,6 +37,21 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return content
 
 
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """An evaluation's metrics.json, or None; RunStoreError naming it when it is damaged or of another shape
+    (the views read `metrics` and `per_class` as objects)."""
+    content = read_json(path)
+    if content is None:
+        return None
+    for key in ("metrics", "per_class"):
+        if not isinstance(content.get(key, {}), dict):
+            raise RunStoreError(f"{path} is damaged ({key}: not a JSON object); evaluate the run again")
+    if not all(isinstance(scores, dict) for scores in content.get("per_class", {}).values()):
+        raise RunStoreError(f"{path} is damaged (per_class: a class's scores are not a JSON object); evaluate the "
+                            "run again")
+    return content
+
+
 def load_run(runs_dir: Path, run_id: str) -> RunRecord:
     """The record of RUNS/<run_id>; RunStoreError when there is no such run or it cannot be read."""
     return load_record(RunDir(Path(runs_dir) / run_id))
@@ -86,7 +101,7 @@ def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[s
             continue
         problem = None
         try:
-            metrics = (read_json(run.metrics) or {}).get("metrics", {})
+            metrics = (read_metrics(run.metrics) or {}).get("metrics", {})
         except RunStoreError as error:
             metrics, problem = {}, str(error)
         rows.append({
@@ -104,7 +119,7 @@ def show_run(runs_dir: Path, run_id: str) -> dict[str, Any]:
     record = load_record(run)
     evaluations = sorted(path.parent.name for path in (run.path / RunDir.EVALUATIONS).glob(f"*/{RunDir.METRICS}"))
     return {**record.model_dump(mode="json"), "status": status_of(record), "run_dir": str(run.path.absolute()),
-            "evaluation": read_json(run.metrics),
+            "evaluation": read_metrics(run.metrics),
             "promotion": read_json(run.promotion), "other_evaluations": evaluations,
             "champion": (read_champion(runs_dir) or {}).get("run_id") == run_id}
 
