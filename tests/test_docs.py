@@ -62,3 +62,32 @@ def test_every_command_in_the_command_table_exists_and_teaches_its_options():
         assert result.exit_code == 0 and "Usage: mmpipe " + " ".join(words) in result.stdout, command
         options = re.findall(r"--[a-z-]+", table.split(f"`mmpipe {command}", 1)[1].split("|", 1)[0])
         assert all(option in result.stdout for option in options), (command, options)
+
+
+def _listed(label: str) -> list[str]:
+    """The column names README lists after `* **LABEL**:` (types in brackets dropped)."""
+    text = " ".join(README.split())
+    listed = text.split(f"* **{label}**: `", 1)[1].split("`", 1)[0]
+    return [re.sub(r" \(.*\)$", "", name.strip()) for name in listed.split(",")]
+
+
+def test_the_shard_and_quarantine_column_lists_are_the_schemas():
+    from mmpipe.ingest.schema import QUARANTINE_SCHEMA, shard_schema
+
+    assert _listed("Shard columns") == shard_schema(8).names
+    assert _listed("Quarantine columns") == QUARANTINE_SCHEMA.names
+
+
+def test_the_readme_numbers_are_the_ones_docs_benchmarks_md_measured():
+    """A number the README quotes from a benchmark is the one the benchmark last wrote."""
+    text = " ".join(README.split())
+    bench = " ".join((Path(__file__).parents[1] / "docs" / "benchmarks.md").read_text(encoding="utf-8").split())
+    python_rows, image_rows = re.search(r"2 threads \d+: ([\d.]+)x; on the image-bound rows, ([\d.]+)x", bench).groups()
+    assert f"image-bound rows (processes {image_rows}x); processes clean {python_rows}x as many rows" in text
+    demo = re.search(r"\| default \| fused \|[^|]*\|[^|]*\|[^|]*\| (\d+) of (\d+) \((\d+)\) \| ([\d.]+) \|",
+                     bench.split("**demo**", 1)[1])
+    stopped, cap, kept, accuracy = demo.groups()
+    assert f"with {accuracy} test accuracy" in text
+    assert f"ended training at epoch {stopped} of its {cap} and kept epoch {kept}" in text
+    ratio = re.search(r"data dir local \| \d+ \| ([\d.]+)x \|", bench).group(1)
+    assert f"ingest from the bucket runs at {ratio}x of the same files on local disk" in text

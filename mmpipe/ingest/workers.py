@@ -4,8 +4,8 @@ Threads share one interpreter: Pillow, hashlib and Arrow release the GIL for the
 the Python around them (a row's checks, text cleaning) does not. Worker processes run that Python
 on their own cores. Measured on 2 cores (docs/benchmarks.md, bench/ingest.py): on image-bound rows
 (300-800 px photos) threads are as fast or faster, because a process pool costs a fixed start that
-the GIL never did; with long captions on small images (the icon set, ~4 KB of HTML per caption)
-processes clean 1.36x as many rows. So threads by default, processes with
+the GIL never did; with long captions on small images (~4 KB of HTML per caption) processes clean
+1.03x as many rows, more on larger jobs. So threads by default, processes with
 `ingest.parallel = "processes"`.
 
 Worker processes are forked from a forkserver that has already imported the cleaning code: a clean
