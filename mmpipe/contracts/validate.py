@@ -102,7 +102,8 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
     shard_hashes = version.current_shard_hashes()
 
     def run_key(contracts: Contracts) -> str:
-        return stable_hash([CACHE_FORMAT, version.version, shard_hashes, contracts.hashes(),
+        recorded = {entry.path: entry.sha256 for entry in version.shards}  # what dataset.json claims, edited or not
+        return stable_hash([CACHE_FORMAT, version.version, recorded, shard_hashes, contracts.hashes(),
                             config.contracts.model_dump(mode="json", exclude={"suites_dir"}),
                             config.image.size, config.text.model_dump(), config.ingest.split_ratios.model_dump(),
                             reference["dataset_version"] if reference else version.version])

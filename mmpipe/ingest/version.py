@@ -26,7 +26,8 @@ SHARDS_DIR = "shards"
 QUARANTINE_DIR = "quarantine"
 # Held by every command that writes the data dir (exclusively) or reads its shards (shared).
 LOCK_FILE = ".lock"
-# Stale files (of a shard re-hashed after its mtime changed): path -> bytes, mtime_ns, sha256.
+# Stale files (of a shard re-hashed after its mtime changed): path -> bytes, mtime_ns, sha256; and under
+# "dataset.json", the sha256 of the dataset.json whose recorded shard hashes may be trusted.
 FILE_HASHES = "cache/files.json"
 # 2: shard entries carry mtime_ns (so readers re-check files cheaply). 1 had none: read as unknown.
 FORMAT_VERSION = 2
@@ -114,13 +115,14 @@ class DatasetVersion(BaseModel):
 
         Raises DataDirError naming a listed shard that is missing.
         """
-        cache_path = self.data_dir / FILE_HASHES
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            cache = {}
+        cache_path, cache = self.data_dir / FILE_HASHES, _file_hashes(self.data_dir)
+        # The recorded hashes are trusted only in the dataset.json that ingest wrote: an edited record (a
+        # hash changed by hand, size and mtime left alone) has every shard checked against its file again.
+        record = sha256_file(self.data_dir / DATASET_FILE)
+        trusted = cache.get(DATASET_FILE) == record
         hashes: dict[str, str] = {}
-        rehashed = False
+        rehashed = not trusted
+        cache[DATASET_FILE] = record
         for entry in self.shards:
             try:
                 stat = self.path_of(entry).stat()
@@ -128,7 +130,7 @@ class DatasetVersion(BaseModel):
                 raise DataDirError(f"shard {entry.path} listed in {self.data_dir / DATASET_FILE} is missing; "
                                    f"re-run `mmpipe ingest` to rebuild the dataset") from None
             stamp, cached = (stat.st_size, stat.st_mtime_ns), cache.get(entry.path, {})
-            if stamp == (entry.bytes, entry.mtime_ns):
+            if trusted and stamp == (entry.bytes, entry.mtime_ns):
                 hashes[entry.path] = entry.sha256
             elif stamp == (cached.get("bytes"), cached.get("mtime_ns")):
                 hashes[entry.path] = cached["sha256"]
@@ -148,6 +150,7 @@ class DatasetVersion(BaseModel):
     def save(self) -> None:
         """Write dataset.json atomically (written last by an ingest: it is what makes a version current)."""
         write_json_atomic(self.data_dir / DATASET_FILE, self.model_dump(mode="json"))
+        _trust_record(self.data_dir)
 
     def summary(self) -> dict[str, Any]:
         """The object `mmpipe ingest --json` prints."""
@@ -210,6 +213,22 @@ def data_dir_lock(data_dir: Path, *, shared: bool = False, create: bool = False)
                 logging.getLogger(__name__).info("removed %s an interrupted writer left in %s",
                                                  counted(removed, "temporary file"), data_dir)
         yield
+
+
+def _trust_record(data_dir: Path) -> None:
+    """Note the dataset.json just written as ingest's own, so readers trust its shard hashes while each file's
+    size and mtime are unchanged (see `current_shard_hashes`). A kill before this only costs a re-hash."""
+    record = sha256_file(data_dir / DATASET_FILE)
+    write_json_atomic(data_dir / FILE_HASHES, {**_file_hashes(data_dir), DATASET_FILE: record}, pretty=False)
+
+
+def _file_hashes(data_dir: Path) -> dict[str, Any]:
+    """cache/files.json; empty when missing or damaged (it is only a cache: the files are hashed again)."""
+    try:
+        cache = json.loads((data_dir / FILE_HASHES).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def load_dataset(data_dir: Path) -> DatasetVersion:

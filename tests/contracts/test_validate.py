@@ -391,3 +391,16 @@ def test_a_failed_batch_names_only_its_bad_shard(contracts_config, data_dir):
     assert failed_names(report)["ids unique in the shard"].shards == [bad]
     for outcome in report.outcomes:  # every shard but the bad one passes every shard expectation
         assert set(outcome.shards) <= {bad}, (outcome.expectation, outcome.shards)
+
+
+def test_a_shard_hash_edited_in_dataset_json_is_checked_against_the_file(contracts_config, data_dir):
+    """A hash changed by hand (the shard's size and mtime untouched) is a claim the file no longer backs."""
+    assert validate_dataset(data_dir, contracts_config).success
+    record = json.loads((data_dir / DATASET_FILE).read_text())
+    edited = record["shards"][0]
+    edited["sha256"] = "0" * 64
+    (data_dir / DATASET_FILE).write_text(json.dumps(record))
+    report = validate_dataset(data_dir, contracts_config)
+    assert not report.success and not report.reused
+    [integrity] = [outcome for outcome in report.failed if outcome.suite == "files"]
+    assert edited["path"] in integrity.observed
