@@ -110,7 +110,12 @@ def _validate(data_dir: Path, config: Config) -> ValidationReport:
 
     previous = _read_json(out_dir / RESULT_FILE)
     if previous is not None and previous.get("run_key") == run_key(contracts):
-        if not (out_dir / PAGE_FILE).is_file():  # validated by an older mmpipe, or stopped before the page
+        here = {"contracts": contracts.describe(), "page": str(out_dir / PAGE_FILE)}
+        if any(previous.get(key) != value for key, value in here.items()):  # the data dir was moved or copied
+            previous = {**previous, **here}  # the same verdict, about the files where they are now
+            write_json_atomic(out_dir / RESULT_FILE, previous)
+            _publish_page(out_dir, previous, version)
+        elif not (out_dir / PAGE_FILE).is_file():  # validated by an older mmpipe, or stopped before the page
             _publish_page(out_dir, previous, version)
         return _report_from(previous, out_dir, reused=True, seconds=time.perf_counter() - started)
     run = _Run(data_dir, version, config, shard_hashes)

@@ -404,3 +404,15 @@ def test_a_shard_hash_edited_in_dataset_json_is_checked_against_the_file(contrac
     assert not report.success and not report.reused
     [integrity] = [outcome for outcome in report.failed if outcome.suite == "files"]
     assert edited["path"] in integrity.observed
+
+
+def test_a_validated_data_dir_moved_elsewhere_reports_where_its_files_are_now(contracts_config, data_dir, tmp_path):
+    assert validate_dataset(data_dir, contracts_config).success
+    moved = tmp_path / "moved"
+    data_dir.rename(moved)
+    report = validate_dataset(moved, make_config(moved, **{"ingest.classes": SAMPLE_CLASSES}))
+    assert report.reused and report.success
+    assert report.contracts["source"]["dir"] == str(moved / SOURCE_SUITES_DIR)
+    stored = json.loads(report.report.read_text())
+    assert stored["page"] == str(report.page) and str(moved) in stored["contracts"]["source"]["files"]["shards"]["path"]
+    assert str(data_dir) not in report.page.read_text()  # the page a reviewer opens names the files where they are
