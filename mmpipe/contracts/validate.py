@@ -235,7 +235,13 @@ class _Run:
 
     def table(self, shard_path: str):
         if shard_path not in self._tables:
-            self._tables[shard_path] = shard_table(self.data_dir / shard_path)
+            import pyarrow as pa
+
+            try:
+                self._tables[shard_path] = shard_table(self.data_dir / shard_path)
+            except (pa.ArrowException, OSError) as error:  # truncated or overwritten since ingest
+                raise DataDirError(f"shard {shard_path} cannot be read ({str(error).splitlines()[0]}): it is not the "
+                                   "file ingest wrote; re-run `mmpipe ingest` to rebuild the dataset") from None
         return self._tables[shard_path]
 
     def tables(self) -> list:

@@ -11,7 +11,7 @@ import pytest
 from mmpipe.contracts.infer import accept_classes, export_source_suites, init_source_suites
 from mmpipe.contracts.suites import SOURCE_SUITES_DIR, load_contracts, project_suites_dir, read_suite
 from mmpipe.contracts.validate import read_reference, validate_dataset
-from mmpipe.errors import ContractFileError
+from mmpipe.errors import ContractFileError, DataDirError
 from mmpipe.ingest import ingest
 from mmpipe.ingest.version import DATASET_FILE
 from tests.fixtures.datasets import SAMPLE_CLASSES, duplicate_id, make_config, tamper
@@ -416,3 +416,12 @@ def test_a_validated_data_dir_moved_elsewhere_reports_where_its_files_are_now(co
     stored = json.loads(report.report.read_text())
     assert stored["page"] == str(report.page) and str(moved) in stored["contracts"]["source"]["files"]["shards"]["path"]
     assert str(data_dir) not in report.page.read_text()  # the page a reviewer opens names the files where they are
+
+
+def test_a_truncated_shard_is_named_not_an_internal_error(contracts_config, data_dir):
+    shard = next((data_dir / "shards").rglob("*.parquet"))
+    with open(shard, "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)  # what a full disk or a half copy leaves
+    named = rf"shard {shard.relative_to(data_dir)} cannot be read .* re-run `mmpipe ingest`"
+    with pytest.raises(DataDirError, match=named):
+        validate_dataset(data_dir, contracts_config)
