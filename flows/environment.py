@@ -20,6 +20,57 @@ def prepare_prefect() -> None:
         os.environ.setdefault(name, value)
 
 
+# Watches this process and the temporary server it started; if this process dies without stopping the server
+# (kill -9), the server is stopped too, instead of running on, orphaned.
+_REAPER = """
+import os, signal, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+while alive(server) and alive(parent):
+    time.sleep(0.5)
+if alive(server):
+    os.kill(server, signal.SIGTERM)
+    for _ in range(20):
+        time.sleep(0.5)
+        if not alive(server):
+            break
+    else:
+        os.kill(server, signal.SIGKILL)
+"""
+
+
+def temporary_server_dies_with_this_process() -> None:
+    """When a flow here starts Prefect's temporary API server, start a reaper beside it (see _REAPER).
+
+    Prefect stops the server at a normal exit; a killed process never gets there, and the orphaned server
+    (~250 MB) would run until someone finds it. Only when no PREFECT_API_URL is set: otherwise no server starts.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import subprocess
+    import sys
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    start = SubprocessASGIServer._run_uvicorn_command
+    if getattr(start, "mmpipe_reaped", False):
+        return
+
+    def start_with_reaper(self):
+        server = start(self)
+        subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(server.pid)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return server
+
+    start_with_reaper.mmpipe_reaped = True
+    SubprocessASGIServer._run_uvicorn_command = start_with_reaper
+
+
 def load_storage_secret(config) -> None:
     """Set the storage variables kept in the Prefect Secret block `config.storage_secret`, if one is named: how a
     worker gets bucket credentials without them in mmpipe.toml or the deployment."""

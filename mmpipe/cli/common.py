@@ -103,11 +103,12 @@ def reading(location: str | Path, wanted: Callable[[str], bool] = lambda relativ
 
 def start_prefect() -> None:
     """Before the first flow: Prefect's defaults for a temporary server, and a reachable API if one is set."""
-    from flows.environment import prepare_prefect
+    from flows.environment import prepare_prefect, temporary_server_dies_with_this_process
     from mmpipe.cli.terminal import check_prefect_api
 
     prepare_prefect()
     check_prefect_api()
+    temporary_server_dies_with_this_process()
 
 
 def run_flow(call) -> Any:

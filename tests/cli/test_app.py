@@ -128,3 +128,27 @@ def test_help_shows_flags_as_flags_not_as_options_with_a_type():
     validate = runner.invoke(app, ["validate", "--help"], terminal_width=200).stdout
     assert "<path>" in validate  # options that take a value still say what kind
     assert re.search(r"--json +Print one JSON object", validate)
+
+
+@pytest.mark.slow  # a real `mmpipe` process and its temporary Prefect server
+def test_a_command_killed_with_9_takes_its_temporary_prefect_server_with_it(sample_manifest, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    command = subprocess.Popen([MMPIPE, "ingest", str(sample_manifest), "--data", str(tmp_path / "d")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    servers = []
+    while not servers:  # the temporary server: a child running uvicorn
+        assert time.monotonic() < deadline and command.poll() is None, "no temporary server was started"
+        servers = [child for child in psutil.Process(command.pid).children()
+                   if "uvicorn" in " ".join(child.cmdline())]
+        time.sleep(0.05)
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+    gone, alive = psutil.wait_procs(servers, timeout=30)
+    assert not alive, "the temporary server outlived the command that started it"
