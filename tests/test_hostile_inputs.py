@@ -43,10 +43,11 @@ def test_a_damaged_run_is_listed_as_damaged_and_the_others_still_are(tmp_path, m
         assert code == 2 and one_line(err) and str(broken.record) in err, command
 
 
-def test_damaged_metrics_and_champion_files_are_named_and_the_list_goes_on(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("pointer", ["{", "{}", '{"run_id": 5}'], ids=["not-json", "empty-object", "wrong-shape"])
+def test_damaged_metrics_and_champion_files_are_named_and_the_list_goes_on(tmp_path, monkeypatch, capsys, pointer):
     run = RunDir(make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6}))
     run.metrics.write_text("")
-    (tmp_path / CHAMPION_FILE).write_text("{")
+    (tmp_path / CHAMPION_FILE).write_text(pointer)
     [row] = list_runs(tmp_path)
     assert row["macro_f1"] is None and str(run.metrics) in row["problem"]
     code, out, err = run_main(["runs", "list", "--runs", str(tmp_path)], monkeypatch, capsys)

@@ -59,8 +59,12 @@ def load_run(runs_dir: Path, run_id: str) -> RunRecord:
 
 def read_champion(runs_dir: Path) -> dict[str, Any] | None:
     """The champion pointer, or None; RunStoreError (saying how to repair it) when it is damaged."""
+    path = Path(runs_dir) / CHAMPION_FILE
     try:
-        return read_json(Path(runs_dir) / CHAMPION_FILE)
+        pointer = read_json(path)
+        if pointer is not None and not isinstance(pointer.get("run_id"), str):
+            raise RunStoreError(f"{path} is damaged (no run_id)")
+        return pointer
     except RunStoreError as error:
         raise RunStoreError(f"{error}; delete it and run `mmpipe evaluate RUN_ID` on the run that should be "
                             "champion") from None
