@@ -203,3 +203,16 @@ def test_a_stage_error_inside_a_flow_is_one_line_on_stderr(validated_sample, tmp
 def test_load_config_ignores_the_test_hook_and_debug_variables():
     config = load_config(None, {}, environ={"MMPIPE_DEBUG": "1", "MMPIPE_FAULT_KILL_AT": "3"})
     assert config.seed == 42
+
+
+def test_a_truncated_model_file_is_named_not_an_internal_error(trained_run, tmp_path):
+    from mmpipe.config import EvaluateConfig
+    from mmpipe.errors import RunStoreError
+    from mmpipe.evaluate import evaluate_run
+
+    run = RunDir(shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name))
+    with open(run.model, "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)  # what a full disk or a half copy leaves
+    with pytest.raises(RunStoreError, match=rf"{run.model} cannot be loaded .* damaged") as raised:
+        evaluate_run(run.path, EvaluateConfig())
+    assert "\n" not in str(raised.value)

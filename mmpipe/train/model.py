@@ -29,11 +29,13 @@ other thread in the process (Prefect's retry jitter, say) may advance between se
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable
 
 import numpy as np
 
 from mmpipe.config import ModelConfig
+from mmpipe.errors import RunStoreError
 
 # The seed preset's literal sizes (whatever the config says).
 SEED_SHAPE = {"embedding_dim": 64, "lstm_units": 128, "conv_filters": (64, 128), "dense_units": 64}
@@ -67,7 +69,12 @@ def load_model(path):
     import mmpipe.train.layers  # noqa: F401  (registers the layers)
 
     _registered_split_names()
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:  # Keras says "File not found" of a truncated file
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise RunStoreError(f"{path} cannot be loaded ({detail}): it is damaged (changed after it was written, or "
+                            "cut short by the disk) or missing; train a new run") from None
 
 
 def text_tokenizers(config: ModelConfig) -> list[str]:
