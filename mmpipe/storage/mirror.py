@@ -267,9 +267,20 @@ def _store_lock(fs, root: str, url: str, say: Say) -> Iterator[None]:
     finally:
         stop.set()
         keeper.join()
-        with contextlib.suppress(OSError):
+        with _store_gone_ignored():  # the lock then goes stale and is taken over; the work's own error is what to say
             if (_holder(fs, lock) or {}).get("token") == mine["token"]:
                 fs.rm(lock)
+
+
+@contextlib.contextmanager
+def _store_gone_ignored() -> Iterator[None]:
+    """Around lock upkeep: a store that cannot be reached (OSError, or botocore's errors, which are not OSErrors)
+    is not this block's to report."""
+    try:
+        yield
+    except Exception as error:
+        if not storage_failure(error):
+            raise
 
 
 def _create(fs, path: str, body: bytes) -> None:
@@ -314,7 +325,7 @@ def _abandoned(fs, lock: str, holder: dict[str, Any]) -> bool:
 
 def _keep_fresh(fs, lock: str, body: bytes, stop: threading.Event) -> None:
     while not stop.wait(LOCK_REFRESH_S):
-        with contextlib.suppress(OSError):
+        with _store_gone_ignored():  # tried again at the next refresh
             fs.pipe_file(lock, body)
 
 

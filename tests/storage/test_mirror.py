@@ -318,3 +318,41 @@ def test_a_writer_killed_anywhere_leaves_a_whole_version_and_the_next_one_finish
         stored = objects(bucket, "data")
         assert set(stored) == {"dataset.json", *(f"shards/{version}-{n}.parquet" for n in range(3))}
     assert len(killed_at) >= 5  # pull's state, the files, the pointer, the removals, the state after
+
+
+class Dying:
+    """The real filesystem until `dead` is set; from then on every call fails as a dead endpoint's do (counted)."""
+
+    def __init__(self, fs):
+        self.fs, self.dead, self.failed = fs, False, []
+
+    def __getattr__(self, name):
+        real = getattr(self.fs, name)
+        if not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            if self.dead:
+                self.failed.append(name)
+                raise connection_refused()
+            return real(*args, **kwargs)
+
+        return call
+
+
+def test_an_endpoint_that_dies_mid_work_is_the_one_line_storage_error(bucket, monkeypatch):
+    """Once the endpoint is gone, refreshing the lock and releasing it fail too: neither may print a thread's
+    traceback or hide the publish's StorageError behind its own error."""
+    url = bucket.url("data")
+    real_fs, root = mirror.open_url(url)
+    dying, crashed = Dying(real_fs), []
+    monkeypatch.setattr(mirror, "open_url", lambda _url: (dying, root))
+    monkeypatch.setattr(mirror, "LOCK_REFRESH_S", 0.01)
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    with pytest.raises(StorageError) as raised, writable(url) as local:
+        (local / "dataset.json").write_text("{}")
+        dying.dead = True
+        until(lambda: dying.failed.count("pipe_file") >= 2, "the lock's keeper to refresh against the dead endpoint")
+    message = str(raised.value)
+    assert message.startswith(f"cannot use {url}: EndpointConnectionError") and "run the command again" in message
+    assert crashed == []
