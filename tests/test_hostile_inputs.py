@@ -129,6 +129,26 @@ def test_a_full_disk_during_ingest_is_one_line_and_the_previous_version_stays(in
     assert not list(config.data_dir.rglob(".*.tmp*"))
 
 
+def test_a_disk_that_fills_while_a_shard_is_closed_leaves_no_temporary_shard(ingested, sample_manifest, monkeypatch):
+    """The last write of a shard is its close (the footer): on a full disk that fails too, and the half-written
+    file must go with it, as docs/reliability.md says."""
+    import mmpipe.ingest.shards as shards
+
+    config, before = ingested
+
+    class FillsTheDisk(shards.pq.ParquetWriter):
+        def close(self):
+            super().close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.pq, "ParquetWriter", FillsTheDisk)
+    changed = make_config(config.data_dir, **{"ingest.classes": SAMPLE_CLASSES, "text.lowercase": True})
+    with pytest.raises(Exception, match="is full"):
+        ingest(sample_manifest, changed)
+    assert load_dataset(config.data_dir) == before
+    assert not list(config.data_dir.rglob(".*.tmp*")) and not list(config.data_dir.rglob(".*.tmp"))
+
+
 @pytest.mark.slow  # a real `mmpipe` process on a real, small file system
 def test_on_a_real_full_disk_ingest_says_so_in_one_line(sample_manifest, tmp_path):
     mount = tmp_path / "small"

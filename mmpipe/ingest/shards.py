@@ -57,10 +57,14 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self._finish_file()
-        else:
+        if exc_type is not None:
             self._abandon_file()
+            return
+        try:
+            self._finish_file()
+        except BaseException:
+            self._abandon_file()
+            raise
 
     def write(self, table: pa.Table) -> None:
         table = table.select(self.schema.names).cast(self.schema)
@@ -95,7 +99,13 @@ class ShardWriter:
         self._writer, self._temp = None, None
 
     def _abandon_file(self) -> None:
-        if self._writer is not None:
+        if self._writer is None:
+            return
+        try:
             self._writer.close()
+        except OSError:
+            pass  # a full disk fails the close's flush too: the half-written file goes all the same
+        finally:
             self._temp.unlink(missing_ok=True)
+            self._writer, self._temp = None, None
             self._writer, self._temp = None, None
