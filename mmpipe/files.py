@@ -119,6 +119,22 @@ def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: boo
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def disk_full_named(folder: Path | str, then: str, error: type[Exception]) -> Iterator[None]:
+    """A full disk (or quota) inside the block is `error` naming the folder whose disk it is, and what to do
+    `then`: "No space left on device" alone names neither."""
+    import errno
+
+    try:
+        yield
+    except OSError as problem:
+        if problem.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f": {problem.filename}" if problem.filename else ""
+        raise error(f"the disk holding {Path(folder).absolute()} is full ({problem.strerror}{where}): free some "
+                    f"space, then {then}") from None
+
+
 def json_text(value: Any, pretty: bool = True) -> str:
     """JSON as mmpipe writes it: pretty (indented, sorted keys) for people, compact for caches."""
     return json.dumps(value, indent=2 if pretty else None, sort_keys=pretty, ensure_ascii=False) + "\n"

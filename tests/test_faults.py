@@ -160,6 +160,7 @@ def test_train_killed_at_its_writes_leaves_a_readable_store_and_resumes(children
         assert done.returncode == 0, (points[point - 1], done.stderr[-2000:])
         record = load_record(run)
         assert record.status == "completed" and len(record.history) == 2 and run.model.is_file()
+        assert not list(run.path.rglob(".*.tmp*")), "the resuming trainer removes what the killed one left"
 
 
 def test_evaluate_killed_at_its_writes_never_leaves_a_half_decision(children, validated, tmp_path, trained_run):

@@ -236,3 +236,31 @@ def test_a_truncated_model_file_is_named_not_an_internal_error(trained_run, tmp_
     with pytest.raises(RunStoreError, match=rf"{run.model} cannot be loaded .* damaged") as raised:
         evaluate_run(run.path, EvaluateConfig())
     assert "\n" not in str(raised.value)
+
+
+def disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_in_training_names_the_disk_and_how_to_continue(validated_sample, tmp_path, monkeypatch):
+    import mmpipe.runs.record
+    from mmpipe.errors import TrainingError
+    from mmpipe.train import train
+    from tests.fixtures.datasets import run_config
+
+    data = shutil.copytree(validated_sample, tmp_path / "data")
+    monkeypatch.setattr(mmpipe.runs.record, "write_json_atomic", disk_full)  # run.json: the run's first write
+    with pytest.raises(TrainingError, match=rf"the disk holding {tmp_path / 'runs'} is full .* --resume") as raised:
+        train(run_config(data, tmp_path / "runs"))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_full_disk_in_evaluation_names_the_disk_and_the_command(trained_run, tmp_path, monkeypatch):
+    import mmpipe.evaluate.score
+    from mmpipe.config import EvaluateConfig
+    from mmpipe.errors import EvaluationError
+
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    monkeypatch.setattr(mmpipe.evaluate.score, "write_json_atomic", disk_full)
+    with pytest.raises(EvaluationError, match=rf"the disk holding {run} is full .*mmpipe evaluate {run.name}`"):
+        mmpipe.evaluate.score.evaluate_run(run, EvaluateConfig())

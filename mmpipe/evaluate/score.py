@@ -24,7 +24,7 @@ from mmpipe.config import EvaluateConfig
 from mmpipe.errors import EvaluationError
 from mmpipe.evaluate.metrics import classification_metrics
 from mmpipe.evaluate.slices import slice_metrics
-from mmpipe.files import atomic_path, write_json_atomic
+from mmpipe.files import atomic_path, disk_full_named, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.runs.store import read_metrics
@@ -74,7 +74,9 @@ def evaluate_run(run_dir: Path, config: EvaluateConfig, *, split: str = "test",
     if record.status != "completed":
         raise EvaluationError(f"run {record.run_id} is {record.status}; only completed runs can be evaluated")
     data = Path(data_dir) if data_dir else Path(record.data_dir)
-    with data_dir_lock(data, shared=True):  # the version cannot be replaced while it is scored
+    again = f"run `mmpipe evaluate {record.run_id}` again"
+    # The version cannot be replaced while it is scored.
+    with data_dir_lock(data, shared=True), disk_full_named(run.path, again, EvaluationError):
         return _score(run, record, config, split, load_dataset(data), data_dir is None)
 
 

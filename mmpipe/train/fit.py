@@ -28,7 +28,7 @@ import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
 from mmpipe.errors import RunStoreError, TrainingError
-from mmpipe.files import atomic_path, hold_lock
+from mmpipe.files import atomic_path, disk_full_named, hold_lock, remove_stale_temporaries
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
@@ -106,7 +106,9 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
     with data_dir_lock(config.data_dir, shared=True):  # the version cannot be replaced while it is read
         version = load_dataset(config.data_dir)
         require_validated(version)
-        result = _train(config, version, resume, callbacks or [])
+        with disk_full_named(config.runs_dir, "resume the run from its last whole epoch (`mmpipe runs list` names it, "
+                             "`mmpipe train --resume RUN_ID`)", TrainingError):
+            result = _train(config, version, resume, callbacks or [])
     if result.chief:
         with data_dir_lock(version.data_dir):
             set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
@@ -129,6 +131,7 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
         try:
             trainer.enter_context(training_lock(run))
             _, record, checkpoint, skipped = resumable_run(runs_dir, resume, version)  # again: nobody else can now
+            remove_stale_temporaries(run.path)  # what the killed trainer was writing: never whole, never read
         except TrainingError as error:
             problem = str(error)
     written = None
