@@ -40,7 +40,7 @@ class RunDir:
     CHECKPOINTS = "checkpoints"
     SERVING = "serving"
     EVALUATIONS = "evaluations"
-    TRAINING_LOCK = ".training.lock"  # held by the process training the run (see mmpipe.train.fit.training_lock)
+    TRAINING_LOCK = ".training.lock"  # held by the process training the run (see mmpipe.train.resume.training_lock)
 
     def __init__(self, path: Path):
         self.path = Path(path)

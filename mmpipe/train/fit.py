@@ -19,7 +19,6 @@ import shutil
 import socket
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,10 @@ from typing import Any
 import mmpipe
 from mmpipe.config import Config
 from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
-from mmpipe.errors import RunStoreError, TrainingError
-from mmpipe.files import atomic_path, disk_full_named, hold_lock, remove_stale_temporaries
+from mmpipe.errors import TrainingError
+from mmpipe.files import atomic_path, disk_full_named, remove_stale_temporaries
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
-from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
+from mmpipe.runs.record import RunDir, RunRecord
 from mmpipe.train.checkpoints import Checkpoint, keras_callbacks, last_checkpoint
 from mmpipe.train.distribute import (
     Distribution,
@@ -45,6 +44,7 @@ from mmpipe.train.distribute import (
 from mmpipe.train.inputs import epoch_steps, plan_shares, split_rows, train_texts, training_input, validation_input
 from mmpipe.train.keras_fixes import keras_workarounds
 from mmpipe.train.provenance import git_commit, machine, package_versions
+from mmpipe.train.resume import copy_to_resume, resumable_run, training_lock
 from mmpipe.wording import counted
 
 
@@ -136,7 +136,7 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
             problem = str(error)
     written = None
     if checkpoint and not problem and not distribution.chief:
-        written, problem = _copy_to_resume(run, checkpoint, distribution)
+        written, problem = copy_to_resume(run, checkpoint, distribution)
     with trainer:
         distribution.all_ready(problem)  # every worker has read the run store before the chief writes to it
         if checkpoint:
@@ -279,19 +279,6 @@ def _blend_on_validation(model, config: Config, version: DatasetVersion, record:
     return serving_model(model, weights)
 
 
-def _copy_to_resume(run: RunDir, checkpoint: Checkpoint,
-                    distribution: Distribution) -> tuple[RunDir | None, str | None]:
-    """A worker's copy of the epoch to resume from, or why it could not make one (said before any worker starts)."""
-    try:
-        copy = worker_copy(run, distribution)
-    except OSError as error:
-        return None, f"worker {distribution.worker} cannot copy run {run.run_id} to resume it: {error}"
-    copied, _ = last_checkpoint(copy)
-    if copied is None or copied.epoch != checkpoint.epoch:
-        return None, f"worker {distribution.worker} could not copy epoch {checkpoint.epoch} of run {run.run_id}"
-    return copy, None
-
-
 def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
     """run.json at the start: everything needed to reproduce the run."""
     return RunRecord(
@@ -339,45 +326,6 @@ def _early_stopping_monitor(config: Config, has_val: bool) -> str:
     if not has_val:
         return "loss"
     return "val_loss" if config.model.preset != "default" else config.train.early_stopping_monitor
-
-
-@contextlib.contextmanager
-def training_lock(run: RunDir) -> Iterator[None]:
-    """One trainer per run. Two `--resume` of one run at the same moment both find it interrupted before either
-    marks it running: the second to come is refused here, not left to write the same run beside the first."""
-    path = run.training_lock
-    try:
-        with hold_lock(path, wait=False):
-            path.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
-            yield
-    except BlockingIOError:
-        holder = path.read_text().strip() or "another process"
-        raise TrainingError(f"run {run.run_id} is being trained ({holder}); wait for it to finish, or stop that "
-                            "process first") from None
-
-
-def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
-                  ) -> tuple[RunDir, RunRecord, Checkpoint, list[str]]:
-    """(run dir, its record, the checkpoint to continue from, notes on skipped broken ones) of a run
-    that can be continued; else TrainingError saying why."""
-    run = RunDir(Path(runs_dir) / run_id)
-    try:
-        record = load_record(run)
-    except RunStoreError as error:
-        raise TrainingError(str(error)) from None
-    if record.status == "completed":
-        raise TrainingError(f"run {run_id} already completed; runs are never edited after they finish")
-    if status_of(record) == "running":
-        raise TrainingError(f"run {run_id} is still being trained (pid {record.pid} on {record.host}); wait for it, "
-                            "or stop that process first")
-    if record.dataset_version != version.version:
-        raise TrainingError(f"run {run_id} trained on dataset {record.dataset_version}, "
-                            f"but {version.data_dir} now holds {version.version}")
-    checkpoint, skipped = last_checkpoint(run)
-    if checkpoint is None:
-        broken = f" ({'; '.join(skipped)})" if skipped else ""
-        raise TrainingError(f"run {run_id} has no completed epoch to resume from{broken}; start a new run")
-    return run, record, checkpoint, skipped
 
 
 # With class_weights = "auto", classes are weighted once the largest has this many times the rows of the smallest.

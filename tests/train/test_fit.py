@@ -14,8 +14,8 @@ from mmpipe.serving.export import load_serving
 from mmpipe.serving.predict import predict_raw
 from mmpipe.train import TrainingError, train
 from mmpipe.train.checkpoints import state_path as checkpoint_state
-from mmpipe.train.fit import training_lock
 from mmpipe.train.model import load_model
+from mmpipe.train.resume import training_lock
 from tests.fixtures.datasets import run_config
 from tests.fixtures.files import gradient
 from tests.fixtures.prefect import run_log_lines
