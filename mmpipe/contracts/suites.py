@@ -111,7 +111,8 @@ def load_contracts(data_dir: Path, config: Config) -> Contracts:
         raise ContractFileError(
             f"contracts.suites_dir {folder} has no {' or '.join(f for f in SUITE_FILES.values())}: write them with "
             f"`mmpipe contracts export {folder}`, or leave the setting out to use the data dir's inferred suites")
-    if not present:
+    if not present or (origin == INFERRED and len(present) < len(SUITE_FILES)):
+        # None yet, or one file of an inference a kill cut short: the next validation infers them again, whole.
         return Contracts(project, None, folder, NOT_YET)
     return Contracts(project, read_suites(folder, SOURCE), folder, origin)
 

@@ -425,3 +425,14 @@ def test_a_truncated_shard_is_named_not_an_internal_error(contracts_config, data
     named = rf"shard {shard.relative_to(data_dir)} cannot be read .* re-run `mmpipe ingest`"
     with pytest.raises(DataDirError, match=named):
         validate_dataset(data_dir, contracts_config)
+
+
+def test_an_inference_cut_short_after_one_suite_file_is_inferred_again_whole(contracts_config, data_dir):
+    """A kill between the two inferred suite files leaves one: the next validation infers both again (advising
+    `contracts init`, which refuses to overwrite without --force, would not work)."""
+    first = validate_dataset(data_dir, contracts_config)
+    (data_dir / SOURCE_SUITES_DIR / "dataset.json").unlink()
+    shutil.rmtree(data_dir / "validation" / first.dataset_version)  # the verdict goes with the suites it used
+    again = validate_dataset(data_dir, contracts_config)
+    assert again.success and again.inferred
+    assert (data_dir / SOURCE_SUITES_DIR / "dataset.json").is_file()
