@@ -29,7 +29,7 @@ REASON_MEANINGS: dict[Reason, str] = {
     Reason.ROW_MALFORMED: "the manifest row could not be parsed (bad JSON line, non-object row, wrong field count)",
     Reason.TEXT_INVALID: "the text is not valid Unicode (undecodable bytes or lone surrogates)",
     Reason.LABEL_MISSING: "the label is empty after stripping whitespace",
-    Reason.LABEL_UNKNOWN: "the label is not in `ingest.classes`",
+    Reason.LABEL_UNKNOWN: "the label is not in `ingest.classes`, or holds a control character (a NUL, a line break)",
     Reason.SPLIT_INVALID: "the manifest's `split` is set but is not train, val or test",
     Reason.TEXT_EMPTY: "the text is empty after cleaning (and `text.allow_empty` is false)",
     Reason.PATH_OUTSIDE_ROOT: "the image path escapes the source root (`..`, absolute path or symlink)",
