@@ -116,6 +116,9 @@ def test_ingest_killed_at_every_write_leaves_the_old_or_the_new_version(children
         assert ran(children, INGEST, {**SETTINGS, "data_dir": str(data)}, str(new_source)).returncode == 0
         assert load_dataset(data).version == new and digests(data) == expected, points[point - 1]
         assert not list(data.rglob(".*.tmp*")), "the next writer removes what a killed one left"
+        kept = {str(path.relative_to(data)) for folder in ("shards", "quarantine")
+                for path in (data / folder).iterdir()}
+        assert kept == set(expected), "the previous version's files go, also when the kill came after dataset.json"
         shutil.rmtree(data)
 
 

@@ -113,7 +113,7 @@ def finalize_dataset(
     timings["total_s"] = round(sum(timings.values()), 3)
     version = _version(plans, results, source, data_dir, config, tally, shard_files, quarantine.files, timings)
     version.save()
-    _remove_unreferenced(data_dir, {file.path for file in (*shard_files, *quarantine.files)})
+    remove_unreferenced(data_dir, {file.path for file in (*shard_files, *quarantine.files)})
     return version
 
 
@@ -235,7 +235,9 @@ def _pillow_version() -> str:
     return PIL.__version__
 
 
-def _remove_unreferenced(data_dir: Path, keep: set[str]) -> None:
+def remove_unreferenced(data_dir: Path, keep: set[str]) -> None:
+    """Delete the shard and quarantine files no version lists: the previous version's, once a new one is current
+    (also when the ingest that made it current was killed before it could delete them)."""
     for folder in (SHARDS_DIR, QUARANTINE_DIR):
         for path in (data_dir / folder).glob("*.parquet"):
             if str(path.relative_to(data_dir)) not in keep:

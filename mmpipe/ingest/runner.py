@@ -27,7 +27,7 @@ from mmpipe.ingest.chunks import (
     prune_cache,
 )
 from mmpipe.ingest.clean.record import SourceLocation
-from mmpipe.ingest.finalize import finalize_dataset, inputs_key, reusable_dataset
+from mmpipe.ingest.finalize import finalize_dataset, inputs_key, remove_unreferenced, reusable_dataset
 from mmpipe.ingest.sources import RawSource, open_source
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock
 from mmpipe.ingest.workers import chunk_workers, worker_deaths
@@ -75,6 +75,7 @@ def plan_ingest(source: str | Path, config: Config) -> IngestPlan:
 def finish_ingest(plan: IngestPlan, results: list[ChunkResult], config: Config, process_s: float) -> DatasetVersion:
     """Write the dataset version (or return the existing one when the inputs are unchanged)."""
     if plan.reusable is not None:
+        remove_unreferenced(plan.data_dir, {entry.path for entry in (*plan.reusable.shards, *plan.reusable.quarantine)})
         return plan.reusable
     timings = {"plan_s": plan.plan_s, "process_s": round(process_s, 3)}
     version = finalize_dataset(plan.chunks, results, plan.source, plan.data_dir, config, timings)
