@@ -83,6 +83,20 @@ def main() -> None:
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, and how to see more
         if os.environ.get(DEBUG_ENV):
             raise
+        if _prefect_api_lost(error):
+            where = os.environ.get("PREFECT_API_URL") or "the temporary Prefect server"
+            detail = str(error).splitlines()[0] if str(error) else ""
+            typer.echo(f"mmpipe: error: lost the Prefect API at {where} ({type(error).__name__}: {detail}): once it "
+                       "answers again, rerun; a run stopped mid-training continues with `mmpipe train --resume RUN_ID`",
+                       err=True)
+            sys.exit(EXIT_UNUSABLE_INPUT)
         typer.echo(f"mmpipe: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                    f" (run again with --verbose or {DEBUG_ENV}=1 for the traceback, and please report it)", err=True)
         sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def _prefect_api_lost(error: Exception) -> bool:
+    """The Prefect API stopped answering mid-command (httpx's connection errors are not OSErrors)."""
+    return type(error).__module__.split(".")[0] in ("httpx", "httpcore") and type(error).__name__ in (
+        "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ConnectTimeout", "ReadTimeout")
+

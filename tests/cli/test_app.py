@@ -107,6 +107,22 @@ def test_an_internal_error_is_one_line_with_how_to_see_more(tmp_path, monkeypatc
         run_main(["--verbose", "ingest", str(tmp_path / "m.csv")], monkeypatch, capsys)
 
 
+def test_a_prefect_api_lost_mid_command_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    import httpx
+
+    import mmpipe.ingest.sources
+
+    def server_gone(path):
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(mmpipe.ingest.sources, "open_source", server_gone)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setattr("mmpipe.cli.terminal.check_prefect_api", lambda: None)  # it answered when the command began
+    code, out, err = run_main(["ingest", str(tmp_path / "m.csv"), "--data", str(tmp_path / "d")], monkeypatch, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "internal error" not in err
+    assert "lost the Prefect API at http://127.0.0.1:4200/api (ConnectError" in err and "--resume" in err
+
+
 def every_command_path(group=None, path=()):
     """Every command and group of `mmpipe`, as the argument lists that reach them."""
     import typer.main
