@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,9 @@ class ShardWriter:
 
     Each file is written under a temporary name and renamed to `<prefix>-<n>-<sha12>.parquet`
     only when complete, so a reader never sees half a shard and names change with content. The
-    prefix is the split of the rows (or `quarantine`); `files` describes what was written.
+    prefix is the split of the rows (or `quarantine`); `files` describes what was written, and
+    `content` is a sha256 of the rows' values, in order: what the rows are, whatever bytes this
+    pyarrow build's Parquet writer made of them (the dataset version is named by it).
     """
 
     def __init__(self, folder: Path, prefix: str, schema: pa.Schema, rows_per_shard: int, data_dir: Path):
@@ -52,6 +56,22 @@ class ShardWriter:
         self._writer: pq.ParquetWriter | None = None
         self._temp: Path | None = None
         self._rows = 0
+        self._content = hashlib.sha256()
+
+    @property
+    def content(self) -> str:
+        return self._content.hexdigest()
+
+    def _add_content(self, table: pa.Table) -> None:
+        for name in table.column_names:
+            column = table[name]
+            if pa.types.is_fixed_size_binary(column.type):  # the pixels: hashed as the bytes they are
+                width = column.type.byte_width
+                for chunk in column.chunks:
+                    data = memoryview(chunk.buffers()[1])
+                    self._content.update(data[chunk.offset * width:(chunk.offset + len(chunk)) * width])
+            else:
+                self._content.update(json.dumps(column.to_pylist(), ensure_ascii=False).encode())
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -68,6 +88,7 @@ class ShardWriter:
 
     def write(self, table: pa.Table) -> None:
         table = table.select(self.schema.names).cast(self.schema)
+        self._add_content(table)
         offset = 0
         while offset < table.num_rows:
             if self._writer is None:

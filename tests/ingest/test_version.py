@@ -62,3 +62,20 @@ def test_a_damaged_record_says_which_field_and_what_to_run(data_dir, change, mes
 def test_no_dataset_says_to_ingest(tmp_path):
     with pytest.raises(DataDirError, match="mmpipe ingest SOURCE"):
         load_dataset(tmp_path)
+
+
+def test_the_same_rows_written_as_other_parquet_bytes_keep_their_version(ingested_sample, sample_manifest, tmp_path,
+                                                                         monkeypatch):
+    """What another pyarrow build does (other encodings, other bytes for the same values) must not rename the version:
+    runs, validations and the drift reference are tied to it."""
+    import mmpipe.ingest.shards as shards
+    from mmpipe.ingest import ingest
+    from tests.fixtures.datasets import SAMPLE_CLASSES, make_config
+
+    original = shards.parquet_options
+    monkeypatch.setattr(shards, "parquet_options", lambda schema: {**original(schema), "compression": "gzip",
+                                                                   "use_dictionary": False})
+    rewritten = ingest(sample_manifest, make_config(tmp_path / "data", **{"ingest.classes": SAMPLE_CLASSES}))
+    before = load_dataset(ingested_sample)
+    assert [entry.sha256 for entry in rewritten.shards] != [entry.sha256 for entry in before.shards]
+    assert rewritten.version == before.version
