@@ -13,3 +13,10 @@ def counted(count: int, singular: str, plural: str | None = None) -> str:
     if plural is None:
         plural = _IRREGULAR.get(singular) or singular + ("es" if singular.endswith(("s", "x", "ch", "sh")) else "s")
     return f"{count} {plural}"
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """What an error says, on one line: its first line (cut at `limit`), or its type's name when it says nothing.
+    Library errors (Keras, TensorFlow, Arrow) often say more on lines a one-line message cannot show."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -49,7 +49,7 @@ from mmpipe.contracts.verdict import Outcome, ValidationReport
 from mmpipe.errors import DataDirError
 from mmpipe.files import stable_hash, write_json_atomic
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
-from mmpipe.wording import counted
+from mmpipe.wording import counted, first_line
 
 VALIDATION_DIR = "validation"
 REFERENCE_FILE = "reference.json"
@@ -240,7 +240,7 @@ class _Run:
             try:
                 self._tables[shard_path] = shard_table(self.data_dir / shard_path)
             except (pa.ArrowException, OSError) as error:  # truncated or overwritten since ingest
-                raise DataDirError(f"shard {shard_path} cannot be read ({str(error).splitlines()[0]}): it is not the "
+                raise DataDirError(f"shard {shard_path} cannot be read ({first_line(error)}): it is not the "
                                    "file ingest wrote; re-run `mmpipe ingest` to rebuild the dataset") from None
         return self._tables[shard_path]
 

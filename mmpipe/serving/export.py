@@ -27,6 +27,7 @@ from mmpipe.files import commit
 from mmpipe.runs.record import RunDir
 from mmpipe.serving.image_ops import ImageOps
 from mmpipe.serving.text_ops import TextOps
+from mmpipe.wording import first_line
 
 
 class Standardizer(tf.Module):
@@ -97,6 +98,6 @@ def load_serving(run_dir: Path):
     try:
         return tf.saved_model.load(str(path))
     except (OSError, ValueError, LookupError, tf.errors.OpError) as error:  # what a truncated or edited file raises
-        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ServingError(f"the serving export of run {Path(run_dir).name} at {path} is damaged ({detail}); it was "
-                           "changed after training or cut short by the disk: train a new run") from None
+        raise ServingError(f"the serving export of run {Path(run_dir).name} at {path} is damaged "
+                           f"({first_line(error)}); it was changed after training or cut short by the disk: train a "
+                           "new run") from None

@@ -36,6 +36,7 @@ import numpy as np
 
 from mmpipe.config import ModelConfig
 from mmpipe.errors import RunStoreError
+from mmpipe.wording import first_line
 
 # The seed preset's literal sizes (whatever the config says).
 SEED_SHAPE = {"embedding_dim": 64, "lstm_units": 128, "conv_filters": (64, 128), "dense_units": 64}
@@ -72,9 +73,8 @@ def load_model(path):
     try:
         return keras.models.load_model(path)
     except (ValueError, OSError, zipfile.BadZipFile) as error:  # Keras says "File not found" of a truncated file
-        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise RunStoreError(f"{path} cannot be loaded ({detail}): it is damaged (changed after it was written, or "
-                            "cut short by the disk) or missing; train a new run") from None
+        raise RunStoreError(f"{path} cannot be loaded ({first_line(error)}): it is damaged (changed after it was "
+                            "written, or cut short by the disk) or missing; train a new run") from None
 
 
 def text_tokenizers(config: ModelConfig) -> list[str]:
