@@ -34,9 +34,31 @@ async def stage_runs(parent_id):
     return runs
 
 
-def test_pipeline_runs_every_stage_and_publishes_their_artifacts(prefect_api, sample_manifest, tmp_path):
+def test_pipeline_waits_for_the_data_dir_then_runs_every_stage_and_publishes_their_artifacts(
+        prefect_api, sample_manifest, tmp_path):
+    """The pipeline itself takes the data dir's lock: while another holder has it, it says so and writes
+    nothing; then every stage runs, each publishing its artifact."""
     config = run_config(tmp_path / "data", tmp_path / "runs")
-    state = pipeline_flow(str(sample_manifest), config, return_state=True)
+    waiting, outcome = threading.Event(), {}
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "another pipeline is running" in record.getMessage():
+                waiting.set()
+
+    handler = Watch()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    try:
+        with hold_lock(config.data_dir / PIPELINE_LOCK):  # the first pipeline
+            thread = threading.Thread(target=lambda: outcome.update(
+                state=pipeline_flow(str(sample_manifest), config, return_state=True)))
+            thread.start()
+            assert waiting.wait(timeout=120), "the second pipeline did not report that it waits"
+            assert not (config.data_dir / DATASET_FILE).exists()  # nothing written while the first holds it
+        thread.join(timeout=300)
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(handler)
+    state = outcome["state"]
     assert state.is_completed(), state.message
     summary = state.result()
     runs = asyncio.run(stage_runs(state.state_details.flow_run_id))
@@ -99,28 +121,3 @@ def test_cli_run_exits_1_with_the_reason_when_contracts_fail(prefect_api, sample
     assert result.exit_code == 1 and "nothing was trained" in result.stderr
     assert "label is a known class" in result.stderr and "'moon' (" in result.stderr
     assert list_runs(tmp_path / "runs") == []
-
-
-def test_a_second_pipeline_on_a_data_dir_waits_for_the_first(prefect_api, sample_manifest, tmp_path):
-    """The pipeline itself takes the data dir's lock: while another holder has it, it says so and writes nothing."""
-    config = run_config(tmp_path / "data", tmp_path / "runs")
-    waiting, outcome = threading.Event(), {}
-
-    class Watch(logging.Handler):
-        def emit(self, record):
-            if "another pipeline is running" in record.getMessage():
-                waiting.set()
-
-    handler = Watch()
-    logging.getLogger("prefect.flow_runs").addHandler(handler)
-    try:
-        with hold_lock(config.data_dir / PIPELINE_LOCK):  # the first pipeline
-            thread = threading.Thread(target=lambda: outcome.update(
-                state=pipeline_flow(str(sample_manifest), config, return_state=True)))
-            thread.start()
-            assert waiting.wait(timeout=120), "the second pipeline did not report that it waits"
-            assert not (config.data_dir / DATASET_FILE).exists()  # nothing written while the first holds it
-        thread.join(timeout=300)
-    finally:
-        logging.getLogger("prefect.flow_runs").removeHandler(handler)
-    assert outcome["state"].is_completed() and (config.data_dir / DATASET_FILE).is_file()

@@ -28,6 +28,7 @@ from mmpipe.train.distribute import Distribution, distribution_for, lost_worker
 from mmpipe.train.inputs import epoch_steps, make_dataset, plan_shares, split_rows
 from mmpipe.train.launch import launch_local_workers, local_worker_environments
 from mmpipe.train.model import load_model
+from tests.fixtures.cli import run_main
 from tests.fixtures.datasets import TINY_MODEL, tamper
 from tests.train.test_fit import png_bytes
 
@@ -168,7 +169,8 @@ def history(runs: Path) -> tuple[RunDir, dict]:
 
 
 @pytest.mark.slow  # trains in a fresh process
-def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_run(validated_sample, tmp_path):
+def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_run(validated_sample, tmp_path,
+                                                                                    monkeypatch, capsys):
     one, mirrored, resumed = (tmp_path / name for name in ("one", "mirrored", "resumed"))
     jobs = [{"runs": str(one), "overrides": {**THREE_EPOCHS, **NOT_RANDOM, "train.cpu_devices": 2,
                                              "train.strategy": "one_device", "train.batch_size": 16}},
@@ -208,6 +210,11 @@ def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_
     served = predict_raw(load_serving(run.path), ["a sun at noon"], [png_bytes()])
     assert served["probabilities"].shape == (1, len(together.classes))
     assert served["label"][0].decode() in together.classes
+    # The run says how it was trained, and is evaluated as any run is (nothing there depends on the strategy).
+    code, shown, err = run_main(["runs", "show", run.path.name, "--runs", str(mirrored)], monkeypatch, capsys)
+    assert code == 0 and "trained: mirrored, 2 replicas on 1 worker, batch 8 per replica (16 global)" in shown, err
+    evaluation = evaluate_run(run.path, EvaluateConfig())
+    assert evaluation.summary()["n"] == load_dataset(data_dir).rows_of("test") and run.metrics.is_file()
 
 
 def tiny_config_file(tmp_path: Path, **train) -> Path:
@@ -225,27 +232,6 @@ def prefect_env() -> dict[str, str]:
     from prefect.settings import get_current_settings
 
     return {"PREFECT_API_URL": str(get_current_settings().api.url), "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def test_cli_mirrored_train_says_two_replicas_and_the_run_evaluates(prefect_api, validated_sample, tmp_path):
-    data_dir = shutil.copytree(validated_sample, tmp_path / "data")
-    env = {**os.environ, **prefect_env(), "MMPIPE_TRAIN__STRATEGY": "mirrored", "MMPIPE_TRAIN__CPU_DEVICES": "2"}
-    config = tiny_config_file(tmp_path)
-    common = ["--data", str(data_dir), "--runs", str(tmp_path / "runs"), "--config", str(config), "--json"]
-    trained = subprocess.run([sys.executable, "-m", "mmpipe", "train", "--epochs", "2", *common], env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    summary = json.loads(trained.stdout)
-    record = load_record(RunDir(tmp_path / "runs" / summary["run_id"]))
-    assert record.distribution["replicas"] == 2 and summary["distribution"] == record.distribution
-    assert len(record.history) == 2 and record.status == "completed"
-    shown = subprocess.run([sys.executable, "-m", "mmpipe", "runs", "show", summary["run_id"], "--runs",
-                            str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=120)
-    assert "trained: mirrored, 2 replicas on 1 worker, batch 16 per replica (32 global)" in shown.stdout, shown.stderr
-    # Evaluated as any run is (in this process: nothing in evaluation depends on how the run was trained).
-    evaluation = evaluate_run(tmp_path / "runs" / summary["run_id"], EvaluateConfig())
-    assert evaluation.summary()["n"] == load_dataset(data_dir).rows_of("test")
-    assert RunDir(tmp_path / "runs" / summary["run_id"]).metrics.is_file()
 
 
 EPOCHS = 12  # tiny epochs: the kill after the first must land before the last
@@ -288,6 +274,7 @@ def test_two_workers_train_one_run_and_resume_it_after_a_worker_is_killed(prefec
     assert record.resumed_from_epoch >= 1 and record.notes[0].startswith("resumed from epoch")
     assert record.distribution["workers"] == 2 and record.distribution["replicas"] == 2
     assert record.distribution["global_batch"] == 2 * TINY_MODEL["train.batch_size"]
+    assert summary["distribution"] == record.distribution  # what `--json` says is what the run recorded
     assert not list(Path(tempfile.gettempdir()).glob(f"mmpipe-*/worker-*-{run_dir.name}"))  # no copy left behind
     # In the UI, each worker's flow run says which worker it is.
     assert {"train fused (worker 0 of 2)", "train fused (worker 1 of 2)"} <= set(asyncio.run(flow_run_names()))

@@ -146,8 +146,8 @@ def test_same_data_config_and_seed_give_the_same_metrics(data_dir, tmp_path):
             result["metrics"].pop(speed)
     assert evaluated[0]["metrics"] == evaluated[1]["metrics"] and evaluated[0]["heads"] == evaluated[1]["heads"]
     assert evaluated[0]["per_class"] == evaluated[1]["per_class"]
-    other = train(run_config(data_dir, tmp_path / "runs", **{"train.epochs": 2, "seed": 7}))
-    assert other.history["loss"] != first.history["loss"]
+    other = train(run_config(data_dir, tmp_path / "runs", **{"train.epochs": 1, "seed": 7}))
+    assert other.history["loss"][0] != first.history["loss"][0]  # from the first epoch on
 
 
 def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, data_dir, tmp_path):
