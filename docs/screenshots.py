@@ -1,11 +1,12 @@
-"""Make the README's screenshots from a real run: the report and the Prefect UI's run page.
+"""Make the README's screenshots from a real run: the report, the Prefect UI's run and artifact pages, and
+the MLflow run page.
 
     python docs/screenshots.py            # writes docs/images/*.png (about 3 minutes on 2 cores)
 
-It starts a Prefect server of its own (a temporary PREFECT_HOME, a free port), runs `mmpipe demo`
-against it, and opens the run's report.html and the UI's flow-run page in headless Chromium
-(Debian's `chromium`; `--chromium PATH` for another). Nothing is drawn by hand: what the pictures
-show is what a user sees.
+It starts a Prefect server and an MLflow tracking server of its own (temporary stores, free ports), runs
+`mmpipe demo` against them, and opens the run's report.html, the Prefect UI's pages and the MLflow run
+page in headless Chromium (Debian's `chromium`; `--chromium PATH` for another). Nothing is drawn by hand:
+what the pictures show is what a user sees.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.fixtures.tracking import running_mlflow_server  # noqa: E402
+
 IMAGES = Path(__file__).resolve().parent / "images"
+ARTIFACTS = ("evaluation-report", "confusion-matrix", "reliability-diagram", "training-curves", "tracked-run")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -42,27 +48,34 @@ def main() -> None:
         port = _free_port()
         env = {**os.environ, "PREFECT_HOME": str(Path(temp) / "prefect"),
                "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
+        (Path(temp) / "mlflow").mkdir()
         server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for(f"http://127.0.0.1:{port}/api/health", seconds=120)
-            print("server up; running `mmpipe demo` (about a minute or two)", flush=True)
-            done = subprocess.run(["mmpipe", "demo", str(work / "demo")], env=env, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"mmpipe demo failed ({done.returncode}):\n{done.stderr[-3000:]}")
-            report = max((work / "demo" / "runs").glob("*/report.html"), key=lambda path: path.stat().st_mtime)
-            _shoot(args.chromium, report.as_uri(), args.out / "report.png", (1100, 2600), Path(temp))
-            flow_run = _pipeline_run_id(port)
-            ui = f"http://127.0.0.1:{port}/runs/flow-run/{flow_run}"
-            _shoot(args.chromium, ui, args.out / "prefect-run.png", (1400, 900), Path(temp), wait_ms=15000)
-            for key in ("evaluation-report", "confusion-matrix"):  # the newest version of each artifact
-                artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
-                                                           "sort": "CREATED_DESC", "limit": 1})[0]["id"]
-                _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact}",
-                       args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with running_mlflow_server(Path(temp) / "mlflow") as tracking:
+            env["MLFLOW_TRACKING_URI"] = tracking
+            try:
+                _wait_for(f"http://127.0.0.1:{port}/api/health", seconds=120)
+                print("servers up; running `mmpipe demo` (about a minute or two)", flush=True)
+                done = subprocess.run(["mmpipe", "demo", str(work / "demo")], env=env, capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"mmpipe demo failed ({done.returncode}):\n{done.stderr[-3000:]}")
+                report = max((work / "demo" / "runs").glob("*/report.html"), key=lambda path: path.stat().st_mtime)
+                _shoot(args.chromium, report.as_uri(), args.out / "report.png", (1100, 2600), Path(temp))
+                flow_run = _pipeline_run_id(port)
+                ui = f"http://127.0.0.1:{port}/runs/flow-run/{flow_run}"
+                _shoot(args.chromium, ui, args.out / "prefect-run.png", (1400, 900), Path(temp), wait_ms=15000)
+                for key in ARTIFACTS:  # the newest version of each artifact
+                    artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
+                                                               "sort": "CREATED_DESC", "limit": 1})[0]
+                    _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
+                           args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)
+                mlflow_run = next(line.split("MLflow: ", 1)[1].split(",", 1)[0]
+                                  for line in done.stdout.splitlines() if line.startswith("MLflow: "))
+                _shoot(args.chromium, mlflow_run, args.out / "mlflow-run.png", (1400, 1000), Path(temp),
+                       wait_ms=20000)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
     print(f"wrote {', '.join(sorted(path.name for path in args.out.glob('*.png')))} in {args.out}")
 
 

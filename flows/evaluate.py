@@ -20,11 +20,14 @@ from flows.artifacts import (
     EVALUATION_REPORT,
     EVALUATION_REPORT_FILE,
     PROMOTION_DECISION,
+    RELIABILITY_DIAGRAM,
+    TRAINING_CURVES,
 )
+from flows.tracking import mirror_run_task
 from mmpipe.config import Config
 from mmpipe.evaluate import evaluate_run
 from mmpipe.evaluate.promote import promote
-from mmpipe.runs.record import RunDir
+from mmpipe.runs.record import RunDir, load_record
 from mmpipe.train.model import HEADS
 
 
@@ -53,10 +56,8 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     create_link_artifact(key=EVALUATION_REPORT_FILE, link=report.as_uri(), link_text=f"{report} (open it from the "
                          "machine that ran the flow: charts, slices, lineage)",
                          description=f"Run {run_id}: the full report, self-contained HTML")
-    # A data URI: the UI shows the picture without a file server (the run dir is on the worker's disk).
-    png = base64.b64encode(RunDir(Path(result["out_dir"])).confusion_matrix.read_bytes()).decode()
-    create_image_artifact(key=CONFUSION_MATRIX, image_url=f"data:image/png;base64,{png}",
-                          description=f"Run {run_id}: confusion matrix on {result['split']}")
+    # Data URIs: the UI shows the pictures without a file server (the run dir is on the worker's disk).
+    publish_charts(run_id, result, RunDir(Path(result["out_dir"])), load_record(RunDir(runs_dir / run_id)))
     logger = get_run_logger()
     logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
@@ -71,7 +72,27 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
                                  + "\n".join(f"* {reason}" for reason in decision["reasons"]))
         logger.info("run %s %s: %s", run_id, verdict, "; ".join(decision["reasons"]))
         summary["promotion"] = decision
+    # The run's own test split is what its MLflow run shows (other evaluations stay in the run store).
+    summary["tracking"] = mirror_run_task(runs_dir / run_id, config, "evaluate") if result["primary"] else None
     return summary
+
+
+def publish_charts(run_id: str, result: dict, out: RunDir, record) -> None:
+    """The report's charts as image artifacts: the confusion matrix, the reliability diagram, the curves."""
+    from mmpipe.evaluate import charts
+
+    def image(key: str, png: bytes, what: str) -> None:
+        create_image_artifact(key=key, image_url=f"data:image/png;base64,{base64.b64encode(png).decode()}",
+                              description=f"Run {run_id}: {what}")
+
+    image(CONFUSION_MATRIX, out.confusion_matrix.read_bytes(), f"confusion matrix on {result['split']}")
+    if result.get("calibration"):
+        image(RELIABILITY_DIAGRAM, charts.to_png(charts.reliability_diagram(result["calibration"],
+                                                                            result["metrics"]["ece"])),
+              f"reliability diagram on {result['split']} (ECE {result['metrics']['ece']:.4f})")
+    if record.history:
+        image(TRAINING_CURVES, charts.to_png(charts.run_curves(record)), f"training curves, {len(record.history)} "
+              "epochs")
 
 
 def metric_rows(result: dict) -> list[dict]:

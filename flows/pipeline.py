@@ -56,7 +56,8 @@ def _stages(source: str, config: Config) -> dict:
     summary = {"source": str(source), "dataset_version": version, "ingest": ingested, "validation": validated,
                "run_id": trained["run_id"], "run_dir": trained["run_dir"], "metrics": evaluated["metrics"],
                "baselines": evaluated["baselines"], "heads": evaluated["heads"],
-               "promotion": evaluated.get("promotion"), "report": evaluated["report"]}
+               "promotion": evaluated.get("promotion"), "report": evaluated["report"],
+               "tracking": evaluated["tracking"]}
     create_markdown_artifact(key=PIPELINE_SUMMARY, markdown=summary_markdown(summary),
                              description=f"{Path(source).name}: dataset {version}, run {trained['run_id']}")
     return summary

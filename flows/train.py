@@ -9,6 +9,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import PROGRESS_EXTRA
+from flows.tracking import mirror_run_task
 from mmpipe.config import Config
 from mmpipe.train import TrainResult, train
 from mmpipe.wording import counted
@@ -57,4 +58,6 @@ def train_flow(config: Config, resume: str | None = None) -> dict:
     """Train on the dataset in config.data_dir (it must have passed `mmpipe validate`)."""
     result = train_model_task(config, resume)
     get_run_logger().info("run %s completed: %s", result.run_id, result.run_dir)
-    return result.summary()
+    # One mirror per run: the other workers of a multi-worker run wrote nothing.
+    tracked = mirror_run_task(result.run_dir, config, "train") if result.chief else None
+    return {**result.summary(), "tracking": tracked}

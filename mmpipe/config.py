@@ -182,6 +182,20 @@ class EvaluateConfig(Section):
     min_slice_rows: int = Field(30, ge=1, description="slices with fewer test rows are flagged small in the report")
 
 
+class TrackingConfig(Section):
+    """Where runs are mirrored for people to compare (MLflow). The run store stays the record."""
+
+    uri: str | None = Field(None, description="an MLflow tracking server, e.g. http://127.0.0.1:5000; default: "
+                            "MLFLOW_TRACKING_URI; neither set: no tracking")
+    experiment: str | None = Field(None, description="the MLflow experiment and registered model name; default: "
+                                   "the source's name (its folder, or folder/file for a manifest)")
+
+    def resolved_uri(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """This setting, else MLflow's own variable."""
+        environ = os.environ if environ is None else environ
+        return self.uri or environ.get("MLFLOW_TRACKING_URI") or None
+
+
 class SourceEntry(Section):
     """One source `mmpipe serve` watches, optionally with its own exported contracts."""
 
@@ -244,6 +258,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("data_dir", "runs_dir", mode="before")
     @classmethod
@@ -294,8 +309,9 @@ class Config(Section):
         return self.model_copy(update={"train": train})
 
     def hash(self) -> str:
-        """Stable hash of the whole config except where files go and how runs are scheduled."""
-        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "storage_secret", "serve"}))
+        """Stable hash of the whole config except where files go, how runs are scheduled and where they are mirrored."""
+        return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "storage_secret", "serve",
+                                                          "tracking"}))
 
 
 def load_config(

@@ -47,3 +47,7 @@ class TrainingError(MmpipeError):
 
 class StorageError(MmpipeError):
     """An object store (S3, GCS, Azure) cannot be reached, lacks an object, or refuses access."""
+
+
+class TrackingError(MmpipeError):
+    """The tracking server (MLflow) cannot be reached or refused a run; a run is complete without it."""

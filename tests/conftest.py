@@ -6,7 +6,7 @@ from flows.environment import prepare_prefect
 
 prepare_prefect()  # before anything imports Prefect
 
-pytest_plugins = ["tests.fixtures.datasets", "tests.fixtures.buckets"]
+pytest_plugins = ["tests.fixtures.datasets", "tests.fixtures.buckets", "tests.fixtures.tracking"]
 
 # Each worker builds its own session fixtures (a Prefect server, the trained runs: about 30 s of one core), and a
 # training test already keeps two cores busy: past four workers that costs more than it gains.

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mmpipe.cli import contracts, pipeline, runs, stages
+from mmpipe.cli import contracts, pipeline, runs, stages, tracking
 from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
 from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
@@ -48,6 +48,7 @@ for command, name in ((pipeline.demo, "demo"), (pipeline.run_command, "run"), (s
 app.command("watch")(pipeline.watch)  # the watcher to run next to a worker (deployments/prefect.yaml)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(contracts.contracts_app, name="contracts")
+app.add_typer(tracking.tracking_app, name="tracking")
 
 
 @app.callback()

@@ -51,6 +51,15 @@ def print_pipeline_summary(summary: dict) -> None:
     if promotion and not promotion.get("promoted"):
         typer.echo("  " + "; ".join(promotion.get("reasons", [])))
     typer.echo(f"report: {summary['report']}")
+    print_tracking(summary)
+
+
+def print_tracking(summary: dict) -> None:
+    """Where the run is on the MLflow server, when it was mirrored there."""
+    tracked = summary.get("tracking")
+    if tracked:
+        version = f", model {tracked['model']} version {tracked['model_version']}" if tracked["model_version"] else ""
+        typer.echo(f"MLflow: {tracked['url'] or 'run ' + tracked['mlflow_run_id']}{version}")
 
 
 def print_contracts(validation: dict) -> None:

@@ -146,7 +146,11 @@ def runs_compare(
     if as_json:
         typer.echo(json.dumps(diff))
         return
-    typer.echo(f"{run_b} vs {run_a} (B - A)")
+    dataset = diff["dataset"]
+    typer.echo(f"{run_a} -> {run_b} (each change is B - A)")
+    if not dataset["same"]:
+        typer.echo(f"  each run was scored on its own dataset's test split ({dataset['a']} -> {dataset['b']}): the "
+                   "metric changes mix the model's with the data's")
     for key, change in diff["metrics"].items():
         if change["delta"] is not None:
             typer.echo(f"  {key:<26} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
@@ -155,7 +159,6 @@ def runs_compare(
             typer.echo(f"  F1 {name:<23} {change['a']:.4f} -> {change['b']:.4f} ({change['delta']:+.4f})")
     for key, change in diff["config"].items():
         typer.echo(f"  config {key}: {change['a']!r} -> {change['b']!r}")
-    dataset = diff["dataset"]
     typer.echo(f"  dataset: {'same' if dataset['same'] else dataset['a'] + ' -> ' + dataset['b']}")
 
 
@@ -174,7 +177,8 @@ def runs_champion(runs: RunsOption = None, config: ConfigOption = None, as_json:
                                 url))
             return
         typer.echo(f"{champion['run_id']} (macro F1 {champion['macro_f1']:.4f} on {champion['dataset_version']}, "
-                   f"promoted {champion['promoted_at']}, previous {champion['previous']})")
+                   f"promoted {champion['promoted_at']}, "
+                   + (f"previous {champion['previous']})" if champion.get("previous") else "the first champion)"))
 
 
 def metric_lines(metrics: dict) -> list[str]:

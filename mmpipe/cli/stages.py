@@ -21,7 +21,14 @@ from mmpipe.cli.common import (
     start_prefect,
     stores_on_disk,
 )
-from mmpipe.cli.output import ProgressBar, print_contracts, print_ingest_summary, print_notice, warnings_of
+from mmpipe.cli.output import (
+    ProgressBar,
+    print_contracts,
+    print_ingest_summary,
+    print_notice,
+    print_tracking,
+    warnings_of,
+)
 from mmpipe.errors import ContractViolation, MmpipeError
 from mmpipe.wording import counted
 
@@ -165,6 +172,7 @@ def train_command(
         typer.echo(f"run {summary['run_id']} {summary['status']} after {epochs_done}: "
                    + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
         typer.echo(f"run dir: {summary['run_dir']}")
+        print_tracking(summary)
 
 
 def _train_as_local_workers(count: int, data, runs, variant, epochs, resume, config, as_json) -> None:

@@ -66,6 +66,15 @@ def training_curves(history: list[dict[str, float]], kept_epoch: int | None = No
     return figure
 
 
+def run_curves(record):
+    """A run's training curves (its RunRecord's history, the kept epoch named by what chose it); None without
+    epochs. One drawing for the report, the Prefect artifact and the MLflow run."""
+    if not record.history:
+        return None
+    kept_by = (record.monitor or "").replace("val_", "validation ").replace("_", " ").replace("macro f1", "macro F1")
+    return training_curves(record.history, record.best_epoch, kept_by)
+
+
 def confusion_matrix(matrix: list[list[int]], classes: list[str]):
     """Cells coloured by the share of their true class (row), each with its count; a colour bar."""
     import numpy as np

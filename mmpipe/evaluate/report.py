@@ -50,8 +50,7 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
     calibration = result.get("calibration")
     reliability = (f"<figure>{charts.to_svg(charts.reliability_diagram(calibration, metrics['ece']))}</figure>"
                    if calibration else "")
-    kept_by = (record.monitor or "").replace("val_", "validation ").replace("_", " ").replace("macro f1", "macro F1")
-    curves = (f"<figure>{charts.to_svg(charts.training_curves(record.history, record.best_epoch, kept_by))}</figure>"
+    curves = (f"<figure>{charts.to_svg(charts.run_curves(record))}</figure>"
               f"<p class=note>{counted(len(record.history), 'epoch')} recorded.</p>" if record.history
               else "<p>no epochs recorded</p>")
     return f"""<!doctype html>

@@ -16,12 +16,34 @@ def test_runs_compare_shows_metric_class_and_config_changes(tmp_path):
     runs = ["--runs", str(tmp_path)]
     shown = runner.invoke(app, ["runs", "compare", "20260101T000000Z-a", "20260102T000000Z-b", *runs])
     assert shown.exit_code == 0, shown.output
-    assert "20260102T000000Z-b vs 20260101T000000Z-a" in shown.stdout
+    assert "20260101T000000Z-a -> 20260102T000000Z-b (each change is B - A)" in shown.stdout
+    assert "own dataset's test split" not in shown.stdout  # one dataset: the deltas are the models'
     assert "F1 cat" in shown.stdout and "+0.2000" in shown.stdout and "-0.1000" in shown.stdout
     assert "config train.epochs: 1 -> 3" in shown.stdout
     diff = json.loads(runner.invoke(app, ["runs", "compare", "20260101T000000Z-a", "20260102T000000Z-b", *runs,
                                           "--json"]).stdout)
     assert diff["per_class_f1"]["cat"]["delta"] == 0.2 and diff["config"] == {"train.epochs": {"a": 1, "b": 3}}
+
+
+def test_runs_compare_says_when_the_runs_were_scored_on_different_test_sets(tmp_path):
+    for run_id, version in (("20260101T000000Z-a", "v1"), ("20260102T000000Z-b", "v2")):
+        run = make_run(tmp_path, run_id, {"cat": 0.6, "dog": 0.6})
+        for name in ("run.json", "metrics.json"):
+            content = json.loads((run / name).read_text())
+            (run / name).write_text(json.dumps({**content, "dataset_version": version}))
+    shown = runner.invoke(app, ["runs", "compare", "20260101T000000Z-a", "20260102T000000Z-b", "--runs", str(tmp_path)])
+    assert "each run was scored on its own dataset's test split (v1 -> v2)" in shown.stdout, shown.output
+
+
+def test_runs_champion_names_the_previous_one_or_says_it_is_the_first(tmp_path):
+    make_run(tmp_path, "20260101T000000Z-a", {"cat": 0.6, "dog": 0.6})
+    pointer = {"run_id": "20260101T000000Z-a", "macro_f1": 0.6, "dataset_version": "v1",
+               "promoted_at": "2026-01-01T00:00:00Z", "previous": None}
+    (tmp_path / "champion.json").write_text(json.dumps(pointer))
+    shown = runner.invoke(app, ["runs", "champion", "--runs", str(tmp_path)]).stdout
+    assert "the first champion" in shown and "None" not in shown
+    (tmp_path / "champion.json").write_text(json.dumps({**pointer, "previous": "20251231T000000Z-z"}))
+    assert "previous 20251231T000000Z-z" in runner.invoke(app, ["runs", "champion", "--runs", str(tmp_path)]).stdout
 
 
 def test_runs_list_and_champion_say_where_they_looked_when_there_are_none(tmp_path, monkeypatch):

@@ -11,7 +11,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 from typer.testing import CliRunner
 
-from flows.artifacts import EVALUATION_REPORT, INGEST_SUMMARY, PIPELINE_SUMMARY, VALIDATION_REPORT
+from flows.artifacts import (
+    CONFUSION_MATRIX,
+    EVALUATION_REPORT,
+    INGEST_SUMMARY,
+    PIPELINE_SUMMARY,
+    RELIABILITY_DIAGRAM,
+    TRAINING_CURVES,
+    VALIDATION_REPORT,
+)
 from flows.pipeline import PIPELINE_LOCK, pipeline_flow
 from mmpipe.cli import app
 from mmpipe.files import hold_lock
@@ -64,9 +72,14 @@ def test_pipeline_waits_for_the_data_dir_then_runs_every_stage_and_publishes_the
     runs = asyncio.run(stage_runs(state.state_details.flow_run_id))
     assert all(run.state.is_completed() for run in runs)
     assert runs[0].name == f"pipeline {sample_manifest.name} -> {summary['dataset_version']}"
-    found = {key for run in runs for key in (INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY)
-             if asyncio.run(artifact(run.id, key)) is not None}
-    assert found == {INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY}
+    # Without tracking, the report's charts are image artifacts: nothing of it needs a local file to be seen.
+    keys = {INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY, CONFUSION_MATRIX,
+            RELIABILITY_DIAGRAM, TRAINING_CURVES}
+    found = {key: found for run in runs for key in keys if (found := asyncio.run(artifact(run.id, key))) is not None}
+    assert set(found) == keys
+    assert all(found[key].type == "image" and found[key].data.startswith("data:image/png;base64,")
+               for key in (CONFUSION_MATRIX, RELIABILITY_DIAGRAM, TRAINING_CURVES))
+    assert summary["tracking"] is None  # no MLFLOW_TRACKING_URI here
     run = RunDir(tmp_path / "runs" / summary["run_id"])
     record = load_record(run)
     assert record.status == "completed" and record.dataset_version == summary["dataset_version"]
