@@ -31,7 +31,8 @@ from mmpipe.ingest.workers import chunk_workers, clean_chunk, handing_chunks_to
 from mmpipe.wording import counted
 
 # Read by the CLI's progress bar from the flow's log records.
-PROGRESS_EXTRA = "mmpipe_progress"
+PROGRESS_EXTRA = "mmpipe_progress"  # (done, total, what): how far a stage is, for a terminal's progress bar
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where those records are logged
 
 
 @task(name="plan-chunks", cache_policy=NO_CACHE, persist_result=False)
@@ -90,7 +91,7 @@ def ingest_flow(source: str, config: Config) -> dict:
             progress.append(create_progress_artifact(progress=0.0, description=f"Cleaning {counted(total, 'chunk')}"))
         update_progress_artifact(progress[0], progress=100.0 * done / total)
         logger.info("chunk %d/%d: %s, %d rejected%s", done, total, counted(result.rows, "row"), result.rejected,
-                    " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, total)})
+                    " (cached)" if result.cached else "", extra={PROGRESS_EXTRA: (done, total, "cleaning chunks")})
 
     version = ingest(source, config, TASK_STEPS, on_chunk=report)
     publish_ingest_artifacts(version)

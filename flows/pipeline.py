@@ -16,7 +16,7 @@ from prefect.context import get_run_context
 from flows.artifacts import PIPELINE_SUMMARY
 from flows.environment import load_storage_secret
 from flows.evaluate import evaluate_flow
-from flows.ingest import run_ingest
+from flows.ingest import PROGRESS_EXTRA, run_ingest
 from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
@@ -45,13 +45,17 @@ def pipeline_flow(source: str, config: Config) -> dict:
 
 def _stages(source: str, config: Config) -> dict:
     logger = get_run_logger()
+    stage("ingesting")
     ingested = run_ingest(source, config)
     version = ingested["dataset_version"]
     _rename_this_run(f"pipeline {Path(source).name} -> {version}")
     logger.info("dataset %s: %d accepted, %d quarantined, %s", version, ingested["accepted"],
                 sum(ingested["quarantined"].values()), counted(ingested["duplicates"], "duplicate"))
+    stage("validating the contracts")
     validated = validate_flow(str(config.data_dir), config)  # raises on a critical failure: no training
+    stage("training")
     trained = train_flow(config)
+    stage("evaluating on the test split")
     evaluated = evaluate_flow(trained["run_id"], config)
     summary = {"source": str(source), "dataset_version": version, "ingest": ingested, "validation": validated,
                "run_id": trained["run_id"], "run_dir": trained["run_dir"], "metrics": evaluated["metrics"],
@@ -61,6 +65,11 @@ def _stages(source: str, config: Config) -> dict:
     create_markdown_artifact(key=PIPELINE_SUMMARY, markdown=summary_markdown(summary),
                              description=f"{Path(source).name}: dataset {version}, run {trained['run_id']}")
     return summary
+
+
+def stage(what: str) -> None:
+    """Say which stage starts (a terminal's progress bar shows it until the stage reports its own progress)."""
+    get_run_logger().info("stage: %s", what, extra={PROGRESS_EXTRA: (0, None, what)})
 
 
 def summary_markdown(summary: dict) -> str:

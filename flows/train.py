@@ -26,7 +26,9 @@ def epoch_reporter(epochs: int):
         def on_epoch_end(self, epoch, logs=None):
             update_progress_artifact(artifact, progress=100.0 * (epoch + 1) / epochs)
             shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
-            logger.info("epoch %d/%d: %s", epoch + 1, epochs, shown, extra={PROGRESS_EXTRA: (epoch + 1, epochs)})
+            last = next((f"{key} {logs[key]:.3f}" for key in ("val_macro_f1", "val_loss") if key in (logs or {})), "")
+            logger.info("epoch %d/%d: %s", epoch + 1, epochs, shown,
+                        extra={PROGRESS_EXTRA: (epoch + 1, epochs, f"training, epoch {epoch + 1}/{epochs} {last}")})
 
         def on_train_end(self, logs=None):  # early stopping ends a run before its last epoch: training is done
             update_progress_artifact(artifact, progress=100.0)

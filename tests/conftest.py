@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from flows.environment import prepare_prefect
 
 prepare_prefect()  # before anything imports Prefect
@@ -17,6 +19,22 @@ def pytest_xdist_auto_num_workers(config):
     """`-n auto`: the cores this process may run on (a container's share, not the host's), at most MOST_WORKERS."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(cores, MOST_WORKERS)
+
+
+@pytest.hookimpl(trylast=True)  # after tests/fixtures/datasets.py marked what is slow
+def pytest_collection_modifyitems(items):
+    """Files with the most slow tests first: workers take whole files in this order, so the long ones start
+    early and the many quick files fill in at the end, and the workers finish together (the same order in
+    every worker: xdist requires it)."""
+    def file_of(item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow: dict[str, int] = {}
+    order: dict[str, int] = {}
+    for item in items:
+        order.setdefault(file_of(item), len(order))
+        slow[file_of(item)] = slow.get(file_of(item), 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: (-slow[file_of(item)], order[file_of(item)]))  # stable: a file's tests keep order
 
 
 def pytest_unconfigure(config):

@@ -90,7 +90,8 @@ def brief(value: Any, limit: int = 400) -> str:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr, driven by the flow's `mmpipe_progress` log records."""
+    """A rich progress bar on stderr (a terminal only), driven by the flows' `mmpipe_progress` log records:
+    (done, total[, what]) moves the bar and names the stage and its last number; an ETA once it is known."""
 
     def __init__(self, description: str, quiet: bool):
         self.description, self.quiet = description, quiet
@@ -98,26 +99,37 @@ class ProgressBar:
     def __enter__(self):
         if self.quiet or not sys.stderr.isatty():
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        from flows.ingest import PROGRESS_EXTRA
+        from flows.ingest import PROGRESS_EXTRA, RUN_LOGGERS
 
         self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), transient=True)
-        task_id = self.progress.add_task(self.description, total=None)
+                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+        shown = {"task": self.progress.add_task(self.description, total=None)}
 
         class Handler(logging.Handler):
             def emit(inner, record: logging.LogRecord) -> None:
-                done_total = getattr(record, PROGRESS_EXTRA, None)
-                if done_total is not None:
-                    self.progress.update(task_id, completed=done_total[0], total=done_total[1])
+                progress = getattr(record, PROGRESS_EXTRA, None)
+                if progress is None:
+                    return
+                done, total, what = (*progress, "")[:3]
+                description = f"{self.description}: {what}" if what else self.description
+                if total is None:  # a stage without counts: a fresh bar (rich keeps an old total, and its ETA)
+                    self.progress.remove_task(shown["task"])
+                    shown["task"] = self.progress.add_task(description, total=None)
+                else:
+                    self.progress.update(shown["task"], completed=done, total=total, description=description)
 
         self.handler = Handler()
-        logging.getLogger("prefect.flow_runs").addHandler(self.handler)
+        for name in RUN_LOGGERS:  # the flows' own lines and their tasks' (training's epochs come from a task)
+            logging.getLogger(name).addHandler(self.handler)
         self.progress.start()
         return self
 
     def __exit__(self, *exc_info):
         if hasattr(self, "progress"):
             self.progress.stop()
-            logging.getLogger("prefect.flow_runs").removeHandler(self.handler)
+            from flows.ingest import RUN_LOGGERS
+
+            for name in RUN_LOGGERS:
+                logging.getLogger(name).removeHandler(self.handler)

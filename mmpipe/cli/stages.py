@@ -60,7 +60,7 @@ def ingest(
         start_prefect()
         from flows.ingest import run_ingest
 
-        with ProgressBar("Cleaning chunks", quiet=as_json):
+        with ProgressBar("Ingest", quiet=as_json):
             summary = shown(run_flow(lambda: run_ingest(source, settings)))
         if as_json:
             typer.echo(json.dumps(summary))
@@ -161,7 +161,7 @@ def train_command(
         start_prefect()
         from flows.train import train_flow
 
-        with ProgressBar("Training epochs", quiet=as_json):
+        with ProgressBar("Train", quiet=as_json):
             summary = shown(run_flow(lambda: train_flow(settings, resume)))
         if as_json:
             typer.echo(json.dumps(summary))

@@ -165,9 +165,9 @@ def slices_html(sliced: dict[str, list[dict[str, Any]]]) -> str:
         rows = "".join(
             f"<tr{' class=small' if entry['small'] else ''}><td>{escape(entry['value'])}</td><td>{entry['n']}</td>"
             f"<td>{entry['accuracy']:.4f}</td><td>{_score(entry['macro_f1'])}</td><td>{entry['ece']:.4f}</td>"
-            f"<td>{'small' if entry['small'] else ''}</td></tr>" for entry in entries)
+            f"<td>{'few rows' if entry['small'] else ''}</td></tr>" for entry in entries)
         tables.append(f"<h3>by {escape(dimension.replace('_', ' '))}</h3><table><tr><th>{escape(dimension)}</th>"
-                      f"<th>rows</th><th>accuracy</th><th>macro F1</th><th>ECE</th><th></th></tr>{rows}</table>")
+                      f"<th>rows</th><th>accuracy</th><th>macro F1</th><th>ECE</th><th>note</th></tr>{rows}</table>")
     return warning + "".join(tables)
 
 

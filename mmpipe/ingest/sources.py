@@ -91,6 +91,9 @@ def open_source(path: str | Path) -> RawSource:
     if not path.exists():
         raise SourceError(f"source {path} does not exist; pass a manifest (.csv, .jsonl, .parquet) or a folder")
     if path.is_dir():
+        if not any(entry.is_file() for entry in path.rglob("*")):  # stops at the first file of a real tree
+            raise SourceError(f"source {path} is an empty folder; put LABEL/FILE files under it (a folder per class), "
+                              "or pass a manifest")
         return RawSource(path=path, kind="folder", root=path.resolve())
     if not path.is_file():  # a FIFO would block the reader forever (holding the data dir's lock), a device never end
         raise SourceError(f"source {path} is not a regular file (a pipe, device or socket); pass a manifest file "

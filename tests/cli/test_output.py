@@ -24,3 +24,23 @@ def test_the_pipeline_summary_counts_in_words_and_names_the_validation_page(caps
     assert "dataset v1: 1 row accepted, 0 quarantined, 1 duplicate; contracts passed (1 warning)" in out
     assert "validation page: /data/validation/v1/index.html" in out
     assert [warnings_of({"warnings": []}), warnings_of({"warnings": [1, 2]})] == ["no warnings", "2 warnings"]
+
+
+def test_the_progress_bar_names_each_stage_and_a_stage_without_counts_drops_the_last_total(monkeypatch):
+    import logging
+    import sys
+
+    from flows.ingest import PROGRESS_EXTRA
+    from mmpipe.cli.output import ProgressBar
+
+    def said(what):  # a flow's progress record, as its run logger hands it to the bar's handler
+        return logging.makeLogRecord({"msg": "progress", PROGRESS_EXTRA: what})
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # the bar a terminal shows
+    with ProgressBar("Pipeline", quiet=False) as bar:
+        bar.handler.handle(said((3, 10, "cleaning chunks")))
+        (task,) = bar.progress.tasks
+        assert (task.description, task.completed, task.total) == ("Pipeline: cleaning chunks", 3, 10)
+        bar.handler.handle(said((0, None, "evaluating on the test split")))
+        (task,) = bar.progress.tasks
+        assert (task.description, task.completed, task.total) == ("Pipeline: evaluating on the test split", 0, None)

@@ -93,6 +93,8 @@ def test_slices_are_tabled_and_small_ones_flagged(tmp_path):
     assert "Small slices" in section and "image_format = GIF (1 row)" in section
     assert re.search(r"<tr class=small><td>GIF</td><td>1</td><td>0.0000</td>", section)
     assert re.search(r"<tr><td>PNG</td><td>40</td><td>0.9000</td><td>0.8500</td>", section)
+    assert "<th></th>" not in page and "<th>note</th>" in section  # every column says what it holds
+    assert "<td>few rows</td></tr>" in section
 
 
 def test_what_fusion_added_sets_the_served_blend_beside_each_head_alone_per_class(tmp_path):

@@ -151,6 +151,16 @@ def test_a_manifest_that_is_not_a_regular_file_is_refused_unread(tmp_path, make)
         open_source(path)
 
 
+def test_an_empty_folder_is_refused_as_unusable_input(tmp_path, monkeypatch, capsys):
+    from tests.fixtures.cli import run_main
+
+    (tmp_path / "source" / "cat").mkdir(parents=True)  # folders, no files
+    with pytest.raises(SourceError, match="is an empty folder; put LABEL/FILE files under it"):
+        open_source(tmp_path / "source")
+    code, _, err = run_main(["ingest", str(tmp_path / "source"), "--data", str(tmp_path / "data")], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "empty folder" in err  # unusable input, as the README says
+
+
 def test_a_sidecar_that_is_a_fifo_is_not_opened(tmp_path):
     save(gradient(), tmp_path / "cat" / "a.png", "PNG")
     os.mkfifo(tmp_path / "cat" / "a.txt")

@@ -151,19 +151,26 @@ def test_same_data_config_and_seed_give_the_same_metrics(data_dir, tmp_path):
     assert other.history["loss"][0] != first.history["loss"][0]  # from the first epoch on
 
 
-def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, data_dir, tmp_path):
+def test_train_flow_reports_each_epoch_and_returns_the_run_summary(prefect_api, data_dir, tmp_path, monkeypatch):
     import asyncio
+    import sys
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 
     from flows.train import train_flow
+    from mmpipe.cli.output import ProgressBar
 
     config = run_config(data_dir, tmp_path / "runs", **RESUMABLE)  # early stopping ends it before its 8 epochs
-    with run_log_lines() as logged:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # the bar a terminal shows
+    with run_log_lines() as logged, ProgressBar("Training", quiet=False) as bar:
         state = train_flow(config, return_state=True)
+        shown = bar.progress.tasks[0]
     assert state.is_completed()
     summary = state.result()
+    # The bar moved with the epochs (logged by the training task) and says which one and its last score.
+    assert shown.completed == len(summary["history"]["loss"]) and shown.total == 8
+    assert shown.description.startswith(f"Training: training, epoch {int(shown.completed)}/8 val_macro_f1 ")
     assert summary["status"] == "completed"
     assert set(summary) == documented_json_keys("mmpipe train")  # what `mmpipe train --json` prints, as README says
     assert summary["distribution"]["strategy"] == "one_device"
