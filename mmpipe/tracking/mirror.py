@@ -42,7 +42,8 @@ MODEL_PATH = "model"
 TRACKING_LOCK = ".tracking.lock"  # one mirror of a run at a time (a flow and `tracking sync` may meet)
 _FINISHED = {"completed": "FINISHED", "failed": "FAILED"}
 _MAX_PARAM = 6000  # MLflow's limit on a param value
-_BATCH = 100  # params or tags per log_batch call (MLflow's limit; metrics: 1000)
+_BATCH = 100  # params or tags per log_batch call (MLflow's limit)
+_MAX_BATCH = 1000  # entries of one log_batch call, metrics and tags together (MLflow's limit)
 _warned: set[str] = set()
 
 
@@ -115,7 +116,7 @@ def _mirror(uri: str, run: RunDir, config: Config, links: dict[str, str]) -> Mir
             _log_training(client, run_id, run, record, status, tags)
             _log_evaluation(client, run_id, run, tags)
             model_name = _model_name(name)
-            version = tags.get(LOGGED + "model")
+            version = tags.get(LOGGED + "model") or _registered_version(client, run_id)
             if version is None and status == "completed" and (run.serving / "saved_model.pb").is_file():
                 version = _log_model(uri, run_id, run, record, model_name)
             _move_champion(client, experiment_id, model_name, run.path.parent)
@@ -219,7 +220,7 @@ def _find_or_create(client, experiment_id: str, record: RunRecord):
 
 def _log_training(client, run_id: str, run: RunDir, record: RunRecord, status: str, tags: dict) -> None:
     """Params and tags once; the epochs the server lacks (a resumed run adds its new ones); the curves."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
 
     done = f"{status} {record.finished_at}"
     if tags.get(LOGGED + "training") == done:
@@ -230,13 +231,7 @@ def _log_training(client, run_id: str, run: RunDir, record: RunRecord, status: s
                   "mmpipe_version": record.code_version, "git_commit": record.git_commit,
                   **{f"package.{name}": version for name, version in record.packages.items()}}
         _in_batches(client, run_id, params=[Param(key, str(value)[:_MAX_PARAM]) for key, value in params.items()])
-    logged = int(tags.get(LOGGED + "epochs", 0))
-    now = int(time.time() * 1000)
-    metrics = [Metric(key if key.startswith("val_") else f"train_{key}", float(value), now, int(epoch["epoch"]))
-               for epoch in record.history if int(epoch["epoch"]) > logged
-               for key, value in epoch.items() if key != "epoch" and _number(value)]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    _log_epochs(client, run_id, record.history, int(tags.get(LOGGED + "epochs", 0)))
     if record.history:
         from mmpipe.evaluate import charts
 
@@ -250,20 +245,43 @@ def _log_training(client, run_id: str, run: RunDir, record: RunRecord, status: s
     _log_tags(client, run_id, {"mmpipe.dataset_version": record.dataset_version,
                                "mmpipe.config_hash": record.config_hash, "mmpipe.variant": record.variant,
                                "mmpipe.status": status, "mmpipe.best_epoch": record.best_epoch,
-                               LOGGED + "epochs": max([logged, *(int(e["epoch"]) for e in record.history)]),
                                LOGGED + "training": done})
 
 
+def _log_epochs(client, run_id: str, history: list[dict[str, Any]], logged: int) -> None:
+    """The epochs after `logged`, step = epoch, in batches of whole epochs that each carry the tag saying how far
+    the history is logged: one call stores both (MLflow writes a batch in one transaction), so a mirror killed
+    between two calls is resumed by the next one without a point logged twice."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    batch: list[Metric] = []
+    for epoch in (entry for entry in history if int(entry["epoch"]) > logged):
+        points = [Metric(key if key.startswith("val_") else f"train_{key}", float(value), now, int(epoch["epoch"]))
+                  for key, value in epoch.items() if key != "epoch" and _number(value)]
+        if batch and len(batch) + len(points) >= _MAX_BATCH:
+            client.log_batch(run_id, metrics=batch, tags=[RunTag(LOGGED + "epochs", str(batch[-1].step))])
+            batch = []
+        batch += points
+    if batch:
+        client.log_batch(run_id, metrics=batch, tags=[RunTag(LOGGED + "epochs", str(batch[-1].step))])
+
+
 def _log_evaluation(client, run_id: str, run: RunDir, tags: dict) -> None:
-    """The run's own test evaluation (metrics.json), once per evaluation."""
-    from mlflow.entities import Metric
+    """The run's own test evaluation (metrics.json), once per evaluation: its metrics (tagged in the same call),
+    then its files (uploading one again replaces it), then the tag that says the evaluation is on the server."""
+    from mlflow.entities import Metric, RunTag
 
     result = read_metrics(run.metrics)
     if result is None or tags.get(LOGGED + "evaluation") == result.get("evaluated_at"):
         return
-    now = int(time.time() * 1000)
-    values = evaluation_metrics(result)
-    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in values.items()])
+    if tags.get(LOGGED + "evaluation_metrics") != result.get("evaluated_at"):  # once, with its tag in one call
+        now = int(time.time() * 1000)
+        values = [Metric(key, value, now, 0) for key, value in evaluation_metrics(result).items()]
+        for start in range(0, len(values), _MAX_BATCH - 1):
+            last = start + _MAX_BATCH - 1 >= len(values)
+            client.log_batch(run_id, metrics=values[start:start + _MAX_BATCH - 1], tags=[
+                RunTag(LOGGED + "evaluation_metrics", str(result.get("evaluated_at")))] if last else [])
     for path in (run.report, run.metrics, run.predictions, run.confusion_matrix, run.promotion):
         if path.is_file():
             client.log_artifact(run_id, str(path), "evaluation")
@@ -316,6 +334,16 @@ def _log_model(uri: str, run_id: str, run: RunDir, record: RunRecord, model_name
                                        pip_requirements=requirements, registered_model_name=model_name)
     version = str(info.registered_model_version)
     mlflow.MlflowClient(uri, uri).set_tag(run_id, LOGGED + "model", version)
+    return version
+
+
+def _registered_version(client, run_id: str) -> str | None:
+    """The model version a mirror registered for this MLflow run before it was killed (before its tag), if any."""
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    if not versions:
+        return None
+    version = str(min(int(found.version) for found in versions))
+    client.set_tag(run_id, LOGGED + "model", version)
     return version
 
 

@@ -137,6 +137,16 @@ def test_an_unreachable_server_costs_a_warning_and_sync_logs_the_run_later(mlflo
     assert again[first.name].mlflow_run_id == synced[first.name].mlflow_run_id
     assert len(client.search_model_versions(f"name = '{model}'")) == 2
     assert len(mlflow_runs(mlflow_server, first.name)) == 1
+    # A mirror killed after the history, the evaluation's metrics and the model version were stored, before the
+    # tags that close each part: the next one finishes the parts without a point or a version logged twice.
+    mirrored = synced[first.name].mlflow_run_id
+    epochs = len(client.get_metric_history(mirrored, "val_loss"))
+    for part in ("training", "evaluation", "model"):
+        client.delete_tag(mirrored, f"mmpipe.logged.{part}")
+    sync_runs(first.parent, config)
+    assert len(client.get_metric_history(mirrored, "val_loss")) == epochs == len(load_record(RunDir(first)).history)
+    assert len(client.get_metric_history(mirrored, "accuracy")) == 1
+    assert len(client.search_model_versions(f"name = '{model}'")) == 2
     assert SAMPLE_CLASSES[0] in {key.split("/")[1] for key in client.get_run(
         synced[first.name].mlflow_run_id).data.metrics if key.startswith("class/")}
 
