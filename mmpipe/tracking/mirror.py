@@ -12,15 +12,13 @@ from __future__ import annotations
 import calendar
 import contextlib
 import io
-import json
 import logging
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,9 +26,9 @@ from mmpipe import __version__
 from mmpipe.config import Config
 from mmpipe.errors import RunStoreError, TrackingError
 from mmpipe.files import hold_lock
-from mmpipe.ingest.version import DATASET_FILE
 from mmpipe.runs.record import RunDir, RunRecord, load_record, status_of
 from mmpipe.runs.store import list_runs, read_champion, read_metrics
+from mmpipe.tracking.names import evaluation_metrics, flat_params, is_number, registered_model_name, source_name
 from mmpipe.wording import first_line
 
 logger = logging.getLogger(__name__)
@@ -115,7 +113,7 @@ def _mirror(uri: str, run: RunDir, config: Config, links: dict[str, str]) -> Mir
             _log_tags(client, run_id, {key: value for key, value in links.items() if value})
             _log_training(client, run_id, run, record, status, tags)
             _log_evaluation(client, run_id, run, tags)
-            model_name = _model_name(name)
+            model_name = registered_model_name(name)
             version = tags.get(LOGGED + "model") or _registered_version(client, run_id)
             if version is None and status == "completed" and (run.serving / "saved_model.pb").is_file():
                 version = _log_model(uri, run_id, run, record, model_name)
@@ -125,22 +123,6 @@ def _mirror(uri: str, run: RunDir, config: Config, links: dict[str, str]) -> Mir
             raise TrackingError(f"the MLflow server at {uri} did not take run {record.run_id} "
                                 f"({type(error).__name__}: {first_line(error)})") from None
     return Mirrored(uri, experiment_id, run_id, model_name, version)
-
-
-def source_name(record: RunRecord) -> str:
-    """The source the run's dataset came from: its folder's name, or folder/file for a manifest;
-    "mmpipe" when the data dir no longer says (moved, or in a bucket)."""
-    try:
-        source = json.loads((Path(record.data_dir) / DATASET_FILE).read_text())["source"]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "mmpipe"
-    path = PurePosixPath(urlparse(source).path if "://" in source else Path(source).as_posix())
-    return f"{path.parent.name}/{path.name}" if path.suffix and path.parent.name else path.name or "mmpipe"
-
-
-def _model_name(experiment: str) -> str:
-    """A registered model name from the experiment's: letters, digits, `.`, `_` and `-`."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", experiment).strip("-") or "mmpipe"
 
 
 def _reachable(uri: str) -> None:
@@ -226,7 +208,7 @@ def _log_training(client, run_id: str, run: RunDir, record: RunRecord, status: s
     if tags.get(LOGGED + "training") == done:
         return
     if LOGGED + "training" not in tags:
-        params = {**_flat(record.config), "dataset_version": record.dataset_version,
+        params = {**flat_params(record.config), "dataset_version": record.dataset_version,
                   "config_hash": record.config_hash, "variant": record.variant, "seed": record.seed,
                   "mmpipe_version": record.code_version, "git_commit": record.git_commit,
                   **{f"package.{name}": version for name, version in record.packages.items()}}
@@ -258,7 +240,7 @@ def _log_epochs(client, run_id: str, history: list[dict[str, Any]], logged: int)
     batch: list[Metric] = []
     for epoch in (entry for entry in history if int(entry["epoch"]) > logged):
         points = [Metric(key if key.startswith("val_") else f"train_{key}", float(value), now, int(epoch["epoch"]))
-                  for key, value in epoch.items() if key != "epoch" and _number(value)]
+                  for key, value in epoch.items() if key != "epoch" and is_number(value)]
         if batch and len(batch) + len(points) >= _MAX_BATCH:
             client.log_batch(run_id, metrics=batch, tags=[RunTag(LOGGED + "epochs", str(batch[-1].step))])
             batch = []
@@ -292,30 +274,6 @@ def _log_evaluation(client, run_id: str, run: RunDir, tags: dict) -> None:
         client.log_figure(run_id, charts.reliability_diagram(calibration, result["metrics"]["ece"]),
                           "charts/reliability.png")
     _log_tags(client, run_id, {LOGGED + "evaluation": result.get("evaluated_at")})
-
-
-def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """metrics.json as flat MLflow metric names: the test metrics by their own names (`accuracy`,
-    `macro_f1`, ...), then `class/<name>/f1`, `head/<head>/macro_f1`, `baseline/<name>/accuracy`,
-    `slice/<dimension>/<value>/accuracy`."""
-    values: dict[str, float] = {}
-    for key, value in result.get("metrics", {}).items():
-        if isinstance(value, dict):
-            values.update({f"{key}_{inner}": number for inner, number in value.items() if _number(number)})
-        elif _number(value):
-            values[key] = value
-    for name, scores in result.get("per_class", {}).items():
-        values.update({f"class/{_key(name)}/{score}": scores[score] for score in ("precision", "recall", "f1")})
-    for head, entry in (result.get("heads") or {}).items():
-        values.update({f"head/{head}/{key}": entry["metrics"][key] for key in ("accuracy", "macro_f1")
-                       if _number(entry.get("metrics", {}).get(key))})
-    for name, baseline in (result.get("baselines") or {}).items():
-        values.update({f"baseline/{name}/{key}": baseline[key] for key in ("accuracy", "macro_f1")
-                       if _number(baseline.get(key))})
-    for dimension, entries in (result.get("slices") or {}).items():
-        values.update({f"slice/{_key(dimension)}/{_key(entry['value'])}/accuracy": entry["accuracy"]
-                       for entry in entries if _number(entry.get("accuracy"))})
-    return {key: float(value) for key, value in values.items()}
 
 
 def _log_model(uri: str, run_id: str, run: RunDir, record: RunRecord, model_name: str) -> str:
@@ -387,26 +345,6 @@ def _log_tags(client, run_id: str, tags: dict[str, Any]) -> None:
 def _in_batches(client, run_id: str, params=(), tags=()) -> None:
     for start in range(0, max(len(params), len(tags)), _BATCH):
         client.log_batch(run_id, params=params[start:start + _BATCH], tags=tags[start:start + _BATCH])
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"lstm_units": 64}} -> {"model.lstm_units": 64}; lists as JSON."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list | type(None)) else value
-    return flat
-
-
-def _key(name: Any) -> str:
-    """A class or slice name as part of an MLflow metric name (letters, digits, `_ - . /` and spaces)."""
-    return re.sub(r"[^A-Za-z0-9_\-. ]+", "_", str(name)) or "_"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def _millis(stamp: str | None) -> int | None:

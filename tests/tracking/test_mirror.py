@@ -14,7 +14,8 @@ from mmpipe.evaluate import evaluate_run
 from mmpipe.runs.record import RunDir, RunRecord, load_record
 from mmpipe.runs.store import champion_lock, set_champion
 from mmpipe.tracking import mirror_run, sync_runs
-from mmpipe.tracking.mirror import RUN_TAG, evaluation_metrics, source_name
+from mmpipe.tracking.mirror import RUN_TAG
+from mmpipe.tracking.names import evaluation_metrics, source_name
 from tests.fixtures.cli import run_main
 from tests.fixtures.datasets import SAMPLE_CLASSES, TINY_MODEL, run_config
 from tests.fixtures.tracking import free_port
