@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.fixtures.tracking import running_mlflow_server  # noqa: E402
+from tests.fixtures.tracking import free_port, running_mlflow_server  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"
 ARTIFACTS = ("evaluation-report", "confusion-matrix", "reliability-diagram", "training-curves", "tracked-run")
@@ -45,7 +44,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mmpipe-shots-") as temp:
         work = args.work or Path(temp)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PREFECT_HOME": str(Path(temp) / "prefect"),
                "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
         (Path(temp) / "mlflow").mkdir()
@@ -103,12 +102,6 @@ def _api(port: int, path: str, body: dict) -> list[dict]:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(url: str, seconds: float) -> None:

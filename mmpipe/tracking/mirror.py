@@ -116,7 +116,7 @@ def _mirror(uri: str, run: RunDir, config: Config, links: dict[str, str]) -> Mir
             model_name = registered_model_name(name)
             version = tags.get(LOGGED + "model") or _registered_version(client, run_id)
             if version is None and status == "completed" and (run.serving / "saved_model.pb").is_file():
-                version = _log_model(uri, run_id, run, record, model_name)
+                version = _log_model(client, uri, run_id, run, record, model_name)
             _move_champion(client, experiment_id, model_name, run.path.parent)
             client.set_terminated(run_id, status=_FINISHED[status], end_time=_millis(record.finished_at))
         except errors as error:
@@ -276,7 +276,7 @@ def _log_evaluation(client, run_id: str, run: RunDir, tags: dict) -> None:
     _log_tags(client, run_id, {LOGGED + "evaluation": result.get("evaluated_at")})
 
 
-def _log_model(uri: str, run_id: str, run: RunDir, record: RunRecord, model_name: str) -> str:
+def _log_model(client, uri: str, run_id: str, run: RunDir, record: RunRecord, model_name: str) -> str:
     """The serving export as a pyfunc model version of `model_name`; its version number, also kept as a tag."""
     import mlflow
 
@@ -291,7 +291,7 @@ def _log_model(uri: str, run_id: str, run: RunDir, record: RunRecord, model_name
                                        artifacts={SERVING_ARTIFACT: str(run.serving)}, signature=signature(),
                                        pip_requirements=requirements, registered_model_name=model_name)
     version = str(info.registered_model_version)
-    mlflow.MlflowClient(uri, uri).set_tag(run_id, LOGGED + "model", version)
+    client.set_tag(run_id, LOGGED + "model", version)
     return version
 
 
