@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from flows.artifacts import artifact_key  # noqa: E402
 from tests.fixtures.tracking import free_port, running_mlflow_server  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -64,7 +65,8 @@ def main() -> None:
                 ui = f"http://127.0.0.1:{port}/runs/flow-run/{flow_run}"
                 _shoot(args.chromium, ui, args.out / "prefect-run.png", (1400, 900), Path(temp), wait_ms=15000)
                 for key in ARTIFACTS:  # the newest version of each artifact
-                    artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
+                    keyed = artifact_key(key, work / "demo" / "data")
+                    artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [keyed]}},
                                                                "sort": "CREATED_DESC", "limit": 1})[0]
                     _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
                            args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)

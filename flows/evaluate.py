@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,7 +24,9 @@ from flows.artifacts import (
     PROMOTION_DECISION,
     RELIABILITY_DIAGRAM,
     TRAINING_CURVES,
+    artifact_key,
 )
+from flows.progress import stage
 from flows.tracking import mirror_run_task
 from mmpipe.config import Config
 from mmpipe.evaluate import evaluate_run
@@ -47,17 +51,20 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     """Evaluate; publish `evaluation-report` and `evaluation-metrics`; on the run's own test split,
     decide champion/challenger and publish `promotion-decision`."""
     runs_dir = Path(config.runs_dir).absolute()
+    stage(f"evaluating on the {split} split")
     result = evaluate_task(runs_dir / run_id, config, split, data_dir)
-    create_markdown_artifact(key=EVALUATION_REPORT, markdown=evaluation_markdown(result),
+    record = load_record(RunDir(runs_dir / run_id))
+    key = partial(artifact_key, data_dir=data_dir or record.data_dir)  # the history of the source scored here
+    create_markdown_artifact(key=key(EVALUATION_REPORT), markdown=evaluation_markdown(result),
                              description=f"Run {run_id} on {result['split']} of {result['dataset_version']}")
-    create_table_artifact(key=EVALUATION_METRICS, table=metric_rows(result),
+    create_table_artifact(key=key(EVALUATION_METRICS), table=metric_rows(result),
                           description=f"Run {run_id}: metrics on {result['n']} {result['split']} rows")
     report = Path(result["report"])
-    create_link_artifact(key=EVALUATION_REPORT_FILE, link=report.as_uri(), link_text=f"{report} (open it from the "
+    create_link_artifact(key=key(EVALUATION_REPORT_FILE), link=report.as_uri(), link_text=f"{report} (open it from the "
                          "machine that ran the flow: charts, slices, lineage)",
                          description=f"Run {run_id}: the full report, self-contained HTML")
     # Data URIs: the UI shows the pictures without a file server (the run dir is on the worker's disk).
-    publish_charts(run_id, result, RunDir(Path(result["out_dir"])), load_record(RunDir(runs_dir / run_id)))
+    publish_charts(run_id, result, RunDir(Path(result["out_dir"])), record, key)
     logger = get_run_logger()
     logger.info("run %s on %s (%d rows): accuracy %.4f, macro F1 %.4f; report %s", run_id, result["split"],
                 result["n"], result["metrics"]["accuracy"], result["metrics"]["macro_f1"],
@@ -65,9 +72,10 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     summary = {key: result[key] for key in ("run_id", "split", "dataset_version", "n", "metrics", "baselines",
                                             "heads", "per_class", "low_support", "out_dir", "report")}
     if promote_run and result["primary"]:
+        stage("deciding promotion")
         decision = promote_task(runs_dir, run_id, config)
         verdict = "promoted to champion" if decision["promoted"] else "not promoted"
-        create_markdown_artifact(key=PROMOTION_DECISION, description=f"Run {run_id}: {verdict}",
+        create_markdown_artifact(key=key(PROMOTION_DECISION), description=f"Run {run_id}: {verdict}",
                                  markdown=f"## Run {run_id}: {verdict}\n\n"
                                  + "\n".join(f"* {reason}" for reason in decision["reasons"]))
         logger.info("run %s %s: %s", run_id, verdict, "; ".join(decision["reasons"]))
@@ -77,12 +85,12 @@ def evaluate_flow(run_id: str, config: Config, split: str = "test", data_dir: Pa
     return summary
 
 
-def publish_charts(run_id: str, result: dict, out: RunDir, record) -> None:
+def publish_charts(run_id: str, result: dict, out: RunDir, record, key: Callable[[str], str]) -> None:
     """The report's charts as image artifacts: the confusion matrix, the reliability diagram, the curves."""
     from mmpipe.evaluate import charts
 
-    def image(key: str, png: bytes, what: str) -> None:
-        create_image_artifact(key=key, image_url=f"data:image/png;base64,{base64.b64encode(png).decode()}",
+    def image(name: str, png: bytes, what: str) -> None:
+        create_image_artifact(key=key(name), image_url=f"data:image/png;base64,{base64.b64encode(png).decode()}",
                               description=f"Run {run_id}: {what}")
 
     image(CONFUSION_MATRIX, out.confusion_matrix.read_bytes(), f"confusion matrix on {result['split']}")

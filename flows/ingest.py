@@ -8,6 +8,7 @@ themselves use no Prefect cache.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,7 +21,8 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
+from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY, artifact_key
+from flows.progress import PROGRESS_EXTRA
 from mmpipe.config import SPLITS, Config
 from mmpipe.ingest.bucket import BucketLocation
 from mmpipe.ingest.chunks import ChunkPlan, ChunkResult
@@ -29,10 +31,6 @@ from mmpipe.ingest.runner import IngestPlan, IngestSteps, finish_ingest, ingest,
 from mmpipe.ingest.version import DatasetVersion
 from mmpipe.ingest.workers import chunk_workers, clean_chunk, handing_chunks_to
 from mmpipe.wording import counted
-
-# Read by the CLI's progress bar from the flow's log records.
-PROGRESS_EXTRA = "mmpipe_progress"  # (done, total, what): how far a stage is, for a terminal's progress bar
-RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where those records are logged
 
 
 @task(name="plan-chunks", cache_policy=NO_CACHE, persist_result=False)
@@ -100,14 +98,15 @@ def ingest_flow(source: str, config: Config) -> dict:
 
 def publish_ingest_artifacts(version: DatasetVersion) -> None:
     """Summary (markdown), counts per split x class and rejects per reason (tables) on the flow run."""
-    create_markdown_artifact(key=INGEST_SUMMARY, markdown=version.to_markdown(), description="Ingest summary")
+    key = partial(artifact_key, data_dir=version.data_dir)
+    create_markdown_artifact(key=key(INGEST_SUMMARY), markdown=version.to_markdown(), description="Ingest summary")
     counts = [{"class": name, **{split: version.counts[split].get(name, 0) for split in SPLITS}}
               for name in version.classes]
-    create_table_artifact(key=INGEST_COUNTS, table=counts, description="Accepted rows by class and split")
+    create_table_artifact(key=key(INGEST_COUNTS), table=counts, description="Accepted rows by class and split")
     rejects = [{"reason": reason, "rows": count,
                 "example": (version.reject_examples.get(reason) or [{}])[0].get("source", "")}
                for reason, count in version.quarantined.items()]
-    create_table_artifact(key=INGEST_REJECTS, table=rejects or [{"reason": "none", "rows": 0, "example": ""}],
+    create_table_artifact(key=key(INGEST_REJECTS), table=rejects or [{"reason": "none", "rows": 0, "example": ""}],
                           description="Quarantined rows by reason")
 
 

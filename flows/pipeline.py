@@ -13,10 +13,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from flows.artifacts import PIPELINE_SUMMARY
+from flows.artifacts import PIPELINE_SUMMARY, artifact_key
 from flows.environment import load_storage_secret
 from flows.evaluate import evaluate_flow
-from flows.ingest import PROGRESS_EXTRA, run_ingest
+from flows.ingest import run_ingest
+from flows.progress import stage
 from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
@@ -62,14 +63,9 @@ def _stages(source: str, config: Config) -> dict:
                "baselines": evaluated["baselines"], "heads": evaluated["heads"],
                "promotion": evaluated.get("promotion"), "report": evaluated["report"],
                "tracking": evaluated["tracking"]}
-    create_markdown_artifact(key=PIPELINE_SUMMARY, markdown=summary_markdown(summary),
+    create_markdown_artifact(key=artifact_key(PIPELINE_SUMMARY, config.data_dir), markdown=summary_markdown(summary),
                              description=f"{Path(source).name}: dataset {version}, run {trained['run_id']}")
     return summary
-
-
-def stage(what: str) -> None:
-    """Say which stage starts (a terminal's progress bar shows it until the stage reports its own progress)."""
-    get_run_logger().info("stage: %s", what, extra={PROGRESS_EXTRA: (0, None, what)})
 
 
 def summary_markdown(summary: dict) -> str:

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.ingest import PROGRESS_EXTRA
+from flows.progress import PROGRESS_EXTRA
 from flows.tracking import mirror_run_task
 from mmpipe.config import Config
 from mmpipe.train import TrainResult, train

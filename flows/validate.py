@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT
+from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT, artifact_key
 from mmpipe.config import Config
 from mmpipe.contracts.validate import validate_dataset
 from mmpipe.contracts.verdict import ValidationReport
@@ -24,9 +24,9 @@ def validate_dataset_task(data_dir: str, config: Config) -> ValidationReport:
 def validate_flow(data_dir: str, config: Config) -> dict:
     """Validate; publish `validation-report` and `validation-page`; fail the run when a critical expectation fails."""
     report = validate_dataset_task(data_dir, config)
-    create_markdown_artifact(key=VALIDATION_REPORT, markdown=report.to_markdown(),
+    create_markdown_artifact(key=artifact_key(VALIDATION_REPORT, data_dir), markdown=report.to_markdown(),
                              description=f"Contracts on dataset {report.dataset_version}")
-    create_link_artifact(key=VALIDATION_PAGE, link=report.page.absolute().as_uri(),
+    create_link_artifact(key=artifact_key(VALIDATION_PAGE, data_dir), link=report.page.absolute().as_uri(),
                          link_text=f"Validation page of dataset {report.dataset_version} (opens offline)",
                          description=f"{report.page}: every expectation, its severity and what was observed")
     logger = get_run_logger()

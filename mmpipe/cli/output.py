@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,47 +91,90 @@ def brief(value: Any, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Progress as plain lines (stderr not a terminal: a CI log, a file): `Pipeline [0:42]: training, epoch 7/30 ...`.
+PROGRESS_LINE = re.compile(r"^\w[\w ]* \[\d+:\d\d(:\d\d)?\]: ")
+PLAIN_EVERY_S = 15.0  # within a stage, at most a line this often (each stage's first and last step always)
+
+
 class ProgressBar:
-    """A rich progress bar on stderr (a terminal only), driven by the flows' `mmpipe_progress` log records:
-    (done, total[, what]) moves the bar and names the stage and its last number; an ETA once it is known."""
+    """Progress on stderr, driven by the flows' `mmpipe_progress` log records: (done, total[, what]) names the
+    stage and its last number. On a terminal a rich bar with an ETA; otherwise plain lines (PROGRESS_LINE), one
+    per stage change and at most one every PLAIN_EVERY_S seconds within a stage; nothing when `quiet` (--json)."""
 
     def __init__(self, description: str, quiet: bool):
         self.description, self.quiet = description, quiet
 
     def __enter__(self):
-        if self.quiet or not sys.stderr.isatty():
+        if self.quiet:
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+        from flows.progress import PROGRESS_EXTRA, RUN_LOGGERS
 
-        from flows.ingest import PROGRESS_EXTRA, RUN_LOGGERS
-
-        self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
-        shown = {"task": self.progress.add_task(self.description, total=None)}
+        show = self._bar() if sys.stderr.isatty() else self._plain()
 
         class Handler(logging.Handler):
-            def emit(inner, record: logging.LogRecord) -> None:
+            def emit(self, record: logging.LogRecord) -> None:
                 progress = getattr(record, PROGRESS_EXTRA, None)
-                if progress is None:
-                    return
-                done, total, what = (*progress, "")[:3]
-                description = f"{self.description}: {what}" if what else self.description
-                if total is None:  # a stage without counts: a fresh bar (rich keeps an old total, and its ETA)
-                    self.progress.remove_task(shown["task"])
-                    shown["task"] = self.progress.add_task(description, total=None)
-                else:
-                    self.progress.update(shown["task"], completed=done, total=total, description=description)
+                if progress is not None:
+                    show(*(*progress, "")[:3])
 
         self.handler = Handler()
         for name in RUN_LOGGERS:  # the flows' own lines and their tasks' (training's epochs come from a task)
             logging.getLogger(name).addHandler(self.handler)
-        self.progress.start()
         return self
+
+    def _bar(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+        shown = {"task": self.progress.add_task(self.description, total=None)}
+        self.progress.start()
+
+        def show(done: int, total: int | None, what: str) -> None:
+            description = f"{self.description}: {what}" if what else self.description
+            if total is None:  # a stage without counts: a fresh bar (rich keeps an old total, and its ETA)
+                self.progress.remove_task(shown["task"])
+                shown["task"] = self.progress.add_task(description, total=None)
+            else:
+                self.progress.update(shown["task"], completed=done, total=total, description=description)
+
+        return show
+
+    def _plain(self):
+        started = time.monotonic()
+        last = {"stage": None, "at": 0.0, "stage_at": started, "event_at": started}
+
+        def show(done: int, total: int | None, what: str) -> None:
+            now, stage = time.monotonic(), what.split(",")[0]
+            previous, last["event_at"] = last["event_at"], now
+            if stage != last["stage"]:  # it began when the last stage ended: its first step has an ETA too
+                last.update(stage=stage, stage_at=previous)
+            elif now - last["at"] < PLAIN_EVERY_S and done != total:
+                return
+            last["at"] = now
+            counts = ""
+            if total:
+                counts = f" ({done}/{total}"
+                if 0 < done < total:
+                    counts += f", about {_clock((now - last['stage_at']) / done * (total - done))} left"
+                counts += ")"
+            print(f"{self.description} [{_clock(now - started)}]: {what or 'starting'}{counts}", file=sys.stderr,
+                  flush=True)
+
+        return show
 
     def __exit__(self, *exc_info):
         if hasattr(self, "progress"):
             self.progress.stop()
-            from flows.ingest import RUN_LOGGERS
+        if hasattr(self, "handler"):
+            from flows.progress import RUN_LOGGERS
 
             for name in RUN_LOGGERS:
                 logging.getLogger(name).removeHandler(self.handler)
+
+
+def _clock(seconds: float) -> str:
+    """0:42, 12:05, 1:02:03."""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -262,8 +262,9 @@ def evaluate(
         start_prefect()
         from flows.evaluate import evaluate_flow
 
-        summary = shown(run_flow(lambda: evaluate_flow(run_id, settings, split, data.absolute() if data else None,
-                                                        promote_run)))
+        with ProgressBar("Evaluate", quiet=as_json):
+            summary = shown(run_flow(lambda: evaluate_flow(run_id, settings, split,
+                                                            data.absolute() if data else None, promote_run)))
         if as_json:
             typer.echo(json.dumps(summary))
             return

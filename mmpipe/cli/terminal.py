@@ -5,21 +5,18 @@ Prefect's console handler is silent (every log line still reaches the Prefect AP
 library warnings are ignored, and mmpipe's own log records (`mmpipe.*` loggers: a lock being
 waited for, a stale file removed) print as `mmpipe: ...` lines. Verbose mode leaves every library
 as it is.
-
-TensorFlow's C++ logging goes through Abseil, which writes everything logged before
-`absl::InitializeLog()` to stderr whatever TF_CPP_MIN_LOG_LEVEL says (abseil-cpp#1718), and
-TensorFlow never calls it. So the native stderr (file descriptor 2) is read by a thread that drops
-those lines and passes everything else on; Python's own `sys.stderr` writes straight to the terminal.
+The C++ lines are dropped by `mmpipe.native_logs` (why an environment variable is not enough is
+written there).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
-import threading
 import warnings
+
+from mmpipe.native_logs import filter_native_stderr
 
 QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ lines logged after Abseil is initialized
@@ -28,38 +25,11 @@ QUIET_ENVIRONMENT = {
 }
 
 
-# Abseil/TensorFlow native log lines ("I0000 00:00:17.. 1234 port.cc:153] ..."), the banner before
-# them, and the second line of TensorFlow's CPU-feature notice.
-NATIVE_LOG_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w./-]+:\d+\] |WARNING: All log messages before "
-                             rb"absl::InitializeLog\(\)|To enable the following instructions: )")
-
-
-def filter_native_stderr() -> None:
-    """Send file descriptor 2 through a filter that drops native log lines (fatal ones pass)."""
-    terminal = os.dup(2)
-    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace",  # noqa: SIM115
-                      closefd=False)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def forward() -> None:
-        with open(read_end, "rb", buffering=0) as native:
-            for line in native:
-                if not NATIVE_LOG_LINE.match(line):
-                    os.write(terminal, line)
-
-    threading.Thread(target=forward, name="mmpipe-native-stderr", daemon=True).start()
-
-
 def configure_terminal(verbose: bool) -> None:
     """Call first thing, before any library is imported. Once per process: a second call (tests run
     `main()` many times) only renews mmpipe's own handler."""
-    # Only the process's real stderr is filtered; a caller that captures stderr (a test) sees it all.
-    if not verbose and sys.stderr is sys.__stderr__ and not getattr(sys.stderr, "mmpipe_filtered", False):
+    if not verbose:
         filter_native_stderr()
-        sys.stderr.mmpipe_filtered = True
-        sys.__stderr__ = sys.stderr
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("mmpipe: %(message)s"))
     handler.set_name("mmpipe-terminal")

@@ -21,7 +21,7 @@ from mmpipe.runs.record import RunDir, RunRecord
 from mmpipe.train.model import HEADS
 from mmpipe.wording import counted
 
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}
+PAGE_STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .7em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.small td{color:#a00}
 .note{color:#555}figure{margin:.5em 0}svg{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd}"""
@@ -55,7 +55,7 @@ def render_html(record: RunRecord, result: dict[str, Any], confusion_svg: str, d
               else "<p>no epochs recorded</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>mmpipe run {escape(result['run_id'])}</title>
-<style>{_STYLE}</style></head>
+<style>{PAGE_STYLE}</style></head>
 <body>
 <h1>Run {escape(result['run_id'])}: {escape(record.variant)} model</h1>
 <p>Evaluated on the <b>{escape(result['split'])}</b> split of dataset <code>{escape(result['dataset_version'])}</code>
@@ -164,11 +164,18 @@ def slices_html(sliced: dict[str, list[dict[str, Any]]]) -> str:
     for dimension, entries in sliced.items():
         rows = "".join(
             f"<tr{' class=small' if entry['small'] else ''}><td>{escape(entry['value'])}</td><td>{entry['n']}</td>"
-            f"<td>{entry['accuracy']:.4f}</td><td>{_score(entry['macro_f1'])}</td><td>{entry['ece']:.4f}</td>"
+            f"<td>{entry['accuracy']:.4f}</td><td>{_interval(entry.get('accuracy_interval'))}</td>"
+            f"<td>{_score(entry['macro_f1'])}</td><td>{entry['ece']:.4f}</td>"
             f"<td>{'few rows' if entry['small'] else ''}</td></tr>" for entry in entries)
         tables.append(f"<h3>by {escape(dimension.replace('_', ' '))}</h3><table><tr><th>{escape(dimension)}</th>"
-                      f"<th>rows</th><th>accuracy</th><th>macro F1</th><th>ECE</th><th>note</th></tr>{rows}</table>")
+                      "<th>rows</th><th>accuracy</th><th>95% interval</th><th>macro F1</th><th>ECE</th><th>note</th>"
+                      f"</tr>{rows}</table>")
     return warning + "".join(tables)
+
+
+def _interval(bounds: list[float] | None) -> str:
+    """Where the slice's accuracy could be on other rows like these (absent in reports before mmpipe said)."""
+    return "&mdash;" if not bounds else f"{bounds[0]:.2f}&ndash;{bounds[1]:.2f}"
 
 
 def _score(value: float | None) -> str:

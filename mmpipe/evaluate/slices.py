@@ -10,9 +10,12 @@ one-word caption. Each row falls into one slice per dimension:
 * every column named in `evaluate.slice_by`: a shard column (`group`, ...) or a column of the source
   manifest that ingest kept (`extra`).
 
-Every slice gets the metrics of `classification_metrics` on its own rows (one implementation), and
-slices with fewer than `evaluate.min_slice_rows` rows are flagged `small`: their numbers rest on
-little evidence.
+Every slice gets the metrics of `classification_metrics` on its own rows (one implementation) and a 95%
+interval of its accuracy (Wilson's), which says how far its number could be from the truth on so few rows.
+A slice is flagged `small` when it has fewer than `evaluate.min_slice_rows` rows *and* at most half of an
+even share of its dimension's rows: the rare kind of input whose number rests on little evidence. The
+slices of an ordinary small test set (four classes of 25 rows) are not all flagged; their intervals say
+how wide they are.
 """
 
 from __future__ import annotations
@@ -44,21 +47,32 @@ def slice_metrics(version: DatasetVersion, split: str, ids: list[str], labels: n
     Raises:
         EvaluationError: a `slice_by` column that the dataset's shards do not have.
     """
+    from scipy.stats import binomtest
+
     values = slice_values(version, split, ids, slice_by)
     sliced = {}
     for dimension, column in values.items():
         found = []
-        for value in _ordered(dimension, column):
+        ordered = _ordered(dimension, column)
+        for value in ordered:
             members = column == value
             scored = classification_metrics(labels[members], probabilities[members], classes, ece_bins=ece_bins)
             count = int(members.sum())
-            entry = {"value": str(value), "n": count, "small": count < min_rows,
-                     **{key: scored["metrics"][key] for key in _KEPT}}
+            right = int(round(scored["metrics"]["accuracy"] * count))
+            interval = binomtest(right, count).proportion_ci(0.95, method="wilson")
+            entry = {"value": str(value), "n": count, "small": is_small(count, len(column), len(ordered), min_rows),
+                     **{key: scored["metrics"][key] for key in _KEPT},
+                     "accuracy_interval": [float(interval.low), float(interval.high)]}
             if dimension == "class":
                 entry["macro_f1"] = None  # one true class: its accuracy is its recall, a macro F1 means nothing
             found.append(entry)
         sliced[dimension] = found
     return sliced
+
+
+def is_small(rows: int, dimension_rows: int, slices: int, min_rows: int) -> bool:
+    """Fewer than `min_rows` and at most half of an even share of the dimension's rows."""
+    return rows < min_rows and rows <= dimension_rows / (2 * slices)
 
 
 def slice_values(version: DatasetVersion, split: str, ids: list[str], slice_by: list[str]) -> dict[str, np.ndarray]:

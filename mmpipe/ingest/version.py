@@ -231,6 +231,15 @@ def _file_hashes(data_dir: Path) -> dict[str, Any]:
     return cache if isinstance(cache, dict) else {}
 
 
+def recorded_source(data_dir: str | Path) -> str | None:
+    """Where the data dir's dataset came from (dataset.json's source path), or None when it does not say."""
+    try:
+        source = json.loads((Path(data_dir) / DATASET_FILE).read_text())["source"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if isinstance(source, str) and source else None
+
+
 def load_dataset(data_dir: Path) -> DatasetVersion:
     """Read DATA/dataset.json. Raises DataDirError with what to run when it is missing or broken."""
     return read_record(Path(data_dir) / DATASET_FILE, DatasetVersion, FORMAT_VERSION, DataDirError,

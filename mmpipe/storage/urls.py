@@ -12,8 +12,9 @@ import errno
 import os
 import posixpath
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlparse
 
 from mmpipe.errors import StorageError
 
@@ -147,6 +148,15 @@ def _first_line(error: BaseException) -> str:
 def absolute(location: str | Path) -> str | Path:
     """A URL as given (without a trailing `/`), a path made absolute: the one spelling to compare and hash."""
     return str(location).rstrip("/") if is_url(location) else Path(location).absolute()
+
+
+def source_label(location: str | Path) -> str:
+    """A source as people name it: its folder's (or prefix's) name, folder/file for a manifest."""
+    if is_url(location):
+        path = PurePosixPath(urlparse(str(location)).path.rstrip("/") or "/" + url_name(str(location)))
+    else:
+        path = PurePosixPath(Path(location).absolute().as_posix())
+    return f"{path.parent.name}/{path.name}" if path.suffix and path.parent.name else path.name
 
 
 def stem(location: str | Path) -> str:

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
-from mmpipe.ingest.version import DATASET_FILE
+from mmpipe.ingest.version import recorded_source
 from mmpipe.runs.record import RunRecord
+from mmpipe.storage.urls import source_label
 
 
 def source_name(record: RunRecord) -> str:
     """The source the run's dataset came from: its folder's name, or folder/file for a manifest;
     "mmpipe" when the data dir no longer says (moved, or in a bucket)."""
-    try:
-        source = json.loads((Path(record.data_dir) / DATASET_FILE).read_text())["source"]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "mmpipe"
-    path = PurePosixPath(urlparse(source).path if "://" in source else Path(source).as_posix())
-    return f"{path.parent.name}/{path.name}" if path.suffix and path.parent.name else path.name or "mmpipe"
+    source = recorded_source(record.data_dir)
+    return (source_label(source) if source else "") or "mmpipe"
 
 
 def registered_model_name(experiment: str) -> str:

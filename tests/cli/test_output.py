@@ -30,7 +30,7 @@ def test_the_progress_bar_names_each_stage_and_a_stage_without_counts_drops_the_
     import logging
     import sys
 
-    from flows.ingest import PROGRESS_EXTRA
+    from flows.progress import PROGRESS_EXTRA
     from mmpipe.cli.output import ProgressBar
 
     def said(what):  # a flow's progress record, as its run logger hands it to the bar's handler
@@ -44,3 +44,44 @@ def test_the_progress_bar_names_each_stage_and_a_stage_without_counts_drops_the_
         bar.handler.handle(said((0, None, "evaluating on the test split")))
         (task,) = bar.progress.tasks
         assert (task.description, task.completed, task.total) == ("Pipeline: evaluating on the test split", 0, None)
+
+
+def test_off_a_terminal_progress_is_plain_lines_one_per_stage_and_at_most_one_every_few_seconds(monkeypatch,
+                                                                                                  capsys):
+    import logging
+    import sys
+
+    import mmpipe.cli.output as output
+    from flows.progress import PROGRESS_EXTRA
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(output.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)  # a CI log, a file
+
+    def said(*what, after=1.0):
+        clock["now"] += after
+        bar.handler.handle(logging.makeLogRecord({"msg": "progress", PROGRESS_EXTRA: what}))
+
+    with output.ProgressBar("Pipeline", quiet=False) as bar:
+        said(0, None, "ingesting")
+        for chunk in range(1, 5):
+            said(chunk, 4, "cleaning chunks")  # 1 s apart: the first and the last are shown
+        said(0, None, "training")
+        for epoch in range(1, 31):
+            said(epoch, 30, f"training, epoch {epoch}/30 val_macro_f1 0.{epoch:03d}", after=2.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "Pipeline [0:01]: ingesting",
+        "Pipeline [0:02]: cleaning chunks (1/4, about 0:03 left)",
+        "Pipeline [0:05]: cleaning chunks (4/4)",
+        "Pipeline [0:06]: training",
+        "Pipeline [0:22]: training, epoch 8/30 val_macro_f1 0.008 (8/30, about 0:46 left)",
+        "Pipeline [0:38]: training, epoch 16/30 val_macro_f1 0.016 (16/30, about 0:28 left)",
+        "Pipeline [0:54]: training, epoch 24/30 val_macro_f1 0.024 (24/30, about 0:12 left)",
+        "Pipeline [1:06]: training, epoch 30/30 val_macro_f1 0.030 (30/30)",
+    ]
+    assert all(output.PROGRESS_LINE.match(line) for line in lines)  # what tests of error lines set aside
+    assert not output.PROGRESS_LINE.match("mmpipe: error: no such file")
+    with output.ProgressBar("Pipeline", quiet=True) as bar:  # --json: nothing on stderr either
+        assert not hasattr(bar, "handler")
+    assert capsys.readouterr().err == ""

@@ -32,6 +32,13 @@ def wait_for(check, timeout, what, every=0.25):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def native_lines(log: Path) -> list[bytes]:
+    """TensorFlow's C++ log lines in a process's output (a worker's, `mmpipe serve`'s)."""
+    from mmpipe.native_logs import NATIVE_LOG_LINE
+
+    return [line for line in log.read_bytes().splitlines() if NATIVE_LOG_LINE.search(line)]
+
+
 def request(method: str, url: str, **options) -> httpx.Response:
     """An HTTP call to the test server, retried the way Prefect's own client retries: a 503 is the server
     saying that it is busy (its database locked under load) and to ask again."""

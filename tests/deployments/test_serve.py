@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployments.conftest import BIN, api, request, stop, wait_for
+from tests.deployments.conftest import BIN, api, native_lines, request, stop, wait_for
 from tests.fixtures.datasets import SAMPLE_CLASSES
 
 pytestmark = pytest.mark.slow  # starts a real Prefect server and a serving process
@@ -118,6 +118,7 @@ def test_serve_registers_schedule_and_runs_once_per_burst(prefect_server, sample
                "state": {"type": {"not_any_": ["SCHEDULED"]}}}  # not the nightly retrain runs scheduled ahead
         assert len(api(url, "/flow_runs/filter", {"flow_runs": ran})) == 1  # polls are not flow runs
         assert (tmp_path / "serve.log").read_text().count("-> emitted mmpipe.source.changed") == 1
+        assert native_lines(tmp_path / "serve.log") == []  # TensorFlow's C++ lines: not from the flow run either
     finally:
         stop(serving)
 

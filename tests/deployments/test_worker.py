@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from flows.watch import SOURCE_CHANGED, source_resource
-from tests.deployments.conftest import BIN, ROOT, api, request, stop, wait_for
+from tests.deployments.conftest import BIN, ROOT, api, native_lines, request, stop, wait_for
 
 pytestmark = pytest.mark.slow  # a Prefect server, a worker, and a pipeline run that trains a model
 
@@ -83,6 +83,8 @@ def test_the_shipped_prefect_yaml_runs_the_pipeline_on_a_process_worker(prefect_
         assert any((tmp_path / "runs").glob("*/report.html"))
         assert len(source_events(url, manifest)) == 1  # unchanged, and the run wrote nothing in it: no new event
         assert logs["watch"].read_text().count("-> emitted mmpipe.source.changed") == 1
+        # The flow run's process kept TensorFlow's C++ lines out of the worker's output (flows/__init__.py).
+        assert native_lines(logs["worker"]) == [], logs["worker"].read_text()[-3000:]
     finally:
         stop(watcher)
         stop(worker)

@@ -84,7 +84,7 @@ def test_charts_have_axes_ticks_and_legends(tmp_path):
 
 def test_slices_are_tabled_and_small_ones_flagged(tmp_path):
     slices = {"image_format": [{"value": "PNG", "n": 40, "small": False, "accuracy": 0.9, "macro_f1": 0.85,
-                                "log_loss": 0.3, "ece": 0.05},
+                                "log_loss": 0.3, "ece": 0.05, "accuracy_interval": [0.7695, 0.9604]},
                                {"value": "GIF", "n": 1, "small": True, "accuracy": 0.0, "macro_f1": 0.0,
                                 "log_loss": 2.0, "ece": 0.6}]}
     _, _, _, page = _report(tmp_path, slices=slices)
@@ -92,7 +92,8 @@ def test_slices_are_tabled_and_small_ones_flagged(tmp_path):
     assert "<h3>by image format</h3>" in section
     assert "Small slices" in section and "image_format = GIF (1 row)" in section
     assert re.search(r"<tr class=small><td>GIF</td><td>1</td><td>0.0000</td>", section)
-    assert re.search(r"<tr><td>PNG</td><td>40</td><td>0.9000</td><td>0.8500</td>", section)
+    assert re.search(r"<tr><td>PNG</td><td>40</td><td>0.9000</td><td>0.77&ndash;0.96</td><td>0.8500</td>", section)
+    assert "<th>95% interval</th>" in section and "<td>&mdash;</td>" in section  # GIF: a report from before
     assert "<th></th>" not in page and "<th>note</th>" in section  # every column says what it holds
     assert "<td>few rows</td></tr>" in section
 

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import shutil
+from functools import partial
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ from flows.artifacts import (
     EVALUATION_REPORT,
     EVALUATION_REPORT_FILE,
     PROMOTION_DECISION,
+    artifact_key,
 )
 from flows.evaluate import evaluate_flow
 from mmpipe.cli import app
@@ -82,7 +84,11 @@ def test_slices_cover_every_row_once_per_dimension_and_match_the_predictions(run
     assert list(slices) == ["class", "image_format", "image_size", "text_words"]
     for entries in slices.values():
         assert sum(entry["n"] for entry in entries) == result["n"]
-        assert all(entry["small"] == (entry["n"] < 5) for entry in entries)
+        # Small: under min_slice_rows and at most half of an even share of the dimension's rows (rare).
+        assert all(entry["small"] == (entry["n"] < 5 and entry["n"] <= result["n"] / 2 / len(entries))
+                   for entry in entries)
+        assert all(entry["accuracy_interval"][0] <= entry["accuracy"] <= entry["accuracy_interval"][1]
+                   for entry in entries)
     by_class = {entry["value"]: entry["accuracy"] for entry in slices["class"]}
     assert by_class == {name: pytest.approx(v["recall"]) for name, v in result["per_class"].items() if v["support"]}
     # Recomputed from predictions.parquet and the shards' own columns, not from the slicing code.
@@ -141,14 +147,15 @@ def test_flow_publishes_report_metrics_and_promotion(prefect_api, run_dir):
     assert summary["promotion"]["promoted"] and read_champion(run_dir.parent)["run_id"] == run_dir.name
     assert set(summary) == documented_json_keys("mmpipe evaluate RUN_ID")  # what `mmpipe evaluate --json` prints
     flow_run = state.state_details.flow_run_id
-    report = asyncio.run(artifact(flow_run, EVALUATION_REPORT))
+    key = partial(artifact_key, data_dir=load_record(RunDir(run_dir)).data_dir)
+    report = asyncio.run(artifact(flow_run, key(EVALUATION_REPORT)))
     assert report is not None and f"{summary['metrics']['macro_f1']:.4f}" in report.data
-    table = asyncio.run(artifact(flow_run, EVALUATION_METRICS))
+    table = asyncio.run(artifact(flow_run, key(EVALUATION_METRICS)))
     assert table is not None and "macro_f1" in str(table.data)
-    assert "promoted to champion" in asyncio.run(artifact(flow_run, PROMOTION_DECISION)).data
-    link = asyncio.run(artifact(flow_run, EVALUATION_REPORT_FILE))
+    assert "promoted to champion" in asyncio.run(artifact(flow_run, key(PROMOTION_DECISION))).data
+    link = asyncio.run(artifact(flow_run, key(EVALUATION_REPORT_FILE)))
     assert link.type == "markdown" and f"]({RunDir(run_dir).report.as_uri()})" in link.data
-    image = asyncio.run(artifact(flow_run, CONFUSION_MATRIX))
+    image = asyncio.run(artifact(flow_run, key(CONFUSION_MATRIX)))
     assert image.type == "image" and image.data == "data:image/png;base64," + base64.b64encode(
         RunDir(run_dir).confusion_matrix.read_bytes()).decode()
     assert "Promotion: promoted to champion" in RunDir(run_dir).report.read_text()

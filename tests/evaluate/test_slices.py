@@ -27,7 +27,7 @@ def regional(tmp_path_factory):
     return load_dataset(root / "data")
 
 
-def _scored(version, slice_by, right_when):
+def _scored(version, slice_by, right_when, min_rows=4):
     """Predictions that are right exactly on the rows `right_when(shard row)` picks."""
     table = pq.read_table(split_paths(version, "test")[0])
     rows = table.to_pylist()
@@ -36,7 +36,7 @@ def _scored(version, slice_by, right_when):
     guesses = np.where([right_when(row) for row in rows], labels, 1 - labels)
     probabilities = np.eye(2)[guesses] * 0.8 + 0.1
     return slice_metrics(version, "test", [row["id"] for row in rows], labels, probabilities, classes,
-                         slice_by=slice_by, min_rows=4, ece_bins=10)
+                         slice_by=slice_by, min_rows=min_rows, ece_bins=10)
 
 
 def test_a_manifest_column_slices_the_metrics(regional):
@@ -46,8 +46,23 @@ def test_a_manifest_column_slices_the_metrics(regional):
     assert all(not entry["small"] for entry in sliced["region"])
     assert [entry["value"] for entry in sliced["text_words"]] == ["1-2 words", "3-5 words", "6-15 words"]
     assert [entry["n"] for entry in sliced["text_words"]] == [2, 3, 7]
-    assert [entry["small"] for entry in sliced["text_words"]] == [True, True, False]
+    # Under 4 rows and at most half of an even share (12 rows / 3 slices / 2): only the 2-row slice is rare.
+    assert [entry["small"] for entry in sliced["text_words"]] == [True, False, False]
     assert all(entry["macro_f1"] is None for entry in sliced["class"])
+
+
+def test_an_evenly_split_small_test_set_is_not_all_flagged_small_and_says_how_sure_each_slice_is(regional):
+    """Two classes of 6 test rows under the default 30: neither is rarer than the other, so neither is flagged;
+    how little 6 rows say is each slice's accuracy interval."""
+    sliced = _scored(regional, [], lambda row: row["label"] == "cat" or row["text"].count("word") > 10, min_rows=30)
+    assert [(entry["value"], entry["n"], entry["small"]) for entry in sliced["class"]] == [
+        ("cat", 6, False), ("dog", 6, False)]
+    assert [entry["small"] for entry in sliced["text_words"]] == [True, False, False]  # 2 of 12 rows: rare
+    cat, dog = sliced["class"]
+    assert cat["accuracy"] == 1.0 and dog["accuracy"] == pytest.approx(1 / 6)
+    # Wilson's 95% interval of 6/6 and 1/6 (scipy's binomtest gives the same; values from the formula):
+    assert cat["accuracy_interval"] == pytest.approx([0.6097, 1.0], abs=1e-4)
+    assert dog["accuracy_interval"] == pytest.approx([0.0301, 0.5635], abs=1e-4)
 
 
 def test_json_values_slice_as_the_manifest_wrote_them(regional):

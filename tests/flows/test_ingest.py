@@ -6,7 +6,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY
+from flows.artifacts import INGEST_COUNTS, INGEST_REJECTS, INGEST_SUMMARY, artifact_key
 from flows.ingest import ingest_flow, run_ingest
 from mmpipe.errors import SourceError
 from mmpipe.ingest.version import load_dataset
@@ -29,7 +29,9 @@ def test_ingest_flow_publishes_summary_and_tables(prefect_api, sample_manifest, 
     assert summary["dataset_version"] == load_dataset(config.data_dir).version
     artifacts, flow_run = asyncio.run(artifacts_of(state.state_details.flow_run_id))
     assert flow_run.name == f"ingest {sample_manifest}"
-    assert {INGEST_SUMMARY, INGEST_COUNTS, INGEST_REJECTS} <= set(artifacts)
+    artifacts = {name: artifacts.get(artifact_key(name, config.data_dir))
+                 for name in (INGEST_SUMMARY, INGEST_COUNTS, INGEST_REJECTS)}
+    assert None not in artifacts.values()
     markdown = artifacts[INGEST_SUMMARY].data
     assert summary["dataset_version"] in markdown and "label_conflict" in markdown
     assert "sun" in artifacts[INGEST_COUNTS].data

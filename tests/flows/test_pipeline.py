@@ -19,6 +19,7 @@ from flows.artifacts import (
     RELIABILITY_DIAGRAM,
     TRAINING_CURVES,
     VALIDATION_REPORT,
+    artifact_key,
 )
 from flows.pipeline import PIPELINE_LOCK, pipeline_flow
 from mmpipe.cli import app
@@ -73,12 +74,16 @@ def test_pipeline_waits_for_the_data_dir_then_runs_every_stage_and_publishes_the
     assert all(run.state.is_completed() for run in runs)
     assert runs[0].name == f"pipeline {sample_manifest.name} -> {summary['dataset_version']}"
     # Without tracking, the report's charts are image artifacts: nothing of it needs a local file to be seen.
-    keys = {INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY, CONFUSION_MATRIX,
-            RELIABILITY_DIAGRAM, TRAINING_CURVES}
-    found = {key: found for run in runs for key in keys if (found := asyncio.run(artifact(run.id, key))) is not None}
-    assert set(found) == keys
-    assert all(found[key].type == "image" and found[key].data.startswith("data:image/png;base64,")
-               for key in (CONFUSION_MATRIX, RELIABILITY_DIAGRAM, TRAINING_CURVES))
+    # Their keys name the source: its history in the UI is its own (the key function is tested on its own).
+    keys = {name: artifact_key(name, config.data_dir) for name in (
+        INGEST_SUMMARY, VALIDATION_REPORT, EVALUATION_REPORT, PIPELINE_SUMMARY, CONFUSION_MATRIX,
+        RELIABILITY_DIAGRAM, TRAINING_CURVES)}
+    assert all(key.startswith(f"{name}-{sample_manifest.parent.name}-manifest-csv-") for name, key in keys.items())
+    found = {name: found for run in runs for name, key in keys.items()
+             if (found := asyncio.run(artifact(run.id, key))) is not None}
+    assert set(found) == set(keys)
+    assert all(found[name].type == "image" and found[name].data.startswith("data:image/png;base64,")
+               for name in (CONFUSION_MATRIX, RELIABILITY_DIAGRAM, TRAINING_CURVES))
     assert summary["tracking"] is None  # no MLFLOW_TRACKING_URI here
     run = RunDir(tmp_path / "runs" / summary["run_id"])
     record = load_record(run)

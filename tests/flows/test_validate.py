@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT
+from flows.artifacts import VALIDATION_PAGE, VALIDATION_REPORT, artifact_key
 from flows.validate import validate_flow
 from mmpipe.cli import app
 from mmpipe.errors import ContractViolation
@@ -31,12 +31,12 @@ def test_passing_dataset_completes_with_a_report(prefect_api, data_dir, config):
     state = validate_flow(str(data_dir), config, return_state=True)
     assert state.is_completed()
     assert state.result()["success"] is True
-    report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
+    report = asyncio.run(artifact(state.state_details.flow_run_id, artifact_key(VALIDATION_REPORT, data_dir)))
     assert report is not None and "passed" in report.data and "expect_column_values_to_be_unique" in report.data
     assert "contracts inferred from dataset" in report.data  # the first version: said loudly
     page = Path(state.result()["page"])
     assert page.is_file() and f"`{page}`" in report.data
-    link = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_PAGE))
+    link = asyncio.run(artifact(state.state_details.flow_run_id, artifact_key(VALIDATION_PAGE, data_dir)))
     assert link is not None and link.data == f"[Validation page of dataset {page.parent.name} (opens offline)]" \
                                              f"({page.as_uri()})"
 
@@ -50,7 +50,7 @@ def test_critical_failure_fails_the_run_with_the_reason(prefect_api, data_dir, c
     assert "expect_column_values_to_be_unique(id)" in state.message
     with pytest.raises(ContractViolation):
         state.result()
-    report = asyncio.run(artifact(state.state_details.flow_run_id, VALIDATION_REPORT))
+    report = asyncio.run(artifact(state.state_details.flow_run_id, artifact_key(VALIDATION_REPORT, data_dir)))
     assert "**FAIL**" in report.data
 
 
