@@ -5,25 +5,21 @@ Config enters at the edge (the CLI or a flow parameter) and is passed down expli
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mmpipe.config_layers import ENV_CONFIG_FILE, config_file, merge, nest, parse_env_value, read_toml
 from mmpipe.errors import ConfigError
 from mmpipe.files import FAULT_ENV, stable_hash
 from mmpipe.storage.urls import CACHE_ENV, absolute, is_url, join, stem
 
-DEFAULT_CONFIG_FILE = "mmpipe.toml"
 ENV_PREFIX = "MMPIPE_"
 # The [train] settings that say where training runs; a machine's own MMPIPE_TRAIN__* variables set them.
 MACHINE_SETTINGS = ("strategy", "cpu_devices")
-# Read by the loader itself, not a setting: the path of the config file.
-ENV_CONFIG_FILE = "MMPIPE_CONFIG"
 # Not a setting either: set (or `mmpipe --verbose`) to see tracebacks and every library's log lines.
 ENV_DEBUG = "MMPIPE_DEBUG"
 SPLITS = ("train", "val", "test")
@@ -179,7 +175,8 @@ class EvaluateConfig(Section):
     slice_by: list[str] = Field(default_factory=list, description="more columns to slice the test metrics by (besides "
                                 "class, image format, image size and text length): a shard column such as group, "
                                 "or any column of the source manifest")
-    min_slice_rows: int = Field(30, ge=1, description="slices with fewer test rows are flagged small in the report")
+    min_slice_rows: int = Field(30, ge=1, description="slices with fewer test rows, and at most half of an even share "
+                                "of their dimension's, are flagged small in the report")
 
 
 class TrackingConfig(Section):
@@ -194,6 +191,19 @@ class TrackingConfig(Section):
         """This setting, else MLflow's own variable."""
         environ = os.environ if environ is None else environ
         return self.uri or environ.get("MLFLOW_TRACKING_URI") or None
+
+
+class ScoreConfig(Section):
+    """How `mmpipe score` scores new data with a run, and when that data has drifted from what the run learned."""
+
+    out_dir: Path | None = Field(None, description="where scorings go; default: `scores` beside the data dir")
+    batch_size: int = Field(256, ge=1, description="rows per prediction batch")
+    drift_alpha: float = Field(0.05, gt=0, lt=1, description="a feature drifts when its test rejects 'like the "
+                               "training data' at this level, shared by the features (Bonferroni) ...")
+    drift_min_ks: float = Field(0.1, gt=0, le=1, description="... and a number's KS statistic is at least this")
+    drift_min_psi: float = Field(0.2, gt=0, description="... and a category's PSI is at least this")
+    drift_min_rows: int = Field(30, ge=2, description="fewer scored rows: drift is not judged (and that is said)")
+    reference_rows: int = Field(5000, ge=100, description="train rows sampled as the drift reference")
 
 
 class SourceEntry(Section):
@@ -259,6 +269,7 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
     tracking: TrackingConfig = TrackingConfig()
+    score: ScoreConfig = ScoreConfig()
 
     @field_validator("data_dir", "runs_dir", mode="before")
     @classmethod
@@ -297,7 +308,7 @@ class Config(Section):
         `train.cpu_devices`) taken from this machine's MMPIPE_* variables where it sets them: a deployment
         carries the config it was deployed with, and the work pool's job variables choose the devices."""
         environ = os.environ if environ is None else environ
-        local = {key: _parse_env_value(environ[f"{ENV_PREFIX}TRAIN__{key.upper()}"]) for key in MACHINE_SETTINGS
+        local = {key: parse_env_value(environ[f"{ENV_PREFIX}TRAIN__{key.upper()}"]) for key in MACHINE_SETTINGS
                  if f"{ENV_PREFIX}TRAIN__{key.upper()}" in environ}
         if not local:
             return self
@@ -309,9 +320,10 @@ class Config(Section):
         return self.model_copy(update={"train": train})
 
     def hash(self) -> str:
-        """Stable hash of the whole config except where files go, how runs are scheduled and where they are mirrored."""
+        """Stable hash of the whole config except where files go, how runs are scheduled and where they are mirrored,
+        and how new data is scored (a scoring records its own settings)."""
         return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "storage_secret", "serve",
-                                                          "tracking"}))
+                                                          "tracking", "score"}))
 
 
 def load_config(
@@ -331,16 +343,16 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    file = _config_file(path, environ)
+    file = config_file(path, environ)
     if file is not None:
-        _merge(merged, _read_toml(file))
+        merge(merged, read_toml(file))
     for name, raw in sorted(environ.items()):
         if name.startswith(ENV_PREFIX) and name not in (ENV_CONFIG_FILE, ENV_DEBUG, FAULT_ENV, CACHE_ENV):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
-            _merge(merged, _nest(keys, _parse_env_value(raw)))
+            merge(merged, nest(keys, parse_env_value(raw)))
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _merge(merged, _nest(dotted.split("."), value))
+            merge(merged, nest(dotted.split("."), value))
     try:
         return Config.model_validate(merged)
     except ValidationError as error:
@@ -349,44 +361,3 @@ def load_config(
         )
         origin = f" (file {file}, MMPIPE_* variables, flags)" if file else " (MMPIPE_* variables, flags)"
         raise ConfigError(f"invalid configuration{origin}: {problems}") from None
-
-
-def _config_file(path: Path | None, environ: Mapping[str, str]) -> Path | None:
-    if path is None and environ.get(ENV_CONFIG_FILE):
-        path = Path(environ[ENV_CONFIG_FILE])
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass an existing --config or leave it out")
-        return path
-    default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
-
-
-def _parse_env_value(raw: str) -> Any:
-    """`32` -> 32, `true` -> True, `["a","b"]` -> list; anything that is not JSON stays a string."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
-def _nest(keys: list[str], value: Any) -> dict[str, Any]:
-    nested: Any = value
-    for key in reversed(keys):
-        nested = {key: nested}
-    return nested
-
-
-def _merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = dict(value) if isinstance(value, Mapping) else value

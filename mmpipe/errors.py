@@ -51,3 +51,7 @@ class StorageError(MmpipeError):
 
 class TrackingError(MmpipeError):
     """The tracking server (MLflow) cannot be reached or refused a run; a run is complete without it."""
+
+
+class ScoringError(MmpipeError):
+    """New data cannot be scored with the run asked for (unfinished run, no champion, an unusable output dir)."""

@@ -120,3 +120,51 @@ def reliability_diagram(bins: list[dict[str, Any]], ece: float):
     bottom.set(xlabel="confidence of the predicted class", ylabel="rows")
     bottom.grid(alpha=0.3)
     return figure
+
+
+_REFERENCE, _CURRENT = "#7f7f7f", "#ff7f0e"
+
+
+def drift_panels(reference: dict[str, list], current: dict[str, Any], judged: dict[str, dict[str, Any]]):
+    """Each judged feature's reference (the run's train split) beside the scored rows: shares of rows per bin
+    for a number (bins from both sides' range), per category for a category; the test's verdict as the title."""
+    import numpy as np
+
+    names = list(judged)
+    if not names:
+        return None
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure = _figure(3.2 * columns, 2.4 * rows)
+    grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axes, name in zip(grid, names, strict=False):
+        found = judged[name]
+        if found["test"].startswith("ks"):
+            before = np.array([np.nan if value is None else value for value in reference[name]], dtype=float)
+            after = np.asarray(current[name], dtype=float)
+            before, after = before[~np.isnan(before)], after[~np.isnan(after)]
+            both = np.concatenate([before, after])
+            bins = np.histogram_bin_edges(both, bins=20) if both.size else 10
+            for values, colour, label in ((before, _REFERENCE, "training data"), (after, _CURRENT, "scored")):
+                if values.size:
+                    axes.hist(values, bins=bins, weights=np.full(values.size, 1 / values.size), histtype="step",
+                              linewidth=1.5, color=colour, label=label)
+            statistic = "KS"
+        else:
+            categories = sorted(set(found["reference_shares"]) | set(found["current_shares"]))
+            positions = np.arange(len(categories))
+            for offset, key, colour, label in ((-0.2, "reference_shares", _REFERENCE, "training data"),
+                                               (0.2, "current_shares", _CURRENT, "scored")):
+                axes.bar(positions + offset, [found[key].get(name, 0) for name in categories], width=0.4,
+                         color=colour, label=label)
+            axes.set_xticks(positions, categories, rotation=30 if len(categories) > 4 else 0, fontsize=7)
+            statistic = "PSI"
+        value = "n/a" if found["statistic"] is None else f"{found['statistic']:.3f}"
+        axes.set_title(f"{name.replace('_', ' ')}: {statistic} {value}" + (" DRIFTED" if found["drifted"] else ""),
+                       color="#a00" if found["drifted"] else "#222", fontsize=9)
+        axes.set_ylabel("share of rows", fontsize=8)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    for axes in grid[len(names):]:
+        axes.set_visible(False)
+    return figure

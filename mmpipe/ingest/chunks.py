@@ -114,14 +114,16 @@ def process_chunk(
     location: SourceLocation | BucketLocation,
     config: Config,
     cache_dir: Path,
+    labelled: bool = True,
 ) -> ChunkResult:
-    """Clean every row of a staged chunk (or find the result of an identical earlier chunk)."""
+    """Clean every row of a staged chunk (or find the result of an identical earlier chunk); `labelled=False`
+    for data to score (see clean_record; the chunk's key must then say so)."""
     path = cache_dir / "chunks" / f"{plan.key}.parquet"
     if path.exists():
         metadata = pq.read_metadata(path)
         rejected = int(metadata.schema.to_arrow_schema().metadata[REJECTED_KEY])
         return ChunkResult(plan.index, path, metadata.num_rows, rejected, cached=True)
-    processed = [clean_record(raw, images, config)
+    processed = [clean_record(raw, images, config, labelled)
                  for window, images in location.windows(pq.read_table(plan.raw_path).to_pylist(), config.image)
                  for raw in window]
     rejected = sum(row["reason"] is not None for row in processed)

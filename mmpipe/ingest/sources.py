@@ -45,6 +45,7 @@ class RawSource:
     root: Path
     ignored: list[str] = field(default_factory=list)
     bucket: BucketListing | None = field(default=None, repr=False)
+    labelled: bool = True  # False when scoring: no label column needed, images at a tree's top are rows too
 
     @property
     def base_dir(self) -> Path:
@@ -79,14 +80,15 @@ class RawSource:
         yield from readers[self.kind](self)
 
 
-def open_source(path: str | Path) -> RawSource:
-    """Check that `path` is a readable manifest or folder tree and say what kind it is.
+def open_source(path: str | Path, labelled: bool = True) -> RawSource:
+    """Check that `path` is a readable manifest or folder tree and say what kind it is. `labelled=False`
+    (data to score) needs no label column, and a tree's top-level images are rows without a label.
 
     Raises:
         SourceError: the path is missing, has an unknown format, or lacks a required column.
     """
     if is_url(path):
-        return _open_bucket_source(str(path))
+        return _open_bucket_source(str(path), labelled)
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise SourceError(f"source {path} does not exist; pass a manifest (.csv, .jsonl, .parquet) or a folder")
@@ -94,7 +96,7 @@ def open_source(path: str | Path) -> RawSource:
         if not any(entry.is_file() for entry in path.rglob("*")):  # stops at the first file of a real tree
             raise SourceError(f"source {path} is an empty folder; put LABEL/FILE files under it (a folder per class), "
                               "or pass a manifest")
-        return RawSource(path=path, kind="folder", root=path.resolve())
+        return RawSource(path=path, kind="folder", root=path.resolve(), labelled=labelled)
     if not path.is_file():  # a FIFO would block the reader forever (holding the data dir's lock), a device never end
         raise SourceError(f"source {path} is not a regular file (a pipe, device or socket); pass a manifest file "
                           "(.csv, .jsonl, .parquet) or a folder")
@@ -102,23 +104,24 @@ def open_source(path: str | Path) -> RawSource:
     if kind is None:
         known = ", ".join(sorted(MANIFEST_KINDS))
         raise SourceError(f"source {path.name} has an unknown format {path.suffix!r}; use one of {known} or a folder")
-    source = RawSource(path=path, kind=kind, root=path.parent.resolve())
+    source = RawSource(path=path, kind=kind, root=path.parent.resolve(), labelled=labelled)
     _check_columns(source, _manifest_columns(source))
     return source
 
 
-def _open_bucket_source(url: str) -> RawSource:
+def _open_bucket_source(url: str, labelled: bool) -> RawSource:
     kind, copy, location = open_bucket_source(url)
     bucket = BucketListing(location)
     if kind == "folder":
         if not bucket.objects:  # a tree is read from its listing anyway
             raise SourceError(f"source {url} is an empty prefix; put LABEL/FILE objects under it, or pass a manifest")
-        return RawSource(path=Path(location.root), kind="folder", root=Path(location.root), bucket=bucket)
+        return RawSource(path=Path(location.root), kind="folder", root=Path(location.root), bucket=bucket,
+                         labelled=labelled)
     kind = MANIFEST_KINDS.get(copy.suffix.lower())
     if kind is None:
         known = ", ".join(sorted(MANIFEST_KINDS))
         raise SourceError(f"source {url} has an unknown format {copy.suffix!r}; use one of {known} or a prefix")
-    source = RawSource(path=copy, kind=kind, root=copy.parent, bucket=bucket)
+    source = RawSource(path=copy, kind=kind, root=copy.parent, bucket=bucket, labelled=labelled)
     _check_columns(source, _manifest_columns(source))
     return source
 
@@ -130,12 +133,13 @@ def _check_columns(source: RawSource, columns: list[str] | None) -> None:
     if repeated:  # a reader keeps one of them (the last) for every row, silently
         raise SourceError(f"manifest {source.path.name} has more than one column named {', '.join(repeated)}; "
                           "give each column one name")
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    required = [name for name in REQUIRED_COLUMNS if source.labelled or name != "label"]
+    missing = [name for name in required if name not in columns]
     if missing:
         raise SourceError(
             f"manifest {source.path.name} lacks the required {', '.join(missing)} "
             f"column{'' if len(missing) == 1 else 's'}; "
-            f"it has {', '.join(columns) or 'no columns'} and needs text, image, label"
+            f"it has {', '.join(columns) or 'no columns'} and needs {', '.join(required)}"
         )
 
 
@@ -297,6 +301,10 @@ def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
         if label.startswith("."):
             continue
         if names is None:
+            if not source.labelled and Path(label).suffix.lower() in IMAGE_SUFFIXES and not label.startswith("."):
+                yield _unlabelled_image(source, index, label)  # data to score: an image with no class folder
+                index += 1
+                continue
             source.ignored.append(f"{label} (not inside a <label>/ folder)")
             continue
         images = {Path(name).stem for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES}
@@ -316,6 +324,16 @@ def _folder_rows(source: RawSource) -> Iterator[dict[str, Any]]:
                 continue
             else:
                 source.ignored.append(f"{relative} (not an image{' or sidecar' if suffix == SIDECAR_SUFFIX else ''})")
+
+
+def _unlabelled_image(source: RawSource, index: int, name: str) -> dict[str, Any]:
+    """A top-level image of a tree being scored, with its sidecar caption (a local tree's; "" in a bucket)."""
+    text, problem = ("", None) if source.bucket is not None else _read_sidecar(
+        source.path / Path(name).with_suffix(SIDECAR_SUFFIX).name, source.root)
+    row = _raw_row(index, name, {"text": text, "image": name})
+    if problem and row["reason"] is None:
+        row["reason"], row["detail"] = Reason.TEXT_INVALID.value, problem
+    return row
 
 
 def _tree(source: RawSource) -> Iterator[tuple[str, list[str] | None]]:

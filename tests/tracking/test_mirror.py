@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from flows.artifacts import TRACKED_RUN
+from flows.artifacts import TRACKED_RUN, artifact_key
 from mmpipe.config import load_config
 from mmpipe.evaluate import evaluate_run
 from mmpipe.runs.record import RunDir, RunRecord, load_record
@@ -85,7 +85,8 @@ def test_a_pipeline_run_is_one_mlflow_run_with_its_history_report_model_and_the_
 
     from tests.fixtures.datasets import artifact
 
-    link = asyncio.run(artifact(found.data.tags["prefect.evaluate.flow_run_id"], TRACKED_RUN))
+    evaluate_flow_run = found.data.tags["prefect.evaluate.flow_run_id"]
+    link = asyncio.run(artifact(evaluate_flow_run, artifact_key(TRACKED_RUN, record.data_dir)))
     assert link is not None and summary["tracking"]["url"] in link.data
     # Mirrored again (as `tracking sync` does): still one run, no epoch logged twice.
     config = load_config(None, {"runs_dir": str(tmp_path / "runs"), "tracking.uri": mlflow_server}, environ={})

@@ -51,12 +51,13 @@ class ImageReader(Protocol):
     def read(self, reference: str | None) -> bytes | Rejection: ...
 
 
-def clean_record(raw: dict[str, Any], images: ImageReader, config: Config) -> dict[str, Any]:
+def clean_record(raw: dict[str, Any], images: ImageReader, config: Config, labelled: bool = True) -> dict[str, Any]:
     """Judge one RAW-schema row, reading its image from `images`; return a CHUNK-schema row (without
-    `row`/`source`)."""
+    `row`/`source`). `labelled=False` (data to score): a row without a label is judged on the rest, its
+    label None, and a label or split is kept as given, never a reason to quarantine the row."""
     out: dict[str, Any] = {f"raw_{name}": raw[name]
                            for name in ("id", "text", "image", "label", "split", "group", "extra")}
-    verdict = _judge(raw, images, config)
+    verdict = _judge(raw, images, config, labelled)
     if isinstance(verdict, Rejection):
         # Quarantined rows get an id too, so reports and contracts can name them.
         raw_key = hashlib.sha256(f"{raw['text']}\0{raw['image']}\0{raw['label']}".encode()).hexdigest()
@@ -67,14 +68,14 @@ def clean_record(raw: dict[str, Any], images: ImageReader, config: Config) -> di
     return out
 
 
-def _judge(raw: dict[str, Any], images: ImageReader, config: Config) -> dict[str, Any] | Rejection:
+def _judge(raw: dict[str, Any], images: ImageReader, config: Config, labelled: bool) -> dict[str, Any] | Rejection:
     if raw["reason"] is not None:
         return Rejection(Reason(raw["reason"]), raw["detail"])
-    label = clean_label(raw["label"], config.ingest.classes)
+    label = clean_label(raw["label"], config.ingest.classes) if labelled else ((raw["label"] or "").strip() or None)
     if isinstance(label, Rejection):
         return label
     given_split = (raw["split"] or "").strip().lower() or None
-    if given_split is not None and given_split not in SPLITS:
+    if given_split is not None and given_split not in SPLITS and labelled:
         return Rejection(Reason.SPLIT_INVALID, f"split {raw['split']!r} is not one of {', '.join(SPLITS)}")
     text, truncated = clean_text(raw["text"] or "", lowercase=config.text.lowercase, max_chars=config.text.max_chars)
     if not text and not config.text.allow_empty:

@@ -1,0 +1,176 @@
+"""Scoring: rows/s of `mmpipe score` against the same work written plainly, and its memory as rows grow.
+
+    python bench/score.py [--rows 2000] [--write docs/benchmarks.md]
+
+One run is trained by `mmpipe demo` (its champion). New data: a fresh sample (another seed) of --rows rows,
+and one of 4x as many. On the same rows, in this order:
+- bare `model.predict_on_batch` on rows already decoded (ingest's own shards of the new data): the floor;
+- the full path written plainly: read the manifest, decode and letterbox each image with Pillow, lowercase
+  the text, predict in batches; no quarantine, no cache, no drift, no files;
+- `score_source` in a fresh process (reading, ingest's cleaning, prediction, the files, drift), cold: no
+  cache. Its peak RSS is measured for --rows and 4x --rows rows;
+- `mmpipe score --json` as a user runs it (its own temporary Prefect server included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+from ingest import write_section  # noqa: E402
+
+SECTION = "score"
+
+
+def child(mode: str, manifest: str, run_dir: str, out: str) -> None:
+    """One measurement in a fresh process; prints {"seconds", "rows", "rss_mb"} as JSON."""
+    import numpy as np
+
+    from mmpipe.config import load_config
+    from mmpipe.runs.record import RunDir, load_record
+    from mmpipe.train.model import load_model
+
+    record = load_record(RunDir(Path(run_dir)))
+    model = load_model(RunDir(Path(run_dir)).model)
+    size = record.run_config.image.size
+    model.predict_on_batch({"text": np.array(["warm up"], dtype=object), "image": np.zeros((1, size, size, 3),
+                                                                                           np.uint8)})
+    start = time.perf_counter()
+    if mode == "score":
+        from mmpipe.score import score_source
+
+        config = load_config(None, {"score.out_dir": out, "data_dir": str(Path(out) / "data")}, environ={})
+        rows = score_source(manifest, Path(run_dir), config)["scored"]
+    elif mode == "plain":
+        rows = plain_full_path(Path(manifest), model, size)
+    else:  # bare: the model alone on rows ingest already decoded
+        rows = bare_predict(Path(out), model, size)
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rows": rows, "rss_mb": rss}))
+
+
+def plain_full_path(manifest: Path, model, size: int, batch: int = 256) -> int:
+    """The full path as a plain script writes it: Pillow decode + letterbox, lowercase text, predict."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    done = 0
+    for start in range(0, len(rows), batch):
+        texts, images = [], []
+        for row in rows[start:start + batch]:
+            try:
+                with Image.open(manifest.parent / row["image"]) as image:
+                    fitted = ImageOps.pad(image.convert("RGB"), (size, size), color=(255, 255, 255))
+            except Exception:  # noqa: BLE001 - a plain script skips what it cannot read
+                continue
+            texts.append(" ".join(row["text"].lower().split()))
+            images.append(np.asarray(fitted, dtype=np.uint8))
+        if texts:
+            model.predict_on_batch({"text": np.array(texts, dtype=object), "image": np.stack(images)})
+            done += len(texts)
+    return done
+
+
+def bare_predict(data_dir: Path, model, size: int, batch: int = 256) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmpipe.train.inputs import image_view
+
+    tables = [pq.read_table(path, columns=["text", "image"]) for path in sorted((data_dir / "shards").glob("*.parquet"))]
+    table = pa.concat_tables(tables)
+    texts, images = np.array(table["text"].to_pylist(), dtype=object), image_view(table["image"], size)
+    for start in range(0, len(texts), batch):
+        model.predict_on_batch({"text": texts[start:start + batch], "image": images[start:start + batch]})
+    return len(texts)
+
+
+def measure(mode: str, manifest: Path, run_dir: Path, out: Path) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", mode, str(manifest), str(run_dir), str(out)],
+                          capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:6])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    from mmpipe.sample import DEMO, write_sample
+
+    with tempfile.TemporaryDirectory(prefix="mmpipe-bench-score-") as work:
+        work = Path(work)
+        print("training the champion (mmpipe demo, about a minute)", flush=True)
+        subprocess.run([sys.executable, "-m", "mmpipe", "demo", str(work / "demo")], check=True,
+                       stdout=subprocess.DEVNULL)
+        (run_dir,) = [path for path in (work / "demo" / "runs").iterdir() if path.is_dir()]
+        sets = {}
+        for rows in (args.rows, 4 * args.rows):
+            spec = DEMO.__class__(**{**DEMO.__dict__, "rows": rows, "seed": 7, "fault_rate": 0.0})
+            sets[rows] = write_sample(work / f"new-{rows}", spec)
+        small = sets[args.rows]
+        # The new data as ingest stores it: what the bare model reads, decoded already.
+        from mmpipe.config import load_config
+        from mmpipe.ingest import ingest
+
+        ingest(small, load_config(None, {"data_dir": str(work / "decoded"), "image.size": 32}, environ={}))
+        results = {
+            "bare": measure("bare", small, run_dir, work / "decoded"),
+            "plain": measure("plain", small, run_dir, work / "plain"),
+            "score": measure("score", small, run_dir, work / "scores-small"),
+            "score_4x": measure("score", sets[4 * args.rows], run_dir, work / "scores-large"),
+        }
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mmpipe", "score", str(small), "--runs", str(work / "demo" / "runs"),
+                        "--out", str(work / "scores-cli"), "--json"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        results["cli"] = {"seconds": time.perf_counter() - start, "rows": results["score"]["rows"]}
+    print(json.dumps(results, indent=1))
+    rate = {name: found["rows"] / found["seconds"] for name, found in results.items()}
+    command = "python bench/score.py" + (f" --rows {args.rows}" if args.rows != 2000 else "") + \
+        (f" --write {args.write}" if args.write else "")
+    section = "\n".join([
+        f"<!-- bench:{SECTION} -->", "## Scoring (`bench/score.py`)", "",
+        f"Command: `{command}`. Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores. "
+        f"The champion of `mmpipe demo` (the default model, 32 px) scores a fresh sample (seed 7, no faults) of "
+        f"{args.rows:,} rows; each path in a fresh process after the model is loaded and warmed up.", "",
+        "| path | rows | seconds | rows/s | vs the plain full path | peak RSS MB |", "|---|---:|---:|---:|---:|---:|",
+        *(f"| {label} | {results[name]['rows']:,} | {results[name]['seconds']:.2f} | {rate[name]:.0f} | "
+          f"{rate[name] / rate['plain']:.2f}x | {results[name].get('rss_mb', float('nan')):.0f} |"
+          for name, label in (("bare", "bare `model.predict_on_batch` on decoded rows (the floor)"),
+                              ("plain", "plain full path: Pillow decode + letterbox + predict (baseline)"),
+                              ("score", "`score_source`: ingest's cleaning, prediction, files, drift"),
+                              ("score_4x", f"`score_source` on {4 * args.rows:,} rows (4x)"),
+                              ("cli", "`mmpipe score --json` (its own Prefect server and imports included)"))),
+        "",
+        f"Target: `score_source` at least 0.8x the plain full path: {rate['score'] / rate['plain']:.2f}x "
+        f"({'met' if rate['score'] >= 0.8 * rate['plain'] else 'NOT met'}). Memory with 4x the rows: "
+        f"{results['score_4x']['rss_mb']:.0f} MB vs {results['score']['rss_mb']:.0f} MB "
+        f"({results['score_4x']['rss_mb'] / results['score']['rss_mb']:.2f}x).",
+        f"<!-- /bench:{SECTION} -->", ""])
+    print(section)
+    if args.write:
+        write_section(args.write, section, SECTION)
+
+
+if __name__ == "__main__":
+    main()
