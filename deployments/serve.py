@@ -3,10 +3,15 @@
 * `retrain`: the pipeline on each configured source, on `serve.retrain_cron` in `serve.timezone`
   (with several sources, one `retrain-<name>-<hash>` each, and each source has its own data and
   runs dirs: see `Config.for_source`).
-* `on-new-data`: the pipeline, started by the event `mmpipe.source.changed` through a
-  DeploymentEventTrigger with the source from the event's payload; at most one run at a time (later
-  triggers queue), and the pipeline itself holds a lock on its data dir, so a scheduled and a
-  triggered run never overlap.
+* `on-new-data` (`serve.retrain_on` has "new_data", the default): the pipeline, started by the event
+  `mmpipe.source.changed` through a DeploymentEventTrigger with the source from the event's payload; at
+  most one run at a time (later triggers queue), and the pipeline itself holds a lock on its data dir, so
+  a scheduled and a triggered run never overlap.
+* `on-drift` (`serve.retrain_on` has "drift"; `on-drift-<name>-<hash>` per source when several): the
+  pipeline on a source, started by `mmpipe.drift.detected` when data scored by that source's run drifted
+  (the event's resource label `mmpipe.model-source`).
+* `score-on-arrival` (with `[serve] score_sources`): the score flow on data to score, started by its
+  `mmpipe.source.changed` (resource `mmpipe.scored.*`), scored by its model source's champion.
 * The watcher, a thread of this process (not a deployment: a flow run per poll buried the real runs
   in the UI): every `serve.watch_interval_s` it fingerprints the sources and emits the event only
   when new files have arrived and settled, so a burst of files is one event and one pipeline run.
@@ -33,6 +38,7 @@ def build_deployments(config: Config) -> list:
     from prefect.schedules import Cron
 
     from flows.pipeline import pipeline_flow
+    from flows.score import DRIFT_DETECTED, MODEL_SOURCE_LABEL, score_flow
     from flows.watch import SOURCE_CHANGED
 
     config = absolute_paths(config)
@@ -47,13 +53,32 @@ def build_deployments(config: Config) -> list:
             parameters={"source": source, "config": settings}, concurrency_limit=one_at_a_time,
             description=f"Retrain on {source} on a schedule", tags=["mmpipe"]))
     # The trigger passes only the source: a run's other parameters (the config) are the deployment's.
-    deployments.append(pipeline_flow.to_deployment(
-        name="on-new-data", concurrency_limit=one_at_a_time, parameters={"config": settings}, tags=["mmpipe"],
-        description="Run the pipeline on a source when the watcher reports new data",
-        triggers=[DeploymentEventTrigger(
-            name="mmpipe: new data in a source", expect={SOURCE_CHANGED},
-            match={"prefect.resource.id": "mmpipe.source.*"},
-            parameters={"source": "{{ event.payload.source }}"})]))
+    if "new_data" in config.serve.retrain_on:
+        deployments.append(pipeline_flow.to_deployment(
+            name="on-new-data", concurrency_limit=one_at_a_time, parameters={"config": settings}, tags=["mmpipe"],
+            description="Run the pipeline on a source when the watcher reports new data",
+            triggers=[DeploymentEventTrigger(
+                name="mmpipe: new data in a source", expect={SOURCE_CHANGED},
+                match={"prefect.resource.id": "mmpipe.source.*"},
+                parameters={"source": "{{ event.payload.source }}"})]))
+    if "drift" in config.serve.retrain_on:
+        for source in sources:
+            name = "on-drift" if len(sources) == 1 else f"on-drift-{source_dir_name(source)}"
+            deployments.append(pipeline_flow.to_deployment(
+                name=name, concurrency_limit=one_at_a_time, parameters={"source": source, "config": settings},
+                tags=["mmpipe"], description=f"Retrain on {source} when data its champion scored drifted",
+                triggers=[DeploymentEventTrigger(
+                    name=f"mmpipe: drift in data scored by {source}'s run", expect={DRIFT_DETECTED},
+                    match={"prefect.resource.id": "mmpipe.scored.*", MODEL_SOURCE_LABEL: source})]))
+    if config.serve.score_sources:
+        deployments.append(score_flow.to_deployment(
+            name="score-on-arrival", concurrency_limit=one_at_a_time, parameters={"config": settings},
+            tags=["mmpipe"], description="Score new data with the champion when the watcher reports it",
+            triggers=[DeploymentEventTrigger(
+                name="mmpipe: new data to score", expect={SOURCE_CHANGED},
+                match={"prefect.resource.id": "mmpipe.scored.*"},
+                parameters={"source": "{{ event.payload.source }}",
+                            "model_source": "{{ event.payload.model_source }}"})]))
     return deployments
 
 
@@ -61,9 +86,13 @@ def absolute_paths(config: Config) -> Config:
     """`config` with its sources, data and runs dirs made absolute here, where `mmpipe serve` runs."""
     config.serve.require_sources("mmpipe serve")
     sources = [entry.model_copy(update={"path": str(absolute(entry.path))}) for entry in config.serve.sources]
+    scored = [entry.model_copy(update={"path": str(absolute(entry.path)),
+                                       "model_source": config.serve.scored_by(entry)})
+              for entry in config.serve.score_sources]
     return config.model_copy(update={"data_dir": absolute(config.data_dir),
                                      "runs_dir": absolute(config.runs_dir),
-                                     "serve": config.serve.model_copy(update={"sources": sources})})
+                                     "serve": config.serve.model_copy(update={"sources": sources,
+                                                                             "score_sources": scored})})
 
 
 def refuse_worker_deployments(deployments: list) -> None:

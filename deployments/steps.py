@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpipe.config import load_config
+from mmpipe.storage.urls import absolute
 
 
 def read_mmpipe_config() -> dict[str, Any]:
@@ -22,4 +23,8 @@ def read_mmpipe_config() -> dict[str, Any]:
     config = load_config(None)
     sources = config.serve.require_sources("deployments/prefect.yaml")
     return {"checkout": str(Path.cwd()), "config": config.model_dump(mode="json"), "source": sources[0],
-            "sources": sources, "retrain_cron": config.serve.retrain_cron, "timezone": config.serve.timezone}
+            "sources": sources, "retrain_cron": config.serve.retrain_cron, "timezone": config.serve.timezone,
+            # what a drift event names the source by: its absolute path (relative ones resolve in the checkout)
+            "source_path": str(absolute(sources[0])),
+            "retrain_on_new_data": "new_data" in config.serve.retrain_on,
+            "retrain_on_drift": "drift" in config.serve.retrain_on}

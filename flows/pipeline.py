@@ -22,6 +22,7 @@ from flows.train import train_flow
 from flows.validate import validate_flow
 from mmpipe.config import Config
 from mmpipe.files import hold_lock
+from mmpipe.ingest.watch import complete_pending, pending_change
 from mmpipe.storage.mirror import on_local_disk, published
 from mmpipe.wording import counted
 
@@ -32,6 +33,8 @@ PIPELINE_LOCK = ".pipeline.lock"
 @flow(name="pipeline", flow_run_name="pipeline {source}")
 def pipeline_flow(source: str, config: Config) -> dict:
     """Raw source in; a validated dataset version, a trained and evaluated run, a promotion decision out."""
+    watching = config.data_dir  # where a watcher keeps the source's pending change (the deployment's config)
+    started_on = (pending_change(source, watching) or {}).get("fingerprint")
     config = config.for_source(source)
     load_storage_secret(config)
     logger = get_run_logger()
@@ -41,6 +44,8 @@ def pipeline_flow(source: str, config: Config) -> dict:
         waiting = lambda: logger.info("another pipeline is running on %s: waiting for it", config.data_dir)  # noqa: E731
         with hold_lock(lock, on_wait=waiting):  # one pipeline per data dir, whichever deployment started it
             summary = _stages(source, local)
+    if complete_pending(source, watching, started_on):  # the change the watcher announced is done: not again
+        logger.info("the new data in %s is trained on: its change is complete", source)
     return published(summary, local, config)  # names the bucket where it was published, not this machine's mirror
 
 

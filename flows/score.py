@@ -33,12 +33,14 @@ from mmpipe.errors import ScoringError
 from mmpipe.ingest.bucket import BucketLocation
 from mmpipe.ingest.chunks import ChunkPlan
 from mmpipe.ingest.clean.record import SourceLocation
+from mmpipe.ingest.watch import complete_pending, pending_change
 from mmpipe.runs.store import read_champion
 from mmpipe.score.output import finish_scoring
 from mmpipe.score.runner import ScoredChunk, ScorePlan, ScoreSteps, plan_scoring, score_chunk, score_source
 from mmpipe.wording import counted
 
 DRIFT_DETECTED = "mmpipe.drift.detected"
+MODEL_SOURCE_LABEL = "mmpipe.model-source"  # on a drift event's resource: the source the scoring run learned from
 # What `mmpipe score --json` prints of a scoring (scoring.json holds more: lineage, shares, timings).
 SUMMARY_KEYS = ("run_id", "rows_read", "scored", "quarantined", "predictions", "metrics", "drift", "out_dir",
                 "report")
@@ -75,10 +77,15 @@ TASK_STEPS = ScoreSteps(plan=plan_scoring_task, score=score_chunks_as_tasks, fin
 
 
 @flow(name="score", flow_run_name="score {source}")
-def score_flow(source: str, config: Config, run_id: str | None = None) -> dict:
-    """Score `source` with run `run_id` (default: the champion of `config.runs_dir`); publish the summary and the
-    drift; emit `mmpipe.drift.detected` when a feature drifted."""
+def score_flow(source: str, config: Config, run_id: str | None = None, model_source: str | None = None) -> dict:
+    """Score `source` with run `run_id` (default: the champion of `config.runs_dir`, or of `model_source`'s runs
+    dir with several `[serve] sources`); publish the summary and the drift; emit `mmpipe.drift.detected` when a
+    feature drifted."""
     logger = get_run_logger()
+    watching = config.data_dir  # where a watcher keeps the source's pending change (the deployment's config)
+    started_on = (pending_change(source, watching) or {}).get("fingerprint")
+    if model_source is not None:
+        config = config.for_source(model_source)
     runs_dir = Path(config.runs_dir).absolute()
     if run_id is None:
         champion = read_champion(runs_dir)
@@ -103,13 +110,25 @@ def score_flow(source: str, config: Config, run_id: str | None = None) -> dict:
     drift = scoring["drift"]
     drifted = {name: found for name, found in drift["features"].items() if found["drifted"]}
     if drifted:
-        emit_event(event=DRIFT_DETECTED, resource=source_resource(source),
+        emit_event(event=DRIFT_DETECTED, resource=drift_resource(source, runs_dir / run_id),
                    payload={"source": str(source), "run_id": run_id, "scoring": scoring["version"],
                             "out_dir": scoring["out_dir"], "features": drifted})
         logger.warning("drift detected in %s: %s -> emitted %s", source, ", ".join(drifted), DRIFT_DETECTED)
+    complete_pending(source, watching, started_on)
     logger.info("scored %d of %d rows with run %s (%s); %s; predictions %s", scoring["scored"], scoring["rows_read"],
                 run_id, "reused" if scoring["reused"] else "new", drift["note"], scoring["predictions"][0])
     return summary_of(scoring)
+
+
+def drift_resource(source: str, run_dir: Path) -> dict[str, str]:
+    """The scored source, labelled with the source the scoring run learned from (`mmpipe.model-source`): what a
+    `retrain_on = "drift"` trigger matches, to retrain that source."""
+    from mmpipe.ingest.version import recorded_source
+    from mmpipe.runs.record import RunDir, load_record
+
+    resource = source_resource(source, "score")
+    trained_on = recorded_source(load_record(RunDir(run_dir)).data_dir)
+    return {**resource, MODEL_SOURCE_LABEL: trained_on} if trained_on else resource
 
 
 def summary_of(scoring: dict) -> dict:

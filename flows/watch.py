@@ -19,15 +19,18 @@ from mmpipe.storage.urls import absolute
 SOURCE_CHANGED = "mmpipe.source.changed"
 
 
-def source_resource(source: str) -> dict[str, str]:
-    """The event's resource: one stable id per source, so triggers and the UI can tell sources apart."""
-    return {"prefect.resource.id": f"mmpipe.source.{source_key(source)}",
+def source_resource(source: str, kind: str = "train") -> dict[str, str]:
+    """The event's resource: one stable id per source, so triggers and the UI can tell sources apart; data to
+    score is `mmpipe.scored.<hash>`, so the retraining trigger (`mmpipe.source.*`) never fires on it."""
+    space = "scored" if kind == "score" else "source"
+    return {"prefect.resource.id": f"mmpipe.{space}.{source_key(source)}",
             "prefect.resource.name": str(absolute(source))}
 
 
 def announce_change(change: dict) -> None:
     """Emit `mmpipe.source.changed` for one settled change (the summary from `poll` is the payload)."""
-    emit_event(event=SOURCE_CHANGED, resource=source_resource(change["source"]), payload=change)
+    emit_event(event=SOURCE_CHANGED, resource=source_resource(change["source"], change.get("kind", "train")),
+               payload=change)
 
 
 def watch_and_announce(config: Config, stop: threading.Event, say: Callable[[str], object]) -> None:
@@ -36,8 +39,10 @@ def watch_and_announce(config: Config, stop: threading.Event, say: Callable[[str
 
     def announce(change: dict) -> None:
         announce_change(change)
-        say(f"{change['source']}: {change['added']} added, {change['changed']} changed, {change['removed']} removed"
-            f" -> emitted {SOURCE_CHANGED}")
+        what = "pending, no run completed it: announced again" if change.get("again") else (
+            f"{change['added']} added, {change['changed']} changed, {change['removed']} removed")
+        to_score = " (to score)" if change.get("kind") == "score" else ""
+        say(f"{change['source']}{to_score}: {what} -> emitted {SOURCE_CHANGED}")
 
     def complain(source: str, error: Exception) -> None:
         say(f"{source}: cannot look at it ({error}); trying again in {config.serve.watch_interval_s:g} s")

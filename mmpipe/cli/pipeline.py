@@ -115,13 +115,16 @@ def serve(
     runs: RunsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Register and serve the deployments `retrain` and `on-new-data`, and watch the sources, until stopped (Ctrl-C).
+    """Register and serve the deployments, and watch the sources, until stopped (Ctrl-C).
 
     `retrain` runs the pipeline on each `[serve] sources` entry on `serve.retrain_cron` (default
     nightly, `serve.timezone`). A watcher in this process looks at the sources every
     `serve.watch_interval_s` and, once new files have settled, emits `mmpipe.source.changed` (in
     the UI's Event Feed) and prints a line; `on-new-data` runs the pipeline on that event, one run
-    at a time. Needs a Prefect server: `prefect server start`, then
+    at a time. With `serve.retrain_on` "drift", `on-drift` retrains a source when data its champion
+    scored drifted; `[serve] score_sources` are watched too and scored on arrival (`score-on-arrival`).
+    A change stays pending until a run over it completes, and is announced again when the watcher
+    starts. Needs a Prefect server: `prefect server start`, then
     `export PREFECT_API_URL=http://127.0.0.1:4200/api`. Refuses to take over deployments of the
     same names that `prefect deploy` made for a work pool (deployments/prefect.yaml): use that
     worker, or delete them first.
@@ -147,8 +150,10 @@ def watch(
     Every `serve.watch_interval_s` it lists each source's folder (sizes, mtimes, the sha256 of new
     files) or bucket prefix (sizes, ETags); a burst of files is one event, after its last file
     landed, and one line here. What it has seen is kept in `DATA/watch/` (a bucket data dir's in its
-    local mirror), so a restart does not announce old files again. `mmpipe
-    serve` runs the same watcher itself. Needs a Prefect server (`PREFECT_API_URL`).
+    local mirror), so a restart does not announce old files again, and a change no run has completed
+    yet is announced again when it starts. `[serve] score_sources` are watched too (their changes start
+    `score-on-arrival`). `mmpipe serve` runs the same watcher itself. Needs a Prefect server
+    (`PREFECT_API_URL`).
     """
     import threading
 

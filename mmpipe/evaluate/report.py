@@ -24,7 +24,7 @@ from mmpipe.wording import counted
 PAGE_STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .7em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}.small td{color:#a00}
-.note{color:#555}figure{margin:.5em 0}svg{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd}"""
+.note{color:#555}figure{margin:.5em 0}svg,img{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd}"""
 
 
 def write_report(out: RunDir, record: RunRecord, result: dict[str, Any]) -> Path:

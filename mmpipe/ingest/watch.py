@@ -7,6 +7,11 @@ the listing differs from the last one reported *and* has not moved since the pre
 arriving over several polls give one report, after the last file landed. State lives in
 DATA/watch/<source-hash>.json, so the watcher itself can restart at any time.
 
+Triggers are at least once: a reported change stays `pending` in that file until a run over it completes
+(`complete_pending`, called by the pipeline and score flows when they finish), and a watcher that starts
+announces every pending change again first. A run killed halfway, a server down when its event was sent, a
+watcher restarted: the change is announced again rather than lost until the nightly retrain.
+
 `watch_sources` is the watcher: one long-lived loop over the configured sources (in `mmpipe serve`'s
 process, or `mmpipe watch` next to a worker) that hands each settled change to a callback; the
 caller decides what a change means (the CLI emits a Prefect event), so this module stays plain.
@@ -98,6 +103,47 @@ def state_dir(data_dir: str | Path) -> Path:
     return (mirror_dir(str(data_dir)) if is_url(data_dir) else Path(data_dir)) / "watch"
 
 
+def _state_path(source: str | Path, data_dir: str | Path) -> Path:
+    return state_dir(data_dir) / f"{source_key(source)}.json"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    return {"reported": {}, "seen": None, "pending": None, **state}
+
+
+def pending_change(source: str | Path, data_dir: str | Path) -> dict[str, Any] | None:
+    """The change of `source` announced and not yet completed by a run, or None."""
+    path = _state_path(source, data_dir)
+    if not path.is_file():  # never watched: nothing pending (and no watch state made here)
+        return None
+    with hold_lock(path.with_suffix(".lock")):
+        return _read_state(path)["pending"]
+
+
+def complete_pending(source: str | Path, data_dir: str | Path, fingerprint: str | None) -> bool:
+    """A run over `source` finished: its pending change is done if it is the one the run started on (a change
+    that arrived meanwhile stays pending). True when one was completed."""
+    path = _state_path(source, data_dir)
+    if fingerprint is None or not path.is_file():
+        return False
+    with hold_lock(path.with_suffix(".lock")):
+        state = _read_state(path)
+        if (state["pending"] or {}).get("fingerprint") != fingerprint:
+            return False
+        state["pending"] = None
+        write_json_atomic(path, state, pretty=False)
+        return True
+
+
+def announce_pending(sources: list[str], data_dir: str | Path, announce: Callable[[dict[str, Any]], object]) -> int:
+    """Announce again every change of `sources` still pending (a watcher starting does this first); how many."""
+    again = [change for source in sources if (change := pending_change(source, data_dir)) is not None]
+    for change in again:
+        announce({**change, "again": True})
+    return len(again)
+
+
 def poll(source: str | Path, data_dir: str | Path, exclude: tuple[str | Path, ...] = (),
          announce: Callable[[dict[str, Any]], object] | None = None) -> tuple[str, dict[str, Any] | None]:
     """One look at `source`: ("changed", summary to announce), ("arriving", None) while files are
@@ -108,14 +154,14 @@ def poll(source: str | Path, data_dir: str | Path, exclude: tuple[str | Path, ..
     Prefect's `emit_event` queues the event and sends it from a background worker, so a server that
     is down when it sends is Prefect's to retry, not seen here.
     """
-    state_path = state_dir(data_dir) / f"{source_key(source)}.json"
+    state_path = _state_path(source, data_dir)
     with hold_lock(state_path.with_suffix(".lock")):  # two watchers must not both report one change
         return _poll(source, data_dir, state_path, exclude, announce)
 
 
 def _poll(source: str | Path, data_dir: str | Path, state_path: Path, exclude: tuple[str | Path, ...],
           announce: Callable[[dict[str, Any]], object] | None) -> tuple[str, dict[str, Any] | None]:
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"reported": {}, "seen": None}
+    state = _read_state(state_path)
     files = fingerprint(source, state["seen"] or state["reported"], (data_dir, *exclude))
     settled = files == state["seen"]
     new = _content(files) != _content(state["reported"])
@@ -123,6 +169,8 @@ def _poll(source: str | Path, data_dir: str | Path, state_path: Path, exclude: t
     change = summarize(source, state["reported"], files) if status == "changed" else None
     if change is not None and announce is not None:
         announce(change)
+    if change is not None:
+        state["pending"] = change  # until a run over it completes
     if settled:
         state["reported"] = files  # a touched file with the same bytes is not new data
     state["seen"] = files
@@ -148,23 +196,39 @@ def summarize(source: str | Path, before: dict[str, list], after: dict[str, list
 
 def watch_sources(config: Config, announce: Callable[[dict[str, Any]], object], stop: threading.Event,
                   complain: Callable[[str, Exception], object]) -> None:
-    """Poll every `[serve] sources` entry each `serve.watch_interval_s` until `stop` is set.
+    """Announce the changes still pending, then poll the watched sources each `serve.watch_interval_s` until
+    `stop` is set: the `[serve] sources` when `serve.retrain_on` has "new_data" (kind "train"), and the
+    `[serve] score_sources` (kind "score", with the `model_source` whose champion scores them).
 
     Args:
         config: the sources, the interval, and the data dir that keeps the watch state.
-        announce: called once per settled change with its summary (see `summarize`).
+        announce: called once per settled change with its summary (see `summarize`), its `kind` and, for
+            data to score, its `model_source`; again for a change no run completed (`again`: true).
         stop: set it to end the loop; it is checked between polls, so stopping takes at most one poll.
         complain: called with a source that could not be read and why; it is polled again next time,
             so one unreadable file does not end the watching of every source.
     """
-    sources = [entry.path for entry in config.serve.sources]
+    watched = watched_sources(config)
     data_dir, runs_dir = config.data_dir, config.runs_dir
+    for source, extra in watched.items():
+        announce_pending([source], data_dir, lambda change, extra=extra: announce({**change, **extra}))
     while not stop.is_set():
-        for source in sources:
+        for source, extra in watched.items():
             try:
-                poll(source, data_dir, exclude=(runs_dir,), announce=announce)
+                poll(source, data_dir, exclude=(runs_dir,), announce=lambda change, extra=extra: announce(
+                    {**change, **extra}))
             except Exception as error:
                 if not storage_failure(error):
                     raise
                 complain(str(source), error)
         stop.wait(config.serve.watch_interval_s)
+
+
+def watched_sources(config: Config) -> dict[str, dict[str, Any]]:
+    """{source: what its changes carry besides their summary}, for every source the watcher looks at."""
+    watched: dict[str, dict[str, Any]] = {}
+    if "new_data" in config.serve.retrain_on:
+        watched.update({entry.path: {"kind": "train"} for entry in config.serve.sources})
+    for entry in config.serve.score_sources:
+        watched[entry.path] = {"kind": "score", "model_source": config.serve.scored_by(entry)}
+    return watched

@@ -9,6 +9,7 @@ flows/score.py hands the same steps over as Prefect tasks.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from mmpipe.config import Config, ScoreConfig
 from mmpipe.errors import ScoringError
 from mmpipe.files import stable_hash
 from mmpipe.ingest.bucket import BucketLocation
-from mmpipe.ingest.chunks import ChunkPlan, code_fingerprint, plan_chunks, process_chunk
+from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, code_fingerprint, plan_chunks, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.shards import write_table
 from mmpipe.ingest.sources import RawSource, open_source
@@ -109,9 +110,10 @@ def plan_scoring(source: str | Path, run_dir: Path, config: Config) -> ScorePlan
 
 
 def score_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, cache_dir: Path, run_dir: Path,
-                settings: Config, batch_size: int) -> ScoredChunk:
-    """Clean one chunk with ingest's code, then predict its accepted rows (or find both done before)."""
-    cleaned = process_chunk(chunk, location, settings, cache_dir, labelled=False)
+                settings: Config, batch_size: int, cleaned: ChunkResult | None = None) -> ScoredChunk:
+    """Clean one chunk with ingest's code (unless `cleaned` already), then predict its accepted rows (or find
+    both done before)."""
+    cleaned = cleaned or clean_chunk(chunk, location, settings, cache_dir)
     run_id = Path(run_dir).name
     path = cache_dir / "scored" / f"{chunk.key}-{run_id}.parquet"
     if path.exists():
@@ -121,6 +123,12 @@ def score_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, cac
     accepted = table.filter(pc.is_null(table["reason"]))
     write_table(_scored_rows(accepted, Path(run_dir), settings.image.size, batch_size), path)
     return ScoredChunk(chunk.index, path, cleaned.path, chunk.raw_path, chunk.rows, accepted.num_rows, cached=False)
+
+
+def clean_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, settings: Config,
+                cache_dir: Path) -> ChunkResult:
+    """Ingest's cleaning of one chunk of data to score (labels optional, never judged)."""
+    return process_chunk(chunk, location, settings, cache_dir, labelled=False)
 
 
 _MODELS: dict[tuple[str, int], Any] = {}
@@ -137,12 +145,16 @@ def _scored_rows(accepted: pa.Table, run_dir: Path, image_size: int, batch_size:
         probabilities = np.zeros((accepted.num_rows, len(record.classes)), dtype=np.float32)
         for start in range(0, accepted.num_rows, batch_size):
             rows = accepted.slice(start, batch_size)
+            # Every batch is padded to batch_size (the last row repeated): one input shape, so the model's graph is
+            # traced once, not once per chunk's last batch (0.7 s of 3.3 on 2,000 rows). Rows are independent.
+            padded = np.minimum(np.arange(batch_size), rows.num_rows - 1)
             inputs = {}
             if "text" in INPUTS[record.variant]:
-                inputs["text"] = np.array(rows["text"].to_pylist(), dtype=object)
+                inputs["text"] = np.array(rows["text"].to_pylist(), dtype=object)[padded]
             if "image" in INPUTS[record.variant]:
-                inputs["image"] = image_view(rows["image"], image_size)
-            probabilities[start:start + rows.num_rows] = np.asarray(model.predict_on_batch(inputs))
+                inputs["image"] = image_view(rows["image"], image_size)[padded]
+            found = np.asarray(model.predict_on_batch(inputs))
+            probabilities[start:start + rows.num_rows] = found[:rows.num_rows]
         features = row_features(accepted, words_vectorizer(model))
     classes = np.array(record.classes, dtype=object)
     return pa.table({
@@ -175,11 +187,25 @@ def model_of(run_dir: Path):
 ChunkMapper = Callable[[ScorePlan, ScoreConfig], Iterator[ScoredChunk]]
 
 
-def score_in_order(plan: ScorePlan, config: ScoreConfig) -> Iterator[ScoredChunk]:
-    """Score the plan's chunks one after the other in this process (cleaning a chunk is light next to its
-    prediction, which uses every core already); flows/score.py maps them as tasks instead."""
-    for chunk in plan.chunks:
-        yield score_chunk(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings, config.batch_size)
+def score_in_order(plan: ScorePlan, config: ScoreConfig, workers: int = 0) -> Iterator[ScoredChunk]:
+    """Score the plan's chunks in this process: the next chunks are cleaned on `workers` threads (default: one
+    per core; Pillow decodes without the GIL) while this one is predicted, a few chunks ahead at most, so memory
+    stays flat. flows/score.py maps them as Prefect tasks instead."""
+    from mmpipe.ingest.workers import chunk_workers, worker_deaths
+
+    workers = workers or len(os.sched_getaffinity(0))
+    with chunk_workers(workers, "threads") as pool:  # processes measured no faster (8.33 s vs 8.37 s, 8,000 rows)
+        ahead = {}
+        for index, chunk in enumerate(plan.chunks):
+            for later in plan.chunks[index:index + workers + 1]:
+                if later.index not in ahead:
+                    with worker_deaths():
+                        ahead[later.index] = pool.submit(process_chunk, later, plan.location, plan.settings,
+                                                         plan.cache_dir, False)
+            with worker_deaths():
+                cleaned = ahead.pop(chunk.index).result()
+            yield score_chunk(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings, config.batch_size,
+                              cleaned)
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,16 @@ def test_serve_without_sources_says_how_to_add_one(tmp_path):
 def test_prefect_yaml_describes_the_same_deployments_from_the_config(tmp_path, monkeypatch):
     """The yaml repeats no setting: its `{{ mmpipe.* }}` values come from the build step that reads mmpipe's config."""
     shipped = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
-    assert {d["name"] for d in shipped["deployments"]} == set(served(tmp_path))
+    everything = load_config(None, {"data_dir": str(tmp_path / "data"), "serve.sources": [str(tmp_path / "m.csv")],
+                                    "serve.retrain_on": ["new_data", "drift"],
+                                    "serve.score_sources": [str(tmp_path / "inbox")]}, environ={})
+    assert {d["name"] for d in shipped["deployments"]} == {d.name for d in build_deployments(everything)}
     pull_directory = {"prefect.deployments.steps.set_working_directory": {"directory": "{{ mmpipe.checkout }}"}}
     assert shipped["pull"] == [pull_directory]
     assert shipped["build"] == [{"deployments.steps.read_mmpipe_config": {"id": "mmpipe"}}]
     for deployment in shipped["deployments"]:
-        assert load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"])).name == "pipeline"
+        flow_name = "score" if deployment["name"] == "score-on-arrival" else "pipeline"
+        assert load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"])).name == flow_name
     monkeypatch.chdir(tmp_path)
     for name in [name for name in os.environ if name.startswith("MMPIPE_")]:
         monkeypatch.delenv(name)
@@ -66,6 +70,14 @@ def test_prefect_yaml_describes_the_same_deployments_from_the_config(tmp_path, m
     assert config.for_source("b/manifest.csv").data_dir.parent == Path("store")
     assert on_new_data["parameters"]["config"] == retrain["parameters"]["config"]
     assert on_new_data["triggers"][0]["expect"] == [SOURCE_CHANGED]
+    # retrain_on decides which event triggers are on; the drift trigger names the source as a drift event does.
+    on_drift = next(d for d in described if d["name"] == "on-drift")
+    assert on_new_data["triggers"][0]["enabled"] is True and on_drift["triggers"][0]["enabled"] is False
+    assert on_drift["triggers"][0]["match"]["mmpipe.model-source"] == str(tmp_path / "a" / "manifest.csv")
+    monkeypatch.setenv("MMPIPE_SERVE__RETRAIN_ON", '"drift"')
+    drift_only = apply_values(shipped["deployments"], {"mmpipe": read_mmpipe_config()})
+    enabled = {d["name"]: d["triggers"][0]["enabled"] for d in drift_only if d.get("triggers")}
+    assert enabled == {"on-new-data": False, "on-drift": True, "score-on-arrival": True}
     # Prefect does not template a trigger's parameters at deploy time: the event fills them in.
     shipped_trigger = next(d for d in shipped["deployments"] if d["name"] == "on-new-data")["triggers"][0]
     assert shipped_trigger["parameters"] == {"source": "{{ event.payload.source }}"}
@@ -98,3 +110,26 @@ def test_a_source_entry_can_name_its_own_exported_contracts(tmp_path):
     assert config.for_source(tmp_path / "a.csv").contracts.suites_dir is None
     assert config.for_source(tmp_path / "b.csv").contracts.suites_dir == tmp_path / "reviewed"
     assert [entry.path for entry in config.serve.sources] == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+
+
+def test_retraining_on_drift_and_scoring_on_arrival_are_deployments_with_their_triggers(tmp_path):
+    from flows.score import DRIFT_DETECTED, MODEL_SOURCE_LABEL
+
+    sources = [str(tmp_path / "a" / "manifest.csv"), str(tmp_path / "b" / "manifest.csv")]
+    config = load_config(None, {"data_dir": str(tmp_path / "data"), "serve.sources": sources,
+                                "serve.retrain_on": ["drift"],
+                                "serve.score_sources": [{"path": str(tmp_path / "inbox"), "model_source": sources[1]}]},
+                         environ={})
+    deployments = {deployment.name: deployment for deployment in build_deployments(config)}
+    assert not {"on-new-data"} & set(deployments)  # retrain_on has no "new_data": a changed source waits for cron
+    drift = [deployment for name, deployment in deployments.items() if name.startswith("on-drift-")]
+    assert sorted(deployment.parameters["source"] for deployment in drift) == sources
+    for deployment in drift:  # each retrains its own source, on drift in data its champion scored
+        (trigger,) = deployment.triggers
+        assert trigger.expect == {DRIFT_DETECTED}
+        assert trigger.match.model_dump()[MODEL_SOURCE_LABEL] == deployment.parameters["source"]
+    (arrival,) = deployments["score-on-arrival"].triggers
+    assert arrival.expect == {SOURCE_CHANGED} and arrival.match.model_dump()["prefect.resource.id"] == "mmpipe.scored.*"
+    assert arrival.parameters == {"source": "{{ event.payload.source }}",
+                                  "model_source": "{{ event.payload.model_source }}"}
+    assert deployments["score-on-arrival"].flow_name == "score"

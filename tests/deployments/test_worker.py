@@ -7,7 +7,9 @@ import subprocess
 import pytest
 
 from flows.watch import SOURCE_CHANGED, source_resource
+from mmpipe.ingest.watch import pending_change
 from tests.deployments.conftest import BIN, ROOT, api, native_lines, request, stop, wait_for
+from tests.fixtures.files import darkened_copy
 
 pytestmark = pytest.mark.slow  # a Prefect server, a worker, and a pipeline run that trains a model
 
@@ -46,7 +48,8 @@ def test_the_shipped_prefect_yaml_runs_the_pipeline_on_a_process_worker(prefect_
     env.update(TINY_MODEL, MMPIPE_CONFIG=str(sample / "mmpipe.toml"),
                MMPIPE_SERVE__SOURCES=json.dumps([str(sample / "manifest.csv")]),
                MMPIPE_DATA_DIR=str(tmp_path / "data"), MMPIPE_RUNS_DIR=str(tmp_path / "runs"),
-               MMPIPE_SERVE__WATCH_INTERVAL_S="1",
+               MMPIPE_SERVE__WATCH_INTERVAL_S="1", MMPIPE_SERVE__RETRAIN_ON='["new_data", "drift"]',
+               MMPIPE_SCORE__OUT_DIR=str(tmp_path / "scores"),
                PREFECT_WORKER_QUERY_SECONDS="2")  # the worker looks for due runs every 2 s instead of 10
     shell([str(BIN / "mmpipe"), "sample", str(sample), "--rows", "40"], env, "mmpipe sample")
     shell([str(BIN / "prefect"), "work-pool", "create", "mmpipe-pool", "--type", "process"], env, "work-pool create")
@@ -81,6 +84,16 @@ def test_the_shipped_prefect_yaml_runs_the_pipeline_on_a_process_worker(prefect_
         assert state["type"] == "COMPLETED", (f"{state['type']}: {state['message']}\nworker:\n"
                                               f"{logs['worker'].read_text()[-4000:]}")
         assert any((tmp_path / "runs").glob("*/report.html"))
+        assert pending_change(manifest, tmp_path / "data") is None  # the run over the announced data completed it
+        # Darkened data scored by the champion drifts: `on-drift` retrains the source on the worker.
+        scored = json.loads(shell([str(BIN / "mmpipe"), "score", str(darkened_copy(manifest, tmp_path / "dark")),
+                                   "--json"], env, "mmpipe score"))
+        assert scored["drift"]["features"]["brightness"]["drifted"], scored["drift"]
+        on_drift = get(url, "/deployments/name/pipeline/on-drift")
+        retrained = wait_for(lambda: [run for run in api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
+            "any_": [on_drift["id"]]}}}) if run["state_type"] in FINISHED], 600, "the on-drift run")
+        assert retrained[0]["state_type"] == "COMPLETED", logs["worker"].read_text()[-4000:]
+        assert retrained[0]["parameters"]["source"] == str(manifest)
         assert len(source_events(url, manifest)) == 1  # unchanged, and the run wrote nothing in it: no new event
         assert logs["watch"].read_text().count("-> emitted mmpipe.source.changed") == 1
         # The flow run's process kept TensorFlow's C++ lines out of the worker's output (flows/__init__.py).

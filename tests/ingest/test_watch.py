@@ -183,3 +183,48 @@ def test_the_watcher_ignores_its_own_runs_and_data_dirs_inside_a_source(tmp_path
     announced = []
     watch_sources(config, announced.append, Script(script), lambda where, error: pytest.fail(f"{where}: {error}"))
     assert [(change["added"], change["files"]) for change in announced] == [(1, 1)]
+
+
+def test_a_change_stays_pending_until_a_run_over_it_completes_and_a_restarted_watcher_announces_it_again(tmp_path):
+    """At least once: the run the event started was killed (or the server lost the event); the watcher, restarted,
+    announces the change again; once a run over it completed, never again."""
+    from mmpipe.ingest.watch import complete_pending, pending_change
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.png").write_bytes(b"a")
+    config = watched(tmp_path, [source])
+    announced = []
+    watch_sources(config, announced.append, Script([lambda: None, lambda: None]), lambda *problem: None)
+    assert [change.get("again") for change in announced] == [None]  # announced once, as new
+    started_on = pending_change(source, config.data_dir)["fingerprint"]  # a run starts on it ... and is killed
+    again = []
+    watch_sources(config, again.append, Script([lambda: None]), lambda *problem: None)  # the watcher restarts
+    assert [(change["again"], change["kind"], change["fingerprint"]) for change in again] == [
+        (True, "train", started_on)]
+    (source / "b.png").write_bytes(b"b")  # more data lands while the next run works on the first change
+    watch_sources(config, again.append, Script([lambda: None, lambda: None]), lambda *problem: None)
+    assert complete_pending(source, config.data_dir, started_on) is False  # the newer change stays pending
+    newest = pending_change(source, config.data_dir)["fingerprint"]
+    assert complete_pending(source, config.data_dir, newest) is True
+    after = []
+    watch_sources(config, after.append, Script([lambda: None]), lambda *problem: None)
+    assert after == [] and pending_change(source, config.data_dir) is None
+
+
+def test_data_to_score_is_watched_with_the_source_whose_champion_scores_it(tmp_path):
+    from mmpipe.errors import ConfigError
+
+    train, inbox = tmp_path / "train", tmp_path / "inbox"
+    train.mkdir()
+    inbox.mkdir()
+    (inbox / "a.png").write_bytes(b"a")
+    config = load_config(None, {"data_dir": str(tmp_path / "data"), "serve.sources": [str(train)],
+                                "serve.score_sources": [str(inbox)], "serve.retrain_on": "drift"}, environ={})
+    announced = []
+    watch_sources(config, announced.append, Script([lambda: None, lambda: None]), lambda *problem: None)
+    assert [(change["kind"], change["model_source"]) for change in announced] == [("score", str(train))]
+    several = load_config(None, {"serve.sources": [str(train), str(tmp_path / "other")],
+                                 "serve.score_sources": [str(inbox)]}, environ={})
+    with pytest.raises(ConfigError, match="say which source's champion scores"):
+        watch_sources(several, announced.append, Script([]), lambda *problem: None)
