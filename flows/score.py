@@ -109,11 +109,14 @@ def score_flow(source: str, config: Config, run_id: str | None = None, model_sou
     publish_scoring(source, scoring)
     drift = scoring["drift"]
     drifted = {name: found for name, found in drift["features"].items() if found["drifted"]}
-    if drifted:
+    slices = {name: sorted(value for value, verdict in values.items() if verdict["detected"])
+              for name, values in (drift.get("slices") or {}).items()}
+    slices = {name: values for name, values in slices.items() if values}
+    if drift["detected"]:
         emit_event(event=DRIFT_DETECTED, resource=drift_resource(source, runs_dir / run_id),
                    payload={"source": str(source), "run_id": run_id, "scoring": scoring["version"],
-                            "out_dir": scoring["out_dir"], "features": drifted})
-        logger.warning("drift detected in %s: %s -> emitted %s", source, ", ".join(drifted), DRIFT_DETECTED)
+                            "out_dir": scoring["out_dir"], "features": drifted, "slices": slices})
+        logger.warning("drift detected in %s: %s -> emitted %s", source, drift["note"], DRIFT_DETECTED)
     complete_pending(source, watching, started_on)
     logger.info("scored %d of %d rows with run %s (%s); %s; predictions %s", scoring["scored"], scoring["rows_read"],
                 run_id, "reused" if scoring["reused"] else "new", drift["note"], scoring["predictions"][0])
@@ -134,10 +137,18 @@ def drift_resource(source: str, run_dir: Path) -> dict[str, str]:
 def summary_of(scoring: dict) -> dict:
     """What `mmpipe score --json` prints: the drift per feature as its statistic, threshold and verdict."""
     summary = {key: scoring[key] for key in SUMMARY_KEYS}
-    summary["drift"] = {"detected": scoring["drift"]["detected"], "note": scoring["drift"]["note"],
-                        "features": {name: {key: found[key] for key in ("statistic", "threshold", "drifted")}
-                                     for name, found in scoring["drift"]["features"].items()}}
+    drift = scoring["drift"]
+    summary["drift"] = {"detected": drift["detected"], "note": drift["note"], "features": _brief(drift["features"]),
+                        "slices": {name: {value: {"detected": verdict["detected"],
+                                                  "features": _brief(verdict["features"])}
+                                          for value, verdict in values.items()}
+                                   for name, values in (drift.get("slices") or {}).items()}}
     return summary
+
+
+def _brief(features: dict) -> dict:
+    return {name: {key: found[key] for key in ("statistic", "threshold", "drifted")}
+            for name, found in features.items()}
 
 
 def publish_scoring(source: str, scoring: dict) -> None:

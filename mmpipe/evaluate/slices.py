@@ -108,11 +108,11 @@ def slice_values(version: DatasetVersion, split: str, ids: list[str], slice_by: 
         "text_words": lambda i: words_bucket(len(rows["text"][i].split())),
     }
     for name in slice_by:
-        derived[name] = lambda i, name=name: _shown(rows[name][i])
+        derived[name] = lambda i, name=name: slice_label(rows[name][i])
     return {dimension: np.array([describe(i) for i in order], dtype=object) for dimension, describe in derived.items()}
 
 
-def _shown(value: Any) -> str:
+def slice_label(value: Any) -> str:
     """A slice value as the manifest wrote it: JSON's true/false, not Python's True/False."""
     if value is None or value == "":
         return MISSING

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmpipe.config import ScoreConfig
-from mmpipe.score.features import CATEGORICAL, NUMERIC
+from mmpipe.score.features import CATEGORICAL, NUMERIC, SLICED
 
 _PSI_FLOOR = 1e-4  # a category one side never has: a share this small, not log(0)
 # Features where only a rise is drift: more unknown words than held-out rows have is new language; fewer is
@@ -49,6 +49,28 @@ def judge_drift(reference: dict[str, Any], current: dict[str, np.ndarray], confi
     note = (f"drifted: {', '.join(drifted)}" if drifted else "no feature drifted") + \
         f" (each tested at {alpha:.4g}, the shared level {config.drift_alpha} over {len(tested)} features)"
     return {"detected": bool(drifted), "features": features, "note": note}
+
+
+def judge_slices(reference: dict[str, Any], current: dict[str, np.ndarray], slices: dict[str, np.ndarray],
+                 config: ScoreConfig) -> dict[str, dict[str, Any]]:
+    """Drift within each slice of the `evaluate.slice_by` columns: {column: {value: verdict}} for every value with
+    at least `score.drift_min_rows` rows on both sides, on the train sample's own features (SLICED). The level is
+    shared by the slices as well, so slicing adds no false alarms to the whole verdict."""
+    kept = reference.get("slices") or {}
+    judged = {(name, value): (np.asarray(kept[name], dtype=object) == value, values == value)
+              for name, values in slices.items() if name in kept for value in sorted(set(values.tolist()))}
+    judged = {key: masks for key, masks in judged.items()
+              if min(int(masks[0].sum()), int(masks[1].sum())) >= config.drift_min_rows}
+    shared = config.model_copy(update={"drift_alpha": config.drift_alpha / max(1, len(judged))})
+    found: dict[str, dict[str, Any]] = {}
+    for (name, value), (before, after) in judged.items():
+        part = {"features": {feature: [item for item, inside in zip(reference["features"][feature], before,
+                                                                    strict=True) if inside]
+                             for feature in SLICED if feature in reference["features"]}}
+        verdict = judge_drift(part, {feature: current[feature][after] for feature in SLICED if feature in current},
+                              shared)
+        found.setdefault(name, {})[value] = verdict
+    return found
 
 
 def _numeric(reference: np.ndarray, current: np.ndarray, alpha: float, minimum: float,

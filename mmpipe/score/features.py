@@ -34,8 +34,11 @@ from mmpipe.train.inputs import split_paths
 NUMERIC = ("text_chars", "brightness", "colourfulness", "image_side", "oov_rate")
 CATEGORICAL = ("image_format", "predicted")
 REFERENCE_FILE = "drift_reference.json"
-REFERENCE_FORMAT = 2  # 2: the out-of-vocabulary rate of held-out rows
-_COLUMNS = ("text", "image_brightness", "image_colourfulness", "orig_width", "orig_height", "orig_format")
+REFERENCE_FORMAT = 3  # 2: the out-of-vocabulary rate of held-out rows; 3: slice values
+_COLUMNS = ("text", "image_brightness", "image_colourfulness", "orig_width", "orig_height", "orig_format", "group",
+            "extra")
+# What a slice of the train sample is compared on (the unknown-word rate's reference is other rows).
+SLICED = ("text_chars", "brightness", "colourfulness", "image_side", "image_format")
 
 
 def row_features(rows: pa.Table, words=None) -> dict[str, np.ndarray]:
@@ -69,7 +72,18 @@ def words_vectorizer(model):
     return next((layer for layer in model.layers if layer.name == "text_words"), None)
 
 
-def drift_reference(run: RunDir, record: RunRecord, model, rows: int) -> dict[str, Any]:
+def slice_values(rows: pa.Table, names: list[str]) -> dict[str, list[str]]:
+    """Each row's value of every `evaluate.slice_by` column (`group`, or a manifest column kept in `extra`), as the
+    evaluation's slices name them."""
+    from mmpipe.evaluate.slices import slice_label
+
+    groups = rows["group"].to_pylist() if "group" in rows.column_names else [None] * rows.num_rows
+    extras = [json.loads(text) if text else {} for text in rows["extra"].to_pylist()]
+    return {name: [slice_label(groups[i] if name == "group" else extras[i].get(name)) for i in range(rows.num_rows)]
+            for name in names}
+
+
+def drift_reference(run: RunDir, record: RunRecord, model, rows: int, slice_by: list[str]) -> dict[str, Any]:
     """The run's reference, from RUNS/RUN_ID/drift_reference.json when it was made for this run and size, else
     sampled from the train split of the dataset version the run trained on (every k-th row) and kept.
 
@@ -81,7 +95,7 @@ def drift_reference(run: RunDir, record: RunRecord, model, rows: int) -> dict[st
     except (OSError, ValueError):
         kept = None  # none kept yet, or a damaged one: made again
     if isinstance(kept, dict) and kept.get("format") == REFERENCE_FORMAT and kept.get("run_id") == record.run_id \
-            and kept.get("sampled") == rows:
+            and kept.get("sampled") == rows and kept.get("slice_by") == list(slice_by):
         return kept
     try:
         version = load_dataset(Path(record.data_dir))
@@ -99,7 +113,8 @@ def drift_reference(run: RunDir, record: RunRecord, model, rows: int) -> dict[st
     if predictions.is_file():  # the run's own test split, as its primary evaluation predicted it
         features["predicted"] = pq.read_table(predictions, columns=["predicted"])["predicted"].to_pylist()
     reference = {"format": REFERENCE_FORMAT, "run_id": record.run_id, "dataset_version": record.dataset_version,
-                 "sampled": rows, "rows": sample.num_rows, "features": features}
+                 "sampled": rows, "rows": sample.num_rows, "features": features, "slice_by": list(slice_by),
+                 "slices": slice_values(sample, list(slice_by))}
     write_json_atomic(path, reference)
     return reference
 
@@ -113,7 +128,9 @@ def _sample(version, splits: tuple[str, ...], rows: int) -> pa.Table:
         table = pq.read_table(path, columns=list(_COLUMNS))
         tables.append(table.take(np.arange((-seen) % step, table.num_rows, step)))
         seen += table.num_rows
-    return pa.concat_tables(tables) if tables else pa.table({name: pa.array([], pa.string()) for name in _COLUMNS})
+    if not tables:
+        return pa.table({name: pa.array([], pa.string()) for name in _COLUMNS})
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def _listed(values: np.ndarray) -> list:

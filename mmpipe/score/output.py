@@ -25,8 +25,8 @@ from mmpipe.files import sha256_file, write_json_atomic
 from mmpipe.ingest.chunks import prune_cache
 from mmpipe.ingest.schema import QUARANTINE_SCHEMA, quarantine_rows
 from mmpipe.runs.record import RunDir
-from mmpipe.score.drift import judge_drift
-from mmpipe.score.features import CATEGORICAL, NUMERIC, drift_reference
+from mmpipe.score.drift import judge_drift, judge_slices
+from mmpipe.score.features import CATEGORICAL, NUMERIC, drift_reference, slice_values
 from mmpipe.score.runner import ScoredChunk, ScorePlan, model_of
 
 SCORING_FILE = "scoring.json"
@@ -49,9 +49,18 @@ def finish_scoring(plan: ScorePlan, results: list[ScoredChunk], config: Config, 
     extras = _extra_names(results)
     scored, labelled, probabilities = _write_predictions(temp / PREDICTIONS_FILE, results, plan, classes, extras)
     quarantined = _write_quarantine(temp / QUARANTINE_FILE, results)
-    current = _current_features(results)
-    reference = drift_reference(RunDir(plan.run_dir), plan.record, model_of(plan.run_dir), config.score.reference_rows)
+    current, slices = _current_features(results, config.evaluate.slice_by)
+    reference = drift_reference(RunDir(plan.run_dir), plan.record, model_of(plan.run_dir), config.score.reference_rows,
+                                config.evaluate.slice_by)
     drift = judge_drift(reference, current, config.score)
+    if slices and "missing" not in reference:
+        drift["slices"] = judge_slices(reference, current, slices, config.score)
+        drifted = [f"{name} = {value}" for name, values in drift["slices"].items()
+                   for value, verdict in values.items() if verdict["detected"]]
+        drift["detected"] = drift["detected"] or bool(drifted)
+        judged = sum(len(values) for values in drift["slices"].values())
+        drift["note"] += (f"; slices drifted: {', '.join(drifted)}" if drifted else
+                          f"; no slice drifted ({judged} judged)")
     metrics = None
     if labelled[0].size:
         found = classification_metrics(labelled[0], probabilities, classes, ece_bins=config.evaluate.ece_bins)
@@ -170,13 +179,18 @@ def _write_quarantine(path: Path, results: list[ScoredChunk]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def _current_features(results: list[ScoredChunk]) -> dict[str, np.ndarray]:
-    """The scored rows' drift features and predicted classes, all chunks together."""
+def _current_features(results: list[ScoredChunk], slice_by: list[str]) -> tuple[dict[str, np.ndarray],
+                                                                                dict[str, np.ndarray]]:
+    """The scored rows' drift features and predicted classes, and their `slice_by` values, all chunks together."""
     columns = [*NUMERIC, *CATEGORICAL]
     parts: dict[str, list] = {name: [] for name in columns}
+    sliced: dict[str, list] = {name: [] for name in slice_by}
     for result in results:
         table = pq.read_table(result.path)
         for name in columns:
             if name in table.column_names:
                 parts[name].append(table[name].to_numpy(zero_copy_only=False))
-    return {name: np.concatenate(values) for name, values in parts.items() if values}
+        for name, values in slice_values(table, slice_by).items():
+            sliced[name].extend(values)
+    features = {name: np.concatenate(values) for name, values in parts.items() if values}
+    return features, {name: np.array(values, dtype=object) for name, values in sliced.items()}

@@ -41,6 +41,10 @@ def render_html(result: dict[str, Any], drift_chart: str) -> str:
         f"<tr{' class=small' if found['drifted'] else ''}><td>{escape(name)}</td><td>{escape(found['test'])}</td>"
         f"<td>{_number(found['statistic'])}</td><td>{found['threshold']}</td><td>{_number(found['p_value'], 2)}</td>"
         f"<td>{'drifted' if found['drifted'] else 'no'}</td></tr>" for name, found in drift["features"].items())
+    sliced = "".join(
+        f"<tr{' class=small' if verdict['detected'] else ''}><td>{escape(name)} = {escape(value)}</td>"
+        f"<td>{escape(_drifted(verdict['features']))}</td></tr>"
+        for name, values in (drift.get("slices") or {}).items() for value, verdict in values.items())
     metrics = result["metrics"]
     quality = (f"<p>On the {counted(metrics['rows'], 'labelled row')}: accuracy <b>{metrics['accuracy']:.4f}</b>, "
                f"macro F1 <b>{metrics['macro_f1']:.4f}</b>.</p>" if metrics else
@@ -62,9 +66,14 @@ Predictions: <code>{escape(result['predictions'][0])}</code>.</p>
 split's predictions).</p>
 {f"<table><tr><th>feature</th><th>test</th><th>statistic</th><th>threshold</th><th>p-value</th><th>drift</th></tr>"
  f"{rows}</table>" if rows else ""}
+{f"<h3>By slice</h3><table><tr><th>slice</th><th>drifted features</th></tr>{sliced}</table>" if sliced else ""}
 <figure>{drift_chart}</figure>
 </body></html>
 """
+
+
+def _drifted(features: dict[str, Any]) -> str:
+    return ", ".join(name for name, found in features.items() if found["drifted"]) or "none"
 
 
 def _number(value: float | None, digits: int = 4) -> str:

@@ -158,7 +158,7 @@ def _scored_rows(accepted: pa.Table, run_dir: Path, image_size: int, batch_size:
         features = row_features(accepted, words_vectorizer(model))
     classes = np.array(record.classes, dtype=object)
     return pa.table({
-        "id": accepted["id"], "label": accepted["label"], "extra": accepted["extra"],
+        "id": accepted["id"], "label": accepted["label"], "group": accepted["group"], "extra": accepted["extra"],
         "predicted": pa.array(classes[probabilities.argmax(axis=1)] if len(probabilities) else [], pa.string()),
         "confidence": pa.array(probabilities.max(axis=1) if len(probabilities) else [], pa.float32()),
         "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel(), pa.float32()),

@@ -55,3 +55,20 @@ def test_too_few_rows_or_no_reference_is_not_judged_and_says_why():
     assert not few["detected"] and "fewer than score.drift_min_rows = 30" in few["note"]
     lost = judge_drift({"missing": "the data dir moved on"}, current(rng), ScoreConfig())
     assert not lost["detected"] and "the data dir moved on" in lost["note"]
+
+
+def test_a_slice_that_drifted_is_found_while_the_whole_looks_the_same():
+    """North got darker, south brighter: the whole's brightness barely moves, each slice's does."""
+    from mmpipe.score.drift import judge_slices
+
+    rng = np.random.default_rng(4)
+    regions = ["north"] * 200 + ["south"] * 200
+    known = {"features": {"brightness": rng.normal(150, 10, 400).tolist()}, "slices": {"region": regions}}
+    now = np.array(["north"] * 150 + ["south"] * 150 + ["east"] * 10, dtype=object)
+    brightness = np.concatenate([rng.normal(120, 10, 150), rng.normal(180, 10, 150), rng.normal(150, 10, 10)])
+    found = judge_slices(known, {"brightness": brightness}, {"region": now}, ScoreConfig())
+    assert set(found["region"]) == {"north", "south"}  # east: too few rows to judge, on either side
+    assert all(verdict["features"]["brightness"]["drifted"] for verdict in found["region"].values())
+    same = judge_slices(known, {"brightness": rng.normal(150, 10, 300)},
+                        {"region": np.array(["north"] * 150 + ["south"] * 150, dtype=object)}, ScoreConfig())
+    assert not any(verdict["detected"] for verdict in same["region"].values())

@@ -23,7 +23,7 @@ from tests.fixtures.files import darkened_copy
 def drift_events(source):
     from prefect.settings import get_current_settings
 
-    resource = source_resource(str(source))["prefect.resource.id"]
+    resource = source_resource(str(source), "score")["prefect.resource.id"]
     body = {"filter": {"event": {"name": [DRIFT_DETECTED]}, "resource": {"id": [resource]}}, "limit": 10}
     response = httpx.post(f"{get_current_settings().api.url}/events/filter", json=body, timeout=30)
     response.raise_for_status()

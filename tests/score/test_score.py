@@ -22,11 +22,12 @@ from tests.fixtures.files import darkened_copy
 pytestmark = pytest.mark.slow  # loads a trained model
 
 
-@pytest.fixture
-def run_dir(trained_run, tmp_path):
-    """A private, evaluated copy of the session's trained run (its predictions are what scoring must repeat)."""
-    shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
-    run = tmp_path / "runs" / trained_run.name
+@pytest.fixture(scope="module")
+def run_dir(trained_run, tmp_path_factory):
+    """An evaluated copy of the session's trained run (its predictions are what scoring must repeat); the tests
+    add only their drift reference to it, the same each time."""
+    run = tmp_path_factory.mktemp("scoring") / "runs" / trained_run.name
+    shutil.copytree(trained_run, run)
     evaluate_run(run, EvaluateConfig())
     return run
 
@@ -83,12 +84,16 @@ def test_the_training_data_does_not_drift_and_darkened_images_do(run_dir, sample
     version = load_dataset(load_record(RunDir(run_dir)).data_dir)
     assert len(kept["brightness"]) == version.rows_of("train")
     assert len(kept["oov_rate"]) == version.rows_of("val") + version.rows_of("test")
-    darkened = score_source(darkened_copy(sample_manifest, tmp_path / "dark"), run_dir, scoring_config(tmp_path))
+    # Sliced by `group` (the sample has none: one slice, "(missing)"), the slice drifts as the whole does.
+    darkened = score_source(darkened_copy(sample_manifest, tmp_path / "dark"), run_dir,
+                            scoring_config(tmp_path, **{"evaluate.slice_by": ["group"]}))
+    assert darkened["drift"]["slices"]["group"]["(missing)"]["features"]["brightness"]["drifted"]
     assert darkened["drift"]["detected"]
     assert darkened["drift"]["features"]["brightness"]["drifted"], darkened["drift"]
     assert not darkened["drift"]["features"]["text_chars"]["drifted"]  # the texts did not change
     page = Path(darkened["report"]).read_text()
-    assert "Drift: detected" in page and "brightness: KS" in page and "DRIFTED" in page
+    assert "Drift: detected" in page and "<tr class=small><td>brightness</td><td>ks</td>" in page
+    assert '<img alt="drift per feature" src="data:image/png;base64,' in page  # the chart, inside the page
 
 
 def test_unlabelled_data_is_scored_without_metrics(run_dir, sample_manifest, tmp_path):
