@@ -42,8 +42,8 @@ from mmpipe.wording import counted
 DRIFT_DETECTED = "mmpipe.drift.detected"
 MODEL_SOURCE_LABEL = "mmpipe.model-source"  # on a drift event's resource: the source the scoring run learned from
 # What `mmpipe score --json` prints of a scoring (scoring.json holds more: lineage, shares, timings).
-SUMMARY_KEYS = ("run_id", "rows_read", "scored", "quarantined", "predictions", "metrics", "drift", "out_dir",
-                "report")
+SUMMARY_KEYS = ("run_id", "rows_read", "scored", "quarantined", "unlabelled", "unknown_labels", "predictions",
+                "metrics", "drift", "out_dir", "report")
 
 
 @task(name="plan-scoring", cache_policy=NO_CACHE, persist_result=False)

@@ -72,6 +72,9 @@ def score(
     if metrics:
         typer.echo(f"  on {counted(metrics['rows'], 'labelled row')}: accuracy {metrics['accuracy']:.4f}, "
                    f"macro F1 {metrics['macro_f1']:.4f}")
+    if summary["unknown_labels"]:
+        typer.echo(f"  {counted(summary['unknown_labels'], 'row')} labelled with a class the run was not trained "
+                   "on: scored, not in the metrics")
     drift = summary["drift"]
     typer.echo(f"drift: {'DETECTED' if drift['detected'] else 'none'} ({drift['note']})")
     for name, found in drift["features"].items():

@@ -49,6 +49,9 @@ def render_html(result: dict[str, Any], drift_chart: str) -> str:
     quality = (f"<p>On the {counted(metrics['rows'], 'labelled row')}: accuracy <b>{metrics['accuracy']:.4f}</b>, "
                f"macro F1 <b>{metrics['macro_f1']:.4f}</b>.</p>" if metrics else
                "<p>No row had a label the model knows: no metrics.</p>")
+    if result["unknown_labels"]:
+        quality += (f"<p>{counted(result['unknown_labels'], 'row')} labelled with a class the run was not trained on "
+                    "(scored, not in the metrics).</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>mmpipe scoring {escape(result['version'])}</title>
 <style>{PAGE_STYLE}</style></head>
@@ -62,8 +65,8 @@ Predictions: <code>{escape(result['predictions'][0])}</code>.</p>
 <h2>Quality</h2>{quality}
 <h2>Drift: {'detected' if drift['detected'] else 'none'}</h2>
 <p class=note>{escape(drift['note'])}. Reference: the train split of dataset
-<code>{escape(result['lineage']['run_dataset_version'])}</code> the run learned from (the predicted class: its test
-split's predictions).</p>
+<code>{escape(result['lineage']['run_dataset_version'])}</code> the run learned from; for unknown words its val and test
+rows (the vocabulary was fitted on the train split), for the predicted class its test split's predictions.</p>
 {f"<table><tr><th>feature</th><th>test</th><th>statistic</th><th>threshold</th><th>p-value</th><th>drift</th></tr>"
  f"{rows}</table>" if rows else ""}
 {f"<h3>By slice</h3><table><tr><th>slice</th><th>drifted features</th></tr>{sliced}</table>" if sliced else ""}
