@@ -42,6 +42,7 @@ def finish_scoring(plan: ScorePlan, results: list[ScoredChunk], config: Config, 
     if kept is not None:
         return {**kept, "reused": True}
     started = time.perf_counter()
+    _remove_left_behind(plan.out_root)
     temp = plan.out_root / f".{plan.version}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
@@ -99,6 +100,19 @@ def finish_scoring(plan: ScorePlan, results: list[ScoredChunk], config: Config, 
         if stale.name.split("-")[0] not in {chunk.key for chunk in plan.chunks}:
             stale.unlink(missing_ok=True)
     return {**result, "reused": False}
+
+
+def _remove_left_behind(out_root: Path) -> None:
+    """Folders of scorings killed before their rename (`.VERSION.tmp-PID` of a process that is gone)."""
+    for folder in out_root.glob(".*.tmp-*"):
+        try:
+            os.kill(int(folder.name.rsplit("-", 1)[1]), 0)
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # a live process of another user
 
 
 def complete_scoring(out_dir: Path) -> dict[str, Any] | None:

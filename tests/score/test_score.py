@@ -121,9 +121,12 @@ def test_a_scoring_whose_files_changed_is_not_reused_and_a_killed_one_redoes_onl
     predictions = first["predictions"][0]
     pq.write_table(pq.read_table(predictions).slice(0, 3), predictions)  # a file that is not what was written
     assert complete_scoring(tmp_path / "scores" / first["version"]) is None
-    shutil.rmtree(first["out_dir"])  # as if killed before the folder was renamed into place
+    shutil.rmtree(first["out_dir"])  # as if killed before the folder was renamed into place ...
+    left = tmp_path / "scores" / f".{first['version']}.tmp-{2**22 + 12345}"  # ... by a process now gone
+    left.mkdir()
     chunks = []
     again = score_source(sample_manifest, run_dir, config, on_chunk=lambda done, total, result: chunks.append(result))
     assert not again["reused"] and all(result.cached for result in chunks) and len(chunks) > 2
+    assert not left.exists()  # what the killed scoring left is removed by the next
     assert pq.read_table(again["predictions"][0]).num_rows == again["scored"] == first["scored"]
     assert json.loads((tmp_path / "scores" / again["version"] / "scoring.json").read_text())["files"]
