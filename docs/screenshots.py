@@ -4,8 +4,9 @@ the MLflow run page.
     python docs/screenshots.py            # writes docs/images/*.png (about 3 minutes on 2 cores)
 
 It starts a Prefect server and an MLflow tracking server of its own (temporary stores, free ports), runs
-`mmpipe demo` against them, and opens the run's report.html, the Prefect UI's pages and the MLflow run
-page in headless Chromium (Debian's `chromium`; `--chromium PATH` for another). Nothing is drawn by hand:
+`mmpipe demo` against them, then `mmpipe score` on the demo's sample darkened to a quarter of its brightness,
+and opens the run's report.html, the scoring's report, the Prefect UI's pages and the MLflow run page in
+headless Chromium (Debian's `chromium`; `--chromium PATH` for another). Nothing is drawn by hand:
 what the pictures show is what a user sees.
 """
 
@@ -70,6 +71,7 @@ def main() -> None:
                                                                "sort": "CREATED_DESC", "limit": 1})[0]
                     _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
                            args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)
+                _shoot_scoring(args, work, env, port, Path(temp))
                 mlflow_run = next(line.split("MLflow: ", 1)[1].split(",", 1)[0]
                                   for line in done.stdout.splitlines() if line.startswith("MLflow: "))
                 _shoot(args.chromium, mlflow_run, args.out / "mlflow-run.png", (1400, 1000), Path(temp),
@@ -78,6 +80,26 @@ def main() -> None:
                 server.terminate()
                 server.wait(timeout=30)
     print(f"wrote {', '.join(sorted(path.name for path in args.out.glob('*.png')))} in {args.out}")
+
+
+def _shoot_scoring(args, work: Path, env: dict, port: int, temp: Path) -> None:
+    """The demo's champion scores its sample darkened to a quarter of its brightness: the drift artifacts."""
+    from flows.artifacts import DRIFT_CHART, SCORING_SUMMARY, source_artifact_key
+    from tests.fixtures.files import darkened_copy
+
+    dark = darkened_copy(work / "demo" / "sample" / "manifest.csv", work / "dark")
+    done = subprocess.run(["mmpipe", "score", str(dark), "--runs", str(work / "demo" / "runs"), "--data",
+                           str(work / "demo" / "data")], env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"mmpipe score failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    report = next((work / "demo" / "scores").glob("*/report.html"))
+    _shoot(args.chromium, report.as_uri(), args.out / "scoring-report.png", (1100, 1900), temp)
+    for name in (SCORING_SUMMARY, DRIFT_CHART):
+        key = source_artifact_key(name, dark)
+        artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC",
+                                                   "limit": 1})[0]
+        _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
+               args.out / f"prefect-{name}.png", (1400, 1100), temp, wait_ms=15000)
 
 
 def _shoot(chromium: str, url: str, out: Path, size: tuple[int, int], temp: Path, wait_ms: int = 2000) -> None:

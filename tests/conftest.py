@@ -21,20 +21,26 @@ def pytest_xdist_auto_num_workers(config):
     return min(cores, MOST_WORKERS)
 
 
+SLOW_TEST_S = 10.0  # what a slow test without its own estimate counts for
+
+
 @pytest.hookimpl(trylast=True)  # after tests/fixtures/datasets.py marked what is slow
 def pytest_collection_modifyitems(items):
-    """Files with the most slow tests first: workers take whole files in this order, so the long ones start
-    early and the many quick files fill in at the end, and the workers finish together (the same order in
-    every worker: xdist requires it)."""
+    """The costliest files first: workers take whole files in this order, so the long ones start early and the
+    many quick files fill in at the end, and the workers finish together (the same order in every worker: xdist
+    requires it). A file costs the seconds its slow tests say (`@pytest.mark.slow(seconds=70)`, measured with
+    `pytest --durations`), else SLOW_TEST_S for each slow test."""
     def file_of(item) -> str:
         return item.nodeid.split("::", 1)[0]
 
-    slow: dict[str, int] = {}
+    cost: dict[str, float] = {}
     order: dict[str, int] = {}
     for item in items:
         order.setdefault(file_of(item), len(order))
-        slow[file_of(item)] = slow.get(file_of(item), 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: (-slow[file_of(item)], order[file_of(item)]))  # stable: a file's tests keep order
+        marker = item.get_closest_marker("slow")
+        seconds = 0.0 if marker is None else marker.kwargs.get("seconds", SLOW_TEST_S)
+        cost[file_of(item)] = cost.get(file_of(item), 0.0) + seconds
+    items.sort(key=lambda item: (-cost[file_of(item)], order[file_of(item)]))  # stable: a file's tests keep order
 
 
 def pytest_unconfigure(config):

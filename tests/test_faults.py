@@ -24,7 +24,7 @@ from mmpipe.sample import SampleSpec, write_sample
 from tests.fixtures.datasets import SAMPLE_CLASSES, TINY_MODEL
 from tests.fixtures.forked import Forker
 
-pytestmark = pytest.mark.slow  # child processes, many of them
+pytestmark = pytest.mark.slow(seconds=20)  # child processes, many of them
 
 SETTINGS = {"image.size": 16, "ingest.chunk_rows": 8, "ingest.classes": SAMPLE_CLASSES, "ingest.workers": 1}
 CHILD = """

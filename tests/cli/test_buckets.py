@@ -17,7 +17,7 @@ from tests.fixtures.cli import run_main
 MMPIPE = str(Path(sys.executable).parent / "mmpipe")
 
 
-@pytest.mark.slow  # runs the installed command in a subprocess, training included
+@pytest.mark.slow(seconds=37)  # runs the installed command in a subprocess, training included
 def test_the_pipeline_reads_and_writes_only_buckets(prefect_api, bucket, tmp_path, monkeypatch, capsys):
     from prefect.settings import get_current_settings
 

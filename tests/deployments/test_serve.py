@@ -15,7 +15,7 @@ import pytest
 from tests.deployments.conftest import BIN, api, native_lines, request, stop, wait_for
 from tests.fixtures.datasets import SAMPLE_CLASSES
 
-pytestmark = pytest.mark.slow  # starts a real Prefect server and a serving process
+pytestmark = pytest.mark.slow(seconds=25)  # starts a real Prefect server and a serving process
 
 WATCH_INTERVAL_S = 3
 

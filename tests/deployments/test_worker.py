@@ -11,7 +11,7 @@ from mmpipe.ingest.watch import pending_change
 from tests.deployments.conftest import BIN, ROOT, api, native_lines, request, stop, wait_for
 from tests.fixtures.files import darkened_copy
 
-pytestmark = pytest.mark.slow  # a Prefect server, a worker, and a pipeline run that trains a model
+pytestmark = pytest.mark.slow(seconds=70)  # a Prefect server, a worker, and a pipeline run that trains a model
 
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 TINY_MODEL = {"MMPIPE_IMAGE__SIZE": "16", "MMPIPE_TRAIN__EPOCHS": "1", "MMPIPE_TRAIN__BATCH_SIZE": "16",

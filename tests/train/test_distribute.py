@@ -168,7 +168,7 @@ def history(runs: Path) -> tuple[RunDir, dict]:
     return RunDir(path), record
 
 
-@pytest.mark.slow  # trains in a fresh process
+@pytest.mark.slow(seconds=60)  # trains in a fresh process
 def test_mirrored_on_two_cpu_devices_matches_one_device_and_resumes_as_the_same_run(validated_sample, tmp_path,
                                                                                     monkeypatch, capsys):
     one, mirrored, resumed = (tmp_path / name for name in ("one", "mirrored", "resumed"))
@@ -237,7 +237,7 @@ def prefect_env() -> dict[str, str]:
 EPOCHS = 12  # tiny epochs: the kill after the first must land before the last
 
 
-@pytest.mark.slow  # starts worker processes
+@pytest.mark.slow(seconds=70)  # starts worker processes
 def test_two_workers_train_one_run_and_resume_it_after_a_worker_is_killed(prefect_api, validated_sample, tmp_path):
     config = tiny_config_file(tmp_path, epochs=EPOCHS, early_stopping_patience=EPOCHS)
     data_dir = shutil.copytree(validated_sample, tmp_path / "data")
