@@ -113,7 +113,7 @@ def score_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, cac
                 settings: Config, batch_size: int, cleaned: ChunkResult | None = None) -> ScoredChunk:
     """Clean one chunk with ingest's code (unless `cleaned` already), then predict its accepted rows (or find
     both done before)."""
-    cleaned = cleaned or clean_chunk(chunk, location, settings, cache_dir)
+    cleaned = cleaned or clean_to_score(chunk, location, settings, cache_dir)
     run_id = Path(run_dir).name
     path = cache_dir / "scored" / f"{chunk.key}-{run_id}.parquet"
     if path.exists():
@@ -125,8 +125,8 @@ def score_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, cac
     return ScoredChunk(chunk.index, path, cleaned.path, chunk.raw_path, chunk.rows, accepted.num_rows, cached=False)
 
 
-def clean_chunk(chunk: ChunkPlan, location: SourceLocation | BucketLocation, settings: Config,
-                cache_dir: Path) -> ChunkResult:
+def clean_to_score(chunk: ChunkPlan, location: SourceLocation | BucketLocation, settings: Config,
+                   cache_dir: Path) -> ChunkResult:
     """Ingest's cleaning of one chunk of data to score (labels optional, never judged)."""
     return process_chunk(chunk, location, settings, cache_dir, labelled=False)
 
@@ -191,7 +191,7 @@ def score_in_order(plan: ScorePlan, config: ScoreConfig, workers: int = 0) -> It
     """Score the plan's chunks in this process: the next chunks are cleaned on `workers` threads (default: one
     per core; Pillow decodes without the GIL) while this one is predicted, a few chunks ahead at most, so memory
     stays flat. flows/score.py maps them as Prefect tasks instead."""
-    from mmpipe.ingest.workers import chunk_workers, worker_deaths
+    from mmpipe.ingest.workers import chunk_workers
 
     workers = workers or len(os.sched_getaffinity(0))
     with chunk_workers(workers, "threads") as pool:  # processes measured no faster (8.33 s vs 8.37 s, 8,000 rows)
@@ -199,11 +199,9 @@ def score_in_order(plan: ScorePlan, config: ScoreConfig, workers: int = 0) -> It
         for index, chunk in enumerate(plan.chunks):
             for later in plan.chunks[index:index + workers + 1]:
                 if later.index not in ahead:
-                    with worker_deaths():
-                        ahead[later.index] = pool.submit(process_chunk, later, plan.location, plan.settings,
-                                                         plan.cache_dir, False)
-            with worker_deaths():
-                cleaned = ahead.pop(chunk.index).result()
+                    ahead[later.index] = pool.submit(clean_to_score, later, plan.location, plan.settings,
+                                                     plan.cache_dir)
+            cleaned = ahead.pop(chunk.index).result()
             yield score_chunk(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings, config.batch_size,
                               cleaned)
 
