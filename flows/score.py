@@ -9,6 +9,7 @@ trigger can answer with a retraining.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -36,7 +37,15 @@ from mmpipe.ingest.clean.record import SourceLocation
 from mmpipe.ingest.watch import complete_pending, pending_change
 from mmpipe.runs.store import read_champion
 from mmpipe.score.output import finish_scoring
-from mmpipe.score.runner import ScoredChunk, ScorePlan, ScoreSteps, plan_scoring, score_chunk, score_source
+from mmpipe.score.runner import (
+    ScoredChunk,
+    ScorePlan,
+    ScoreSteps,
+    cleaning_workers,
+    plan_scoring,
+    score_chunk,
+    score_source,
+)
 from mmpipe.wording import counted
 
 DRIFT_DETECTED = "mmpipe.drift.detected"
@@ -67,10 +76,15 @@ def write_scoring_task(plan: ScorePlan, results: list[ScoredChunk], config: Conf
 
 
 def score_chunks_as_tasks(plan: ScorePlan, config: ScoreConfig) -> Iterator[ScoredChunk]:
-    futures = [score_chunk_task.submit(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings,
-                                       config.batch_size) for chunk in plan.chunks]
-    for future in as_completed(futures):
-        yield future.result()
+    """One mapped `score-chunk` task per chunk on the flow's task runner, results as they finish; the cleaning
+    on chunk workers (processes for a long scoring: see `cleaning_workers`). Tasks on a Dask cluster clean where
+    they run: the workers are handed over in this process's context, which Dask does not carry (nor, as nothing
+    is submitted to them, start)."""
+    with cleaning_workers(len(plan.chunks), len(os.sched_getaffinity(0))):
+        futures = [score_chunk_task.submit(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings,
+                                           config.batch_size) for chunk in plan.chunks]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 TASK_STEPS = ScoreSteps(plan=plan_scoring_task, score=score_chunks_as_tasks, finish=write_scoring_task)

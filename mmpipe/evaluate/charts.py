@@ -129,13 +129,19 @@ def drift_panels(reference: dict[str, list], current: dict[str, Any], judged: di
     """Each judged feature's reference (the run's train split) beside the scored rows: shares of rows per bin
     for a number (bins from both sides' range), per category for a category; the test's verdict as the title."""
     import numpy as np
+    from matplotlib.patches import Patch
 
     names = list(judged)
     if not names:
         return None
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
-    figure = _figure(3.2 * columns, 2.4 * rows)
+    figure = _figure(3.2 * columns, 2.4 * rows + 0.4)
+    # Fixed margins, not the constrained layout: the layout engine measured half the chart's time (0.23 of 0.44 s),
+    # and panels of one size need no solving. One legend for all the panels, above them.
+    figure.set_layout_engine(None)
+    figure.subplots_adjust(left=0.08, right=0.98, top=1 - 0.5 / (2.4 * rows + 0.4), bottom=0.3 / (2.4 * rows + 0.4),
+                           wspace=0.32, hspace=0.5)
     grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for axes, name in zip(grid, names, strict=False):
         found = judged[name]
@@ -164,7 +170,8 @@ def drift_panels(reference: dict[str, list], current: dict[str, Any], judged: di
                        color="#a00" if found["drifted"] else "#222", fontsize=9)
         axes.set_ylabel("share of rows", fontsize=8)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
     for axes in grid[len(names):]:
         axes.set_visible(False)
+    handles = [Patch(color=_REFERENCE, label="training data"), Patch(color=_CURRENT, label="scored")]
+    figure.legend(handles=handles, loc="upper center", ncols=2, fontsize=8, frameon=False)
     return figure

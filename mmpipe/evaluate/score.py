@@ -140,6 +140,11 @@ def _score(run: RunDir, record: RunRecord, config: EvaluateConfig, split: str, v
     out = evaluation_dir(run, record, version.version, split)
     out.path.mkdir(parents=True, exist_ok=True)
     _write_predictions(out.predictions, row_ids, labels, probabilities, model_classes)
+    if out.path == run.path:  # the run's own data, open and checked: its drift reference is kept now
+        from mmpipe.config import ScoreConfig
+        from mmpipe.score.features import drift_reference
+
+        drift_reference(run, record, model, ScoreConfig().reference_rows, config.slice_by, version)
     result = {
         "run_id": record.run_id, "split": split, "dataset_version": version.version,
         "data_dir": str(version.data_dir), "primary": out.path == run.path, "classes": model_classes,

@@ -36,7 +36,7 @@ from mmpipe.ingest.chunks import ChunkPlan, ChunkResult, process_chunk
 from mmpipe.ingest.clean.record import SourceLocation
 
 # Imported once in the forkserver, so every worker starts with them loaded.
-_PRELOAD = ["mmpipe.ingest.chunks"]
+_PRELOAD = ["mmpipe.ingest.forkserver_preload"]
 _PARENT_CHECK_S = 0.5
 
 
@@ -81,13 +81,14 @@ def handing_chunks_to(workers: Executor) -> Iterator[None]:
         _HANDED_TO.reset(token)
 
 
-def clean_chunk(chunk: ChunkPlan, location: SourceLocation, config: Config, cache_dir: Path) -> ChunkResult:
+def clean_chunk(chunk: ChunkPlan, location: SourceLocation, config: Config, cache_dir: Path,
+                labelled: bool = True) -> ChunkResult:
     """`process_chunk`, on the workers handed to (see `handing_chunks_to`), else in this thread."""
     workers = _HANDED_TO.get()
     if workers is None:
-        return process_chunk(chunk, location, config, cache_dir)
+        return process_chunk(chunk, location, config, cache_dir, labelled=labelled)
     with worker_deaths():
-        return workers.submit(process_chunk, chunk, location, config, cache_dir).result()
+        return workers.submit(process_chunk, chunk, location, config, cache_dir, labelled=labelled).result()
 
 
 @contextlib.contextmanager
@@ -97,7 +98,8 @@ def worker_deaths() -> Iterator[None]:
     try:
         yield
     except BrokenProcessPool:
-        raise DataDirError("a chunk worker process died (killed, or out of memory?): run the ingest again; the "
+        raise DataDirError("a chunk worker process died (killed, out of memory, or your script's code not under "
+                           "`if __name__ == \"__main__\":`, as worker processes import it?): run it again; the "
                            "chunks already cleaned are reused, and `ingest.workers` or `ingest.chunk_rows` lower "
                            "the memory it needs") from None
 

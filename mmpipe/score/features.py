@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmpipe.files import write_json_atomic
-from mmpipe.ingest.version import load_dataset
+from mmpipe.ingest.version import DatasetVersion, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord
 from mmpipe.train.inputs import split_paths
 
@@ -83,27 +83,34 @@ def slice_values(rows: pa.Table, names: list[str]) -> dict[str, list[str]]:
             for name in names}
 
 
-def drift_reference(run: RunDir, record: RunRecord, model, rows: int, slice_by: list[str]) -> dict[str, Any]:
-    """The run's reference, from RUNS/RUN_ID/drift_reference.json when it was made for this run and size, else
-    sampled from the train split of the dataset version the run trained on (every k-th row) and kept.
+def drift_reference(run: RunDir, record: RunRecord, model, rows: int, slice_by: list[str],
+                    version: DatasetVersion | None = None) -> dict[str, Any]:
+    """The run's reference, from RUNS/RUN_ID/drift_reference.json when it was made for this run and settings, else
+    sampled from the train split of the dataset version the run trained on (every k-th row; `version` when the
+    caller has it open and checked) and kept. Made when the run is evaluated (mmpipe.evaluate), while its data is
+    certainly there: a champion kept after the data dir moved on still has its reference.
 
-    Returns {"features": {name: values}, "rows", "dataset_version"} or {"missing": why} when it cannot be made
-    (the data dir holds another version now, and no reference was kept)."""
+    Returns {"features": {name: values}, "rows", "dataset_version"}: the one kept with other settings when the
+    data is gone, or {"missing": why} when none was kept and the data dir holds another version now."""
     path = run.path / REFERENCE_FILE
     try:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
         kept = None  # none kept yet, or a damaged one: made again
-    if isinstance(kept, dict) and kept.get("format") == REFERENCE_FORMAT and kept.get("run_id") == record.run_id \
-            and kept.get("sampled") == rows and kept.get("slice_by") == list(slice_by):
+    ours = isinstance(kept, dict) and kept.get("format") == REFERENCE_FORMAT and kept.get("run_id") == record.run_id
+    if ours and kept.get("sampled") == rows and kept.get("slice_by") == list(slice_by):
         return kept
-    try:
-        version = load_dataset(Path(record.data_dir))
-    except Exception as error:  # noqa: BLE001 - any unreadable data dir: the reference is missing, said why
-        return {"missing": f"the dataset run {record.run_id} trained on cannot be read ({error})"}
-    if version.version != record.dataset_version or version.changed_shards():
-        return {"missing": f"{record.data_dir} no longer holds dataset {record.dataset_version} that run "
-                           f"{record.run_id} trained on, and no drift reference was kept from it"}
+    if version is None:
+        try:
+            version = load_dataset(Path(record.data_dir))
+            gone = version.version != record.dataset_version or bool(version.changed_shards())
+        except Exception:  # noqa: BLE001 - any unreadable data dir: the data is gone, said below
+            gone = True
+        if gone and ours:
+            return kept  # made with other settings (sample size, slices), but of the very rows the run learned from
+        if gone:
+            return {"missing": f"{record.data_dir} no longer holds dataset {record.dataset_version} that run "
+                               f"{record.run_id} trained on, and no drift reference was kept from it"}
     sample = _sample(version, ("train",), rows)
     features = {name: _listed(values) for name, values in row_features(sample).items()}
     words = words_vectorizer(model)

@@ -124,5 +124,5 @@ def test_a_worker_killed_under_the_ingest_is_one_clear_error(tmp_path):
     workers[0].kill()  # what the out-of-memory killer does
     _, err = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert "DataDirError: a chunk worker process died (killed, or out of memory?): run the ingest again" in err
+    assert "DataDirError: a chunk worker process died (killed, out of memory, or your script" in err
     assert _gone(workers[1:]) == []

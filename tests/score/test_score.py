@@ -4,6 +4,7 @@ that fires on darkened images and not on the training data itself, a scoring reu
 import csv
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import pytest
 from mmpipe.config import EvaluateConfig
 from mmpipe.evaluate import evaluate_run
 from mmpipe.ingest.version import load_dataset
+from mmpipe.ingest.workers import chunk_workers
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.score import score_source
 from mmpipe.score.output import complete_scoring
+from mmpipe.score.runner import ScoreSteps
 from tests.fixtures.datasets import SAMPLE_CLASSES, make_config
 from tests.fixtures.files import darkened_copy
 
@@ -130,3 +133,42 @@ def test_a_scoring_whose_files_changed_is_not_reused_and_a_killed_one_redoes_onl
     assert not left.exists()  # what the killed scoring left is removed by the next
     assert pq.read_table(again["predictions"][0]).num_rows == again["scored"] == first["scored"]
     assert json.loads((tmp_path / "scores" / again["version"] / "scoring.json").read_text())["files"]
+
+
+def test_a_long_scoring_cleans_on_worker_processes_and_scores_as_one_on_threads(run_dir, sample_manifest, tmp_path,
+                                                                               monkeypatch):
+    """Enough chunks to pay for a process pool's start: cleaned on worker processes, the same predictions."""
+    from mmpipe.score import runner
+
+    kinds = []
+    monkeypatch.setattr(runner, "chunk_workers", lambda count, kind: kinds.append(kind) or chunk_workers(count, kind))
+    two_workers = ScoreSteps(score=partial(runner.score_in_order, workers=2))
+    short = score_source(sample_manifest, run_dir, scoring_config(tmp_path / "short"), two_workers)
+    long = score_source(sample_manifest, run_dir, scoring_config(tmp_path / "long", **{"ingest.chunk_rows": 4}),
+                        two_workers)
+    assert kinds == ["threads", "processes"]
+    assert len(long["lineage"]["chunks"]) >= 2 * runner.PROCESSES_FROM_CHUNKS_PER_WORKER
+    assert (long["scored"], long["quarantined"]) == (short["scored"], short["quarantined"])
+    # In the source's order either way: chunks are written in order, whichever worker cleaned them.
+    on_threads, on_processes = (pq.read_table(scoring["predictions"][0]).to_pandas() for scoring in (short, long))
+    assert on_threads["id"].tolist() == on_processes["id"].tolist()
+    assert (on_threads["predicted"].to_numpy() == on_processes["predicted"].to_numpy()).all()
+    assert np.allclose(on_threads["confidence"], on_processes["confidence"], atol=1e-6)
+
+
+def test_the_reference_is_kept_when_the_run_is_evaluated_so_drift_outlives_the_data(trained_run, sample_manifest,
+                                                                                    tmp_path):
+    """A champion kept while the data dir moved on (its challenger lost) still has what it learned from."""
+    data = tmp_path / "data-then"
+    shutil.copytree(load_record(RunDir(trained_run)).data_dir, data)
+    run = RunDir(tmp_path / "runs" / trained_run.name)
+    shutil.copytree(trained_run, run.path)
+    load_record(run).model_copy(update={"data_dir": str(data)}).save(run)
+    evaluate_run(run.path, EvaluateConfig())
+    assert json.loads((run.path / "drift_reference.json").read_text())["dataset_version"] == \
+        load_record(run).dataset_version
+    shutil.rmtree(data)  # the data dir moved on
+    # Asked for a reference of another size: the one kept (of the very rows the run learned from) stands in.
+    scoring = score_source(sample_manifest, run.path, scoring_config(tmp_path, **{"score.reference_rows": 123}))
+    assert "not judged" not in scoring["drift"]["note"], scoring["drift"]["note"]
+    assert not scoring["drift"]["detected"] and "brightness" in scoring["drift"]["features"]

@@ -40,8 +40,12 @@ class StandardImage:
 def image_statistics(pixels: bytes) -> tuple[float, float]:
     """Brightness and colourfulness of standardized RGB bytes: cheap summaries for drift checks."""
     rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(-1, 3)
-    brightness = float(rgb.mean(dtype=np.float64))
-    colourfulness = float((rgb.max(axis=1) - rgb.min(axis=1)).mean(dtype=np.float64))
+    red, green, blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    # Channel by channel, not max(axis=1): a reduction over rows of 3 ran 6x slower (0.06 ms of a 0.5 ms row).
+    # Integer sums, one division: exactly what a float64 mean of these integers gives.
+    spread = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
+    brightness = int(rgb.sum(dtype=np.int64)) / rgb.size
+    colourfulness = int(spread.sum(dtype=np.int64)) / len(rgb)
     return round(brightness, 4), round(colourfulness, 4)
 
 
@@ -83,7 +87,11 @@ def read_image_file(path: Path, config: ImageConfig) -> bytes | Rejection:
                 f"file is {size:,} bytes, over image.max_file_bytes = {config.max_file_bytes:,}",
             )
         with open(path, "rb") as handle:
-            data = handle.read(config.max_file_bytes + 1)
+            # The size it had, then whatever it grew by up to the limit: read(limit + 1) alone would allocate the
+            # limit (32 MB by default) for every file, a third of reading a 10 KB image.
+            data = handle.read(size + 1)
+            if len(data) > size:
+                data += handle.read(config.max_file_bytes + 1 - len(data))
     except OSError as error:  # deleted since it was resolved, permission denied, I/O error
         return Rejection(Reason.IMAGE_UNREADABLE, f"cannot read the file: {error.strerror or error}")
     if len(data) > config.max_file_bytes:  # grew since stat

@@ -102,6 +102,21 @@ def test_an_oversized_file_is_refused_unread(tmp_path, monkeypatch):
         assert outcome.reason is Reason.IMAGE_TOO_LARGE and "67,108,864 bytes" in outcome.detail
 
 
+def test_a_file_that_grows_after_its_size_is_read_is_read_whole_or_refused(tmp_path, monkeypatch):
+    """Read as far as the stat's size, then on as far as the limit: a file that grew is never cut short."""
+    from mmpipe.ingest.clean import image as module
+
+    root = tmp_path.resolve()
+    save(gradient(40, 40), root / "a.png", "PNG")
+    size = (root / "a.png").stat().st_size
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda path, **kwargs: os.stat_result(
+        (0, 0, 0, 0, 0, 0, 10, 0, 0, 0)) if path.name == "a.png" else real_stat(path, **kwargs))  # "10 bytes"
+    assert module.read_image_file(root / "a.png", ImageConfig(size=SIZE)) == (root / "a.png").read_bytes()
+    refused = module.read_image_file(root / "a.png", ImageConfig(size=SIZE, max_file_bytes=size - 1))
+    assert refused.reason is Reason.IMAGE_TOO_LARGE and "over image.max_file_bytes" in refused.detail
+
+
 def test_exif_orientation_is_applied(corpus):
     root, cases = corpus
     outcome = judge(root, cases["exif_rotated"][0], ImageConfig(size=SIZE, fit="crop"))
@@ -200,3 +215,12 @@ def test_a_file_that_vanishes_after_resolving_is_unreadable(tmp_path):
     resolved = resolve_image_path("a.png", tmp_path.resolve(), tmp_path.resolve())
     path.unlink()
     assert standardize_image(resolved, ImageConfig(size=SIZE)).reason is Reason.IMAGE_UNREADABLE
+
+
+def test_brightness_and_colourfulness_are_the_means_over_the_pixels():
+    from mmpipe.ingest.clean.image import image_statistics
+
+    assert image_statistics(bytes([255, 0, 0, 10, 10, 10])) == (47.5, 127.5)  # (255 + 30) / 6, (255 + 0) / 2
+    pixels = np.random.default_rng(3).integers(0, 256, (64 * 64, 3), dtype=np.uint8)
+    spread = pixels.max(axis=1).astype(float) - pixels.min(axis=1)
+    assert image_statistics(pixels.tobytes()) == (round(pixels.mean(), 4), round(spread.mean(), 4))
