@@ -7,6 +7,7 @@ errors on slow disks. Used by the CLI, the tests and the benchmarks: set before 
 
 from __future__ import annotations
 
+import functools
 import os
 
 PREFECT_DEFAULTS = {
@@ -45,24 +46,38 @@ if alive(server):
 
 
 def temporary_server_dies_with_this_process() -> None:
-    """When a flow here starts Prefect's temporary API server, start a reaper beside it (see _REAPER).
+    """When a flow here starts Prefect's temporary API server, start it in a session of its own, and a reaper
+    beside it (see _REAPER).
 
-    Prefect stops the server at a normal exit; a killed process never gets there, and the orphaned server
-    (~250 MB) would run until someone finds it. Only when no PREFECT_API_URL is set: otherwise no server starts.
+    Its own session: a terminal's Ctrl-C goes to the whole foreground process group, and it stopped the server
+    too; the interrupted command then retried forever to tell the dead server its flow run had crashed (seen:
+    `mmpipe ingest`, `mmpipe score` hung after Ctrl-C). Out of the group, the server hears the command's
+    interruption and is stopped by Prefect at the command's exit, or by the reaper: a killed process never gets
+    to stop it, and the orphaned server (~250 MB) would run until someone finds it. Only when no PREFECT_API_URL
+    is set: otherwise no server starts.
     """
     if os.environ.get("PREFECT_API_URL"):
         return
     import subprocess
     import sys
+    import types
 
+    from prefect.server.api import server as prefect_server
     from prefect.server.api.server import SubprocessASGIServer
 
     start = SubprocessASGIServer._run_uvicorn_command
     if getattr(start, "mmpipe_reaped", False):
         return
+    # What the server's start sees as `subprocess`: the same module, with Popen starting a new session.
+    own_session = types.SimpleNamespace(**{**vars(subprocess), "Popen": functools.partial(subprocess.Popen,
+                                                                                          start_new_session=True)})
 
     def start_with_reaper(self):
-        server = start(self)
+        prefect_server.subprocess = own_session
+        try:
+            server = start(self)
+        finally:
+            prefect_server.subprocess = subprocess
         subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(server.pid)], start_new_session=True,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return server

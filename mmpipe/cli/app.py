@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 
 from mmpipe.cli import contracts, pipeline, runs, score, stages, tracking
-from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
+from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
 from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
 from mmpipe.errors import MmpipeError
+
+INTERRUPTED = "mmpipe: interrupted; what was written completely is kept, the rest is redone next time"
 
 # Errors of the machine or of a path the user gave, not of mmpipe: one line with what to do, exit 2.
 USER_ERRNOS = {
@@ -70,6 +72,10 @@ def main() -> None:
     configure_terminal(verbose)
     try:
         app()
+    except SystemExit as done:
+        if done.code == EXIT_INTERRUPTED:  # Typer's answer to Ctrl-C inside a command: the same line as below
+            typer.echo(INTERRUPTED, err=True)
+        raise
     except MmpipeError as error:
         typer.echo(f"mmpipe: error: {error}", err=True)
         sys.exit(EXIT_UNUSABLE_INPUT)
@@ -80,8 +86,8 @@ def main() -> None:
         typer.echo(f"mmpipe: error: {error.strerror}{where} ({USER_ERRNOS[error.errno]})", err=True)
         sys.exit(EXIT_UNUSABLE_INPUT)
     except KeyboardInterrupt:
-        typer.echo("mmpipe: interrupted; what was written completely is kept, the rest is redone next time", err=True)
-        sys.exit(130)
+        typer.echo(INTERRUPTED, err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, and how to see more
         if os.environ.get(DEBUG_ENV):
             raise

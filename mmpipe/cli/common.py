@@ -17,6 +17,7 @@ from mmpipe.errors import MmpipeError
 EXIT_FAILED_CHECK = 1  # validate found a failed critical expectation
 EXIT_INTERNAL_ERROR = 1
 EXIT_UNUSABLE_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
 
 ConfigOption = Annotated[
     Path | None,

@@ -135,9 +135,10 @@ def clean_to_score(chunk: ChunkPlan, location: SourceLocation | BucketLocation, 
     return clean_chunk(chunk, location, settings, cache_dir, labelled=False)
 
 
-# A process pool costs a fixed start (a forkserver importing the cleaning code, ~0.7 s on 2 cores) that threads do
-# not; threads, though, share the GIL with the prediction running beside them. Measured on 2 cores (demo champion,
-# 256-row chunks): 8 chunks 1.59 s on threads vs 1.94 s on processes; 32 chunks 6.83 s vs 4.91 s.
+# A process pool costs a fixed start (a forkserver importing the cleaning code: 0.34 s of a core the prediction
+# wants) that threads do not; threads, though, share the GIL with the prediction running beside them. Measured on
+# 2 cores (demo champion, 256-row chunks): 8 chunks 1.59 s on threads vs 1.94 s on processes (2.0 s with the
+# forkserver already started: the cores are full either way); 32 chunks 6.83 s vs 4.91 s.
 PROCESSES_FROM_CHUNKS_PER_WORKER = 5
 
 

@@ -92,6 +92,52 @@ def test_real_command_prints_exactly_one_json_object(prefect_api, tmp_path):
     assert verbose.returncode == 0 and "Flow run" in verbose.stderr  # --verbose: everything, Prefect included
 
 
+@pytest.mark.slow(seconds=40)  # a temporary Prefect server, then an ingest stopped halfway
+def test_ctrl_c_stops_a_command_and_its_temporary_server_in_one_line(tmp_path):
+    """A terminal's Ctrl-C reaches the whole foreground process group: the command stops and says so, and the
+    temporary Prefect server stops with it (it once died first, and the command hung retrying to reach it)."""
+    import signal
+    import time
+
+    import numpy as np
+    import psutil
+    from PIL import Image
+
+    from tests.deployments.conftest import wait_for
+
+    source = tmp_path / "src"
+    source.mkdir()
+    noise = np.random.default_rng(5).integers(0, 256, size=(1500, 1500, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(source / "big.png", compress_level=1)  # slow to decode: the ingest takes a while
+    (source / "m.csv").write_text("text,image,label\n" + "".join(f"row {i},big.png,{'ab'[i % 2]}\n"
+                                                                  for i in range(2000)))
+    (tmp_path / "mmpipe.toml").write_text("[ingest]\nchunk_rows = 8\n")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    as_in_a_terminal = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], " \
+                       "sys.argv[1:])"  # a test runner's children may ignore SIGINT; a terminal's never do
+    with open(tmp_path / "err", "w") as err:
+        process = subprocess.Popen([sys.executable, "-c", as_in_a_terminal, MMPIPE, "ingest", str(source / "m.csv"),
+                                    "--data", str(tmp_path / "d"), "--config", str(tmp_path / "mmpipe.toml")],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        wait_for(lambda: "cleaning chunks" in (tmp_path / "err").read_text(), 120, "the ingest to clean chunks")
+        servers = [child for child in psutil.Process(process.pid).children() if "uvicorn" in child.cmdline()]
+        assert servers, "no temporary server"
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    err = (tmp_path / "err").read_text()
+    assert err.splitlines()[-1] == "mmpipe: interrupted; what was written completely is kept, the rest is redone " \
+                                   "next time", err
+    deadline = time.monotonic() + 30
+    while any(server.is_running() and server.status() != psutil.STATUS_ZOMBIE for server in servers):
+        assert time.monotonic() < deadline, "the temporary server outlived the command"
+        time.sleep(0.2)
+
+
 def test_an_internal_error_is_one_line_with_how_to_see_more(tmp_path, monkeypatch, capsys):
     import mmpipe.ingest.sources
 
