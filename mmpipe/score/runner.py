@@ -214,20 +214,14 @@ def score_in_order(plan: ScorePlan, config: ScoreConfig, workers: int = 0) -> It
     flat. flows/score.py maps them as Prefect tasks instead."""
     workers = workers or len(os.sched_getaffinity(0))
     with cleaning_workers(len(plan.chunks), workers) as pool:
-        # Worker processes take a while to start (a forkserver importing the cleaning code): until one is up,
-        # this thread cleans the chunks itself rather than wait idle for them.
-        up = pool.submit(os.getpid)
         ahead = {}
         for index, chunk in enumerate(plan.chunks):
-            if chunk.index not in ahead and not up.done():
-                cleaned = process_chunk(chunk, plan.location, plan.settings, plan.cache_dir, labelled=False)
-            else:
-                for later in plan.chunks[index:index + workers + 1]:
-                    if later.index not in ahead:
-                        ahead[later.index] = pool.submit(process_chunk, later, plan.location, plan.settings,
-                                                         plan.cache_dir, labelled=False)
-                with worker_deaths():
-                    cleaned = ahead.pop(chunk.index).result()
+            for later in plan.chunks[index:index + workers + 1]:
+                if later.index not in ahead:
+                    ahead[later.index] = pool.submit(process_chunk, later, plan.location, plan.settings,
+                                                     plan.cache_dir, labelled=False)
+            with worker_deaths():
+                cleaned = ahead.pop(chunk.index).result()
             yield score_chunk(chunk, plan.location, plan.cache_dir, plan.run_dir, plan.settings, config.batch_size,
                               cleaned)
 
