@@ -142,21 +142,26 @@ class ProgressBar:
 
     def _plain(self):
         started = time.monotonic()
-        last = {"stage": None, "at": 0.0, "stage_at": started, "event_at": started}
+        last = {"stage": None, "at": 0.0, "first": None}
 
         def show(done: int, total: int | None, what: str) -> None:
             now, stage = time.monotonic(), what.split(",")[0]
-            previous, last["event_at"] = last["event_at"], now
-            if stage != last["stage"]:  # it began when the last stage ended: its first step has an ETA too
-                last.update(stage=stage, stage_at=previous)
-            elif now - last["at"] < PLAIN_EVERY_S and done != total:
+            changed = stage != last["stage"]
+            if changed:
+                last.update(stage=stage, first=None)
+            if total and last["first"] is None:
+                # The pace is measured from the stage's first counted step on: that step also carries the stage's
+                # start (a model loaded, worker processes started): "about 9:34 left" of a 20-second scoring.
+                last["first"] = (now, done)
+            if not changed and now - last["at"] < PLAIN_EVERY_S and done != total:
                 return
             last["at"] = now
             counts = ""
             if total:
+                first_at, first_done = last["first"]
                 counts = f" ({done}/{total}"
-                if 0 < done < total:
-                    counts += f", about {_clock((now - last['stage_at']) / done * (total - done))} left"
+                if first_done < done < total:
+                    counts += f", about {_clock((now - first_at) / (done - first_done) * (total - done))} left"
                 counts += ")"
             print(f"{self.description} [{_clock(now - started)}]: {what or 'starting'}{counts}", file=sys.stderr,
                   flush=True)

@@ -72,14 +72,22 @@ def test_off_a_terminal_progress_is_plain_lines_one_per_stage_and_at_most_one_ev
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
         "Pipeline [0:01]: ingesting",
-        "Pipeline [0:02]: cleaning chunks (1/4, about 0:03 left)",
+        "Pipeline [0:02]: cleaning chunks (1/4)",
         "Pipeline [0:05]: cleaning chunks (4/4)",
         "Pipeline [0:06]: training",
-        "Pipeline [0:22]: training, epoch 8/30 val_macro_f1 0.008 (8/30, about 0:46 left)",
+        "Pipeline [0:22]: training, epoch 8/30 val_macro_f1 0.008 (8/30, about 0:44 left)",
         "Pipeline [0:38]: training, epoch 16/30 val_macro_f1 0.016 (16/30, about 0:28 left)",
         "Pipeline [0:54]: training, epoch 24/30 val_macro_f1 0.024 (24/30, about 0:12 left)",
         "Pipeline [1:06]: training, epoch 30/30 val_macro_f1 0.030 (30/30)",
     ]
+    # A stage whose first step is slow (the model loaded, worker processes started): the pace after it.
+    with output.ProgressBar("Score", quiet=False) as bar:
+        said(0, None, "reading the source")
+        said(1, 94, "scoring chunks", after=10.0)
+        for chunk in range(2, 18):
+            said(chunk, 94, "scoring chunks")
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        "Score [0:11]: scoring chunks (1/94)", "Score [0:26]: scoring chunks (16/94, about 1:18 left)"]  # not 2:01
     assert all(output.PROGRESS_LINE.match(line) for line in lines)  # what tests of error lines set aside
     assert not output.PROGRESS_LINE.match("mmpipe: error: no such file")
     with output.ProgressBar("Pipeline", quiet=True) as bar:  # --json: nothing on stderr either
