@@ -55,17 +55,18 @@ MARGIN_OVER_BEST_SINGLE = 0.02
 MAX_ECE = 0.05
 
 
-def prepare(name: str) -> Path:
-    """Build, ingest and validate the dataset once; its data dir."""
+def prepare(name: str, size: int | None = None) -> Path:
+    """Build, ingest (at `size` px, default: the config's) and validate the dataset once; its data dir."""
     from mmpipe.config import load_config
     from mmpipe.contracts.validate import validate_dataset
     from mmpipe.ingest import ingest
 
-    folder, data = WORK / "model" / name, WORK / "model" / f"{name}-data"
+    folder, data = WORK / "model" / name, WORK / "model" / f"{name}{f'-{size}px' if size else ''}-data"
     if not (data / "dataset.json").exists():
         manifest = BUILDERS[name](folder)
         toml = manifest.parent / "mmpipe.toml"  # the sample's own settings (its class list)
-        config = load_config(toml if toml.exists() else None, {"data_dir": str(data)}, environ={})
+        config = load_config(toml if toml.exists() else None, {"data_dir": str(data), "image.size": size},
+                             environ={})
         ingest(manifest, config)
         assert validate_dataset(data, config).success
     return data

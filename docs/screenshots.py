@@ -1,7 +1,7 @@
 """Make the README's screenshots from a real run: the report, the Prefect UI's run and artifact pages, and
-the MLflow run page.
+the MLflow run page; and a short `mmpipe tune` on the demo's data, its study in the UI.
 
-    python docs/screenshots.py            # writes docs/images/*.png (about 3 minutes on 2 cores)
+    python docs/screenshots.py            # writes docs/images/*.png (about 6 minutes on 2 cores)
 
 It starts a Prefect server and an MLflow tracking server of its own (temporary stores, free ports), runs
 `mmpipe demo` against them, then `mmpipe score` on the demo's sample darkened to a quarter of its brightness,
@@ -72,6 +72,7 @@ def main() -> None:
                     _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
                            args.out / f"prefect-{key}.png", (1400, 1000), Path(temp), wait_ms=15000)
                 _shoot_scoring(args, work, env, port, Path(temp))
+                _shoot_tuning(args, work, env, port, Path(temp))
                 mlflow_run = next(line.split("MLflow: ", 1)[1].split(",", 1)[0]
                                   for line in done.stdout.splitlines() if line.startswith("MLflow: "))
                 _shoot(args.chromium, mlflow_run, args.out / "mlflow-run.png", (1400, 1000), Path(temp),
@@ -100,6 +101,32 @@ def _shoot_scoring(args, work: Path, env: dict, port: int, temp: Path) -> None:
                                                    "limit": 1})[0]
         _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
                args.out / f"prefect-{name}.png", (1400, 1100), temp, wait_ms=15000)
+
+
+# A short search on the demo's data (8 trials of at most 10 epochs, pruning from the third trial's third epoch):
+# enough to show pruned trials and the charts, in about three minutes.
+TUNING = {"MMPIPE_TRAIN__EPOCHS": "10", "MMPIPE_TUNE__PRUNE_AFTER_TRIALS": "2", "MMPIPE_TUNE__PRUNE_WARMUP_EPOCHS": "3"}
+
+
+def _shoot_tuning(args, work: Path, env: dict, port: int, temp: Path) -> None:
+    """`mmpipe tune` on the demo's data: its output (printed), the study's artifacts and its flow run."""
+    from flows.artifacts import TUNING_CHART, TUNING_STUDY
+
+    data, runs = work / "demo" / "data", work / "demo" / "runs"
+    done = subprocess.run(["mmpipe", "tune", "--data", str(data), "--runs", str(runs), "--trials", "8"],
+                          env={**env, **TUNING}, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"mmpipe tune failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    print(done.stdout, flush=True)
+    for name in (TUNING_STUDY, f"{TUNING_CHART}-epochs"):
+        artifact = _api(port, "artifacts/filter", {"artifacts": {"key": {"any_": [artifact_key(name, data)]}},
+                                                   "sort": "CREATED_DESC", "limit": 1})[0]
+        _shoot(args.chromium, f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}",
+               args.out / f"prefect-{name}.png", (1400, 1000), temp, wait_ms=15000)
+    flow_run = _api(port, "flow_runs/filter", {"flows": {"name": {"any_": ["tune"]}}, "sort": "START_TIME_DESC",
+                                               "limit": 1})[0]["id"]
+    _shoot(args.chromium, f"http://127.0.0.1:{port}/runs/flow-run/{flow_run}", args.out / "prefect-tune-run.png",
+           (1400, 900), temp, wait_ms=15000)
 
 
 def _shoot(chromium: str, url: str, out: Path, size: tuple[int, int], temp: Path, wait_ms: int = 2000) -> None:

@@ -27,6 +27,9 @@ TRACKED_RUN = "tracked-run"  # a link to the run's page on the MLflow server
 SCORING_SUMMARY = "scoring-summary"
 DRIFT_FEATURES = "drift-features"  # a table: each feature's test, statistic, threshold, verdict
 DRIFT_CHART = "drift-chart"  # the training data beside the scored rows, feature by feature
+TUNING_STUDY = "tuning-study"  # what a search found: its best run, settings and test decision
+TUNING_TRIALS = "tuning-trials"  # a table: every trial's state, value, epochs, run and settings
+TUNING_CHART = "tuning-chart"  # + the chart's name: history, epochs, importance
 
 
 def artifact_key(name: str, data_dir: str | Path) -> str:

@@ -15,12 +15,12 @@ from mmpipe.train import TrainResult, train
 from mmpipe.wording import counted
 
 
-def epoch_reporter(epochs: int):
-    """A Keras callback that logs each epoch and moves a Prefect progress artifact."""
+def epoch_reporter(epochs: int, what: str = "training"):
+    """A Keras callback that logs each epoch and moves a Prefect progress artifact; `what` names the training."""
     import keras
 
     logger = get_run_logger()
-    artifact = create_progress_artifact(progress=0.0, description=f"Training, {counted(epochs, 'epoch')}")
+    artifact = create_progress_artifact(progress=0.0, description=f"{what.capitalize()}, {counted(epochs, 'epoch')}")
 
     class ReportEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -28,7 +28,7 @@ def epoch_reporter(epochs: int):
             shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
             last = next((f"{key} {logs[key]:.3f}" for key in ("val_macro_f1", "val_loss") if key in (logs or {})), "")
             logger.info("epoch %d/%d: %s", epoch + 1, epochs, shown,
-                        extra={PROGRESS_EXTRA: (epoch + 1, epochs, f"training, epoch {epoch + 1}/{epochs} {last}")})
+                        extra={PROGRESS_EXTRA: (epoch + 1, epochs, f"{what}, epoch {epoch + 1}/{epochs} {last}")})
 
         def on_train_end(self, logs=None):  # early stopping ends a run before its last epoch: training is done
             update_progress_artifact(artifact, progress=100.0)

@@ -10,12 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mmpipe.config_layers import ENV_CONFIG_FILE, config_file, merge, nest, parse_env_value, read_toml
+from mmpipe.config_layers import ENV_CONFIG_FILE, Section, config_file, merge, nest, parse_env_value, read_toml
+from mmpipe.config_serve import ServeConfig, source_dir_name
 from mmpipe.errors import ConfigError
 from mmpipe.files import FAULT_ENV, stable_hash
-from mmpipe.storage.urls import CACHE_ENV, absolute, is_url, join, stem
+from mmpipe.storage.urls import CACHE_ENV, is_url, join
 
 ENV_PREFIX = "MMPIPE_"
 # The [train] settings that say where training runs; a machine's own MMPIPE_TRAIN__* variables set them.
@@ -23,10 +24,6 @@ MACHINE_SETTINGS = ("strategy", "cpu_devices")
 # Not a setting either: set (or `mmpipe --verbose`) to see tracebacks and every library's log lines.
 ENV_DEBUG = "MMPIPE_DEBUG"
 SPLITS = ("train", "val", "test")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TextConfig(Section):
@@ -193,6 +190,49 @@ class TrackingConfig(Section):
         return self.uri or environ.get("MLFLOW_TRACKING_URI") or None
 
 
+# What `mmpipe tune` searches unless [tune.space] says otherwise: every range holds the default above (so the first
+# trial can be the configuration as set), and the widths stay near it (a 2-core machine trains a trial in a minute).
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "model": {"learning_rate": {"low": 5e-4, "high": 1e-2, "log": True}, "dropout_rate": {"low": 0.0, "high": 0.5},
+              "weight_decay": {"low": 1e-5, "high": 1e-3, "log": True},
+              "text_tokens": ["words+chars", "words", "chars"],
+              "embedding_dim": [16, 32, 64], "lstm_units": [32, 64, 128], "dense_units": [32, 64, 128],
+              "conv_filters": [[8, 16, 32, 64], [16, 32, 64, 128], [32, 64, 128]],
+              "modality_dropout": {"low": 0.0, "high": 0.4}, "branch_loss_weight": [0.0, 0.5, 1.0],
+              "augment": [False, True]},
+    "train": {"batch_size": [16, 32, 64]},
+}
+
+
+class TuneConfig(Section):
+    """How `mmpipe tune` searches the settings of [model] and [train] on a dataset (an Optuna study)."""
+
+    trials: int = Field(20, ge=1, description="trials the study holds when the search ends (finished or pruned; a "
+                        "failed one is tried again)")
+    timeout_s: float | None = Field(None, gt=0, description="start no trial after this many seconds")
+    parallel: int = Field(1, ge=1, description="trials at a time, each in a process of its own when more than one")
+    random_trials: int = Field(6, ge=1, description="trials sampled at random before TPE models the results")
+    pruning: bool = Field(True, description="end a trial early when its validation macro F1 is below the median of "
+                          "the trials before it at the same epoch (Optuna's median pruner)")
+    prune_after_trials: int = Field(4, ge=0, description="trials that always run to the end before any is pruned")
+    prune_warmup_epochs: int = Field(5, ge=0, description="epochs a trial always gets (a fused model's slower "
+                                     "branch often only starts to learn after a few)")
+    start_with_config: bool = Field(True, description="the first trial is the configuration as set, so the search "
+                                    "starts from what training without it would give")
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {section: dict(fields) for section, fields in DEFAULT_SPACE.items()},
+        description='what is searched, per section and setting: { low = 1e-4, high = 1e-2, log = true } (a range; '
+        'integers for an integer setting) or a list of choices, e.g. [tune.space.model] lstm_units = [32, 64, 128]')
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from mmpipe.tune.space import check_space
+
+        check_space(value)
+        return value
+
+
 class ScoreConfig(Section):
     """How `mmpipe score` scores new data with a run, and when that data has drifted from what the run learned."""
 
@@ -204,82 +244,6 @@ class ScoreConfig(Section):
     drift_min_psi: float = Field(0.2, gt=0, description="... and a category's PSI is at least this")
     drift_min_rows: int = Field(30, ge=2, description="fewer scored rows: drift is not judged (and that is said)")
     reference_rows: int = Field(5000, ge=100, description="train rows sampled as the drift reference")
-
-
-class SourceEntry(Section):
-    """One source `mmpipe serve` watches, optionally with its own exported contracts."""
-
-    path: str = Field(description="a manifest or a LABEL/FILE folder")
-    contracts: Path | None = Field(None, description="folder of this source's exported suites (`mmpipe contracts "
-                                   "export`); default: the ones inferred into its data dir")
-
-
-class ScoreSourceEntry(Section):
-    """Data `mmpipe serve` (or `mmpipe watch`) scores with a champion when new files settle in it."""
-
-    path: str = Field(description="a manifest, a folder or a bucket prefix")
-    model_source: str | None = Field(None, description="the [serve] source whose champion scores it (default: "
-                                     "the only one)")
-
-
-class ServeConfig(Section):
-    """What `mmpipe serve` schedules and watches."""
-
-    sources: list[SourceEntry] = Field(
-        default_factory=list, description='manifests or folders to retrain on and watch: "path" or '
-        '{ path = "...", contracts = "DIR" }')
-    retrain_cron: str = Field("0 2 * * *", description="when `retrain` runs (cron, default nightly at 02:00)")
-    timezone: str = Field("UTC", description="IANA timezone of retrain_cron, e.g. Europe/Berlin")
-    watch_interval_s: float = Field(60.0, gt=0, description="how often the watcher (`mmpipe serve`, `mmpipe watch`) "
-                                    "looks at the sources")
-    score_sources: list[ScoreSourceEntry] = Field(default_factory=list, description='data scored by a champion '
-                                                  'when new files settle: "path" or { path = "...", model_source = '
-                                                  '"SOURCE" }')
-    retrain_on: list[Literal["new_data", "drift"]] = Field(["new_data"], description="what starts a retraining "
-                                                           "besides the schedule: new data in a source, drift found "
-                                                           "scoring new data, or both")
-
-    @field_validator("sources", "score_sources", mode="before")
-    @classmethod
-    def _paths_are_entries(cls, value: Any) -> Any:
-        """A plain string is an entry of its path alone."""
-        if isinstance(value, list):
-            return [{"path": str(item)} if isinstance(item, str | Path) else item for item in value]
-        return value
-
-    @field_validator("retrain_on", mode="before")
-    @classmethod
-    def _one_or_several(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    def scored_by(self, entry: ScoreSourceEntry) -> str:
-        """The training source whose champion scores `entry`; a ConfigError when it cannot be told."""
-        if entry.model_source is not None:
-            if self.entry_for(entry.model_source) is None:
-                raise ConfigError(f"[serve] score_sources: {entry.path} names model_source {entry.model_source}, "
-                                  "which is not one of [serve] sources")
-            return str(absolute(entry.model_source))
-        if len(self.sources) != 1:
-            raise ConfigError(f"[serve] score_sources: say which source's champion scores {entry.path}: "
-                              f'{{ path = "{entry.path}", model_source = "..." }} (one of [serve] sources)')
-        return str(absolute(self.sources[0].path))
-
-    def require_sources(self, who: str) -> list[str]:
-        """The source paths; a ConfigError saying how to add one when there are none (`who` needs them)."""
-        if not self.sources:
-            raise ConfigError(f"{who} needs at least one source: set [serve] sources = [\"path/to/manifest.csv\"] "
-                              "in mmpipe.toml (or MMPIPE_SERVE__SOURCES='[\"...\"]')")
-        return [entry.path for entry in self.sources]
-
-    def entry_for(self, source: str | Path) -> SourceEntry | None:
-        """The configured entry of `source` (compared as absolute paths), if it is one."""
-        wanted = absolute(source)
-        return next((entry for entry in self.sources if absolute(entry.path) == wanted), None)
-
-
-def source_dir_name(source: str | Path) -> str:
-    """A short, stable, readable name for a source: its file or folder name and a hash of its path."""
-    return f"{stem(source)}-{stable_hash(str(absolute(source)), 8)}"
 
 
 class Config(Section):
@@ -301,6 +265,7 @@ class Config(Section):
     serve: ServeConfig = ServeConfig()
     tracking: TrackingConfig = TrackingConfig()
     score: ScoreConfig = ScoreConfig()
+    tune: TuneConfig = TuneConfig()
 
     @field_validator("data_dir", "runs_dir", mode="before")
     @classmethod
@@ -354,7 +319,7 @@ class Config(Section):
         """Stable hash of the whole config except where files go, how runs are scheduled and where they are mirrored,
         and how new data is scored (a scoring records its own settings)."""
         return stable_hash(self.model_dump(mode="json", exclude={"data_dir", "runs_dir", "storage_secret", "serve",
-                                                          "tracking", "score"}))
+                                                          "tracking", "score", "tune"}))
 
 
 def load_config(

@@ -9,11 +9,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from mmpipe.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mmpipe.toml"
 # Read by the loader itself, not a setting: the path of the config file.
 ENV_CONFIG_FILE = "MMPIPE_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def config_file(path: Path | None, environ: Mapping[str, str]) -> Path | None:

@@ -55,3 +55,7 @@ class TrackingError(MmpipeError):
 
 class ScoringError(MmpipeError):
     """New data cannot be scored with the run asked for (unfinished run, no champion, an unusable output dir)."""
+
+
+class TuningError(MmpipeError):
+    """A search cannot start or go on (no validation split, no trial finished, a damaged study)."""

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mmpipe.cli import contracts, pipeline, runs, score, stages, tracking
+from mmpipe.cli import contracts, pipeline, runs, score, stages, tracking, tune
 from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
 from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
@@ -44,7 +44,8 @@ app = typer.Typer(
 )
 
 for command, name in ((pipeline.demo, "demo"), (pipeline.run_command, "run"), (stages.ingest, "ingest"),
-                      (stages.validate, "validate"), (stages.train_command, "train"), (stages.evaluate, "evaluate"),
+                      (stages.validate, "validate"), (stages.train_command, "train"), (tune.tune, "tune"),
+                      (stages.evaluate, "evaluate"),
                       (score.score, "score"), (stages.predict, "predict"), (pipeline.serve, "serve"),
                       (pipeline.sample, "sample")):
     app.command(name)(command)

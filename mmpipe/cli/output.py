@@ -83,6 +83,11 @@ def print_notice(validation: dict) -> None:
         typer.secho(f"mmpipe: {validation['notice']}", err=True, bold=True)
 
 
+def setting_value(value: Any) -> str:
+    """A setting as TOML would say it, a float to 4 significant digits (a sampled learning rate: 0.000706)."""
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
 def brief(value: Any, limit: int = 400) -> str:
     """A suite argument as a reviewer reads it: parameters as <name> (filled in from the settings)."""
     if isinstance(value, dict) and set(value) == {"$PARAMETER"}:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mmpipe.cli.common import ConfigOption, JsonOption, PlainFlagsGroup, RunsOption, reading
+from mmpipe.cli.output import setting_value
 from mmpipe.wording import counted
 
 runs_app = typer.Typer(help="Look at training runs: list, show, compare, champion.", no_args_is_help=True,
@@ -60,7 +61,10 @@ def runs_list(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*)."""
+    """One line per run, newest first: id, start, status, variant, dataset, accuracy, macro F1, champion (*).
+
+    A tuning study's trial runs are listed together under it, by trial (`#N`); a pruned trial's run is
+    `pruned`. Accuracy and macro F1 are on the test split: a study's best run alone is evaluated there."""
     from mmpipe.errors import RunStoreError
     from mmpipe.runs.store import list_runs, read_champion
 
@@ -72,13 +76,20 @@ def runs_list(
         if not rows:
             typer.echo(none_yet("runs", folder, "`mmpipe train` makes one", url))
             return
-        typer.echo(f"  {'run':<24} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
+        groups = grouped_by_study(rows)
+        names = {row["run_id"]: row["run_id"] if study is None else f"  {row['run_id']} #{row['trial']}"
+                 for study, group in groups for row in group}
+        width = max(24, *map(len, names.values()))
+        typer.echo(f"  {'run':<{width}} {'started':<21} {'status':<11} {'variant':<8} {'dataset':<17} {'accuracy':>8} "
                    f"{'macro F1':>8}")
-        for row in rows:
-            scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
-            typer.echo(f"{'*' if row['champion'] else ' '} {row['run_id']:<24} {row['started_at'] or '-':<21} "
-                       f"{row['status']:<11} {row['variant'] or '-':<8} {row['dataset_version'] or '-':<17} "
-                       f"{scores[0]:>8} {scores[1]:>8}")
+        for study, group in groups:
+            if study is not None:
+                typer.echo(f"  study {study}: {counted(len(group), 'trial run')} (`mmpipe tune` again resumes it)")
+            for row in group:
+                scores = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("accuracy", "macro_f1")]
+                typer.echo(f"{'*' if row['champion'] else ' '} {names[row['run_id']]:<{width}} "
+                           f"{row['started_at'] or '-':<21} {row['status']:<11} {row['variant'] or '-':<8} "
+                           f"{row['dataset_version'] or '-':<17} {scores[0]:>8} {scores[1]:>8}")
         for row in rows:
             if row["problem"]:
                 typer.echo(f"mmpipe: {row['run_id']}: {row['problem']}", err=True)
@@ -86,6 +97,24 @@ def runs_list(
             read_champion(folder)
         except RunStoreError as error:
             typer.echo(f"mmpipe: {error}", err=True)
+
+
+def grouped_by_study(rows: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """Runs in list order, a tuning study's trial runs together (by trial) where its newest run is."""
+    groups: list[tuple[str | None, list[dict]]] = []
+    studies: dict[str, list[dict]] = {}
+    for row in rows:
+        study = row.get("study")
+        if study is None:
+            groups.append((None, [row]))
+        elif study in studies:
+            studies[study].append(row)
+        else:
+            studies[study] = [row]
+            groups.append((study, studies[study]))
+    for group in studies.values():
+        group.sort(key=lambda row: row["trial"] if row["trial"] is not None else -1)
+    return groups
 
 
 @runs_app.command("show")
@@ -111,8 +140,12 @@ def runs_show(
     typer.echo(f"  config hash {shown['config_hash']}, seed {shown['seed']}, git: {git}")
     if shown.get("distribution"):
         typer.echo(f"  trained: {distribution_line(shown['distribution'])}")
+    if shown.get("study"):
+        study = shown["study"]
+        typer.echo(f"  trial {study['trial']} of study {study['name']}: "
+                   + ", ".join(f"{name} = {setting_value(value)}" for name, value in study["params"].items()))
     if shown.get("error"):
-        typer.echo(f"  error: {shown['error']}")
+        typer.echo(f"  {shown['error']}" if shown["status"] == "pruned" else f"  error: {shown['error']}")
     evaluation = shown["evaluation"]
     if evaluation:
         for line in metric_lines(evaluation["metrics"]):

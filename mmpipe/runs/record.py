@@ -20,7 +20,7 @@ from mmpipe.errors import RunStoreError
 from mmpipe.files import read_record, write_json_atomic
 
 RUN_FORMAT = 1
-Status = Literal["running", "completed", "failed"]
+Status = Literal["running", "completed", "failed", "pruned"]  # pruned: ended early by its study
 # Never written: what a "running" record means when the process that wrote it is gone.
 INTERRUPTED = "interrupted"
 
@@ -138,6 +138,7 @@ class RunRecord(BaseModel):
     resumed_from_epoch: int | None = None
     pid: int | None = None  # of the process training it, on `host`: a dead one means interrupted
     host: str | None = None
+    study: dict[str, Any] | None = None  # the tuning study this run is a trial of: name, trial, params
     notes: list[str] = []  # what happened that a reader should know (resumed, a broken checkpoint skipped)
 
     @property

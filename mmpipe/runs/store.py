@@ -99,7 +99,7 @@ def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[s
         except RunStoreError as error:  # one broken run must not hide the others
             rows.append({"run_id": run.run_id, "started_at": None, "status": "damaged", "variant": None,
                          "dataset_version": None, "accuracy": None, "macro_f1": None, "champion": False,
-                         "problem": str(error)})
+                         "problem": str(error), "study": None, "trial": None})
             continue
         if dataset_version and record.dataset_version != dataset_version:
             continue
@@ -113,6 +113,7 @@ def list_runs(runs_dir: Path, dataset_version: str | None = None) -> list[dict[s
             "variant": record.variant, "dataset_version": record.dataset_version,
             "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
             "champion": record.run_id == champion, "problem": problem,
+            "study": (record.study or {}).get("name"), "trial": (record.study or {}).get("trial"),
         })
     return rows
 

@@ -64,6 +64,12 @@ class TrainResult:
                 "notes": self.notes, "distribution": self.distribution}
 
 
+class RunPruned(Exception):
+    """Raised by a callback to end a run that is not worth finishing (a search's pruner): the run is `pruned`."""
+
+    run_id: str | None = None  # the run it ended, set on the way out
+
+
 def new_run_id() -> str:
     """Sortable by start time (UTC, to the second), unique by a random suffix."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -93,12 +99,14 @@ def require_validated(version: DatasetVersion) -> None:
                             "then validate it")
 
 
-def train(config: Config, *, resume: str | None = None, callbacks: list | None = None) -> TrainResult:
+def train(config: Config, *, resume: str | None = None, callbacks: list | None = None,
+          study: dict[str, Any] | None = None) -> TrainResult:
     """Train `config.model.variant` on the dataset in `config.data_dir`; write RUNS/<run_id>/.
 
     Args:
         resume: a run id to continue from its last completed epoch, with that run's config.
-        callbacks: extra Keras callbacks (progress reporting), run after the run's own.
+        callbacks: extra Keras callbacks (progress reporting, a pruner raising RunPruned), run after the run's own.
+        study: the search this run is a trial of ({"name", "trial", "params"}), recorded in run.json.
 
     Raises:
         TrainingError: the dataset did not pass validation, or `resume` names no resumable run.
@@ -108,14 +116,15 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         require_validated(version)
         with disk_full_named(config.runs_dir, "resume the run from its last whole epoch (`mmpipe runs list` names it, "
                              "`mmpipe train --resume RUN_ID`)", TrainingError):
-            result = _train(config, version, resume, callbacks or [])
+            result = _train(config, version, resume, callbacks or [], study)
     if result.chief:
         with data_dir_lock(version.data_dir):
             set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
     return result
 
 
-def _train(config: Config, version: DatasetVersion, resume: str | None, callbacks: list) -> TrainResult:
+def _train(config: Config, version: DatasetVersion, resume: str | None, callbacks: list,
+           study: dict[str, Any] | None) -> TrainResult:
     runs_dir = Path(config.runs_dir).absolute()
     checkpoint, skipped, problem = None, [], None
     if resume:
@@ -147,7 +156,7 @@ def _train(config: Config, version: DatasetVersion, resume: str | None, callback
             record.notes = [*record.notes, f"resumed from epoch {checkpoint.epoch}", *skipped]
         else:
             run = RunDir(runs_dir / decode_text(distribution.from_chief(encode_text(new_run_id()))))
-            record = _new_record(run.run_id, config, version)
+            record = _new_record(run.run_id, config, version, study)
         if distribution.chief:
             written = run
         elif written is None:
@@ -228,7 +237,11 @@ def _fit(config: Config, version: DatasetVersion, distribution: Distribution, ru
             # The same single-device SavedModel whatever the strategy: a distributed model is reloaded first.
             _export(served if distribution.name == "one_device" else load_model(run.model), run, version)
     except BaseException as error:
-        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        if isinstance(error, RunPruned):  # ended by its search: finished, not broken
+            record.status, record.error, error.run_id = "pruned", str(error), run.run_id
+            record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        else:
+            record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         record.save(written)
         if distribution.workers > 1 and isinstance(error, tf.errors.UnavailableError):
             raise TrainingError(lost_worker(error, run.run_id)) from None
@@ -279,7 +292,7 @@ def _blend_on_validation(model, config: Config, version: DatasetVersion, record:
     return serving_model(model, weights)
 
 
-def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunRecord:
+def _new_record(run_id: str, config: Config, version: DatasetVersion, study: dict[str, Any] | None) -> RunRecord:
     """run.json at the start: everything needed to reproduce the run."""
     return RunRecord(
         run_id=run_id, variant=config.model.variant, seed=config.seed, dataset_version=version.version,
@@ -288,7 +301,7 @@ def _new_record(run_id: str, config: Config, version: DatasetVersion) -> RunReco
         git_commit=git_commit(), packages=package_versions(), machine=machine(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), lineage=_lineage(version),
         pid=os.getpid(), host=socket.gethostname(),
-        class_weights=class_weights(config, version.counts["train"], list(version.classes)),
+        class_weights=class_weights(config, version.counts["train"], list(version.classes)), study=study,
     )
 
 

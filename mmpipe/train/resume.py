@@ -46,8 +46,8 @@ def resumable_run(runs_dir: Path, run_id: str, version: DatasetVersion
         record = load_record(run)
     except RunStoreError as error:
         raise TrainingError(str(error)) from None
-    if record.status == "completed":
-        raise TrainingError(f"run {run_id} already completed; runs are never edited after they finish")
+    if record.status in ("completed", "pruned"):
+        raise TrainingError(f"run {run_id} already {record.status}; runs are never edited after they finish")
     if status_of(record) == "running":
         raise TrainingError(f"run {run_id} is still being trained (pid {record.pid} on {record.host}); wait for it, "
                             "or stop that process first")
