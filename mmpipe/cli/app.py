@@ -12,9 +12,9 @@ import typer
 
 from mmpipe.cli import contracts, pipeline, runs, score, stages, tracking, tune
 from mmpipe.cli.common import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_UNUSABLE_INPUT, PlainFlagsGroup
-from mmpipe.cli.terminal import configure_terminal
 from mmpipe.config import ENV_DEBUG as DEBUG_ENV
 from mmpipe.errors import MmpipeError
+from mmpipe.native_logs import configure_stderr
 
 INTERRUPTED = "mmpipe: interrupted; what was written completely is kept, the rest is redone next time"
 
@@ -70,7 +70,7 @@ def main() -> None:
     read or written); exit 1: an internal error, which is a bug to report.
     """
     verbose = "--verbose" in sys.argv[1:] or bool(os.environ.get(DEBUG_ENV))
-    configure_terminal(verbose)
+    configure_stderr(verbose)
     try:
         app()
     except SystemExit as done:

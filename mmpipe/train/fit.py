@@ -25,8 +25,8 @@ from typing import Any
 
 import mmpipe
 from mmpipe.config import Config
-from mmpipe.contracts.validate import RESULT_FILE, set_reference, validation_dir
-from mmpipe.errors import TrainingError
+from mmpipe.contracts.validate import RESULT_FILE, read_reference, set_reference, validation_dir
+from mmpipe.errors import DataDirError, TrainingError
 from mmpipe.files import atomic_path, disk_full_named, remove_stale_temporaries
 from mmpipe.ingest.version import DatasetVersion, data_dir_lock, load_dataset
 from mmpipe.runs.record import RunDir, RunRecord
@@ -117,10 +117,19 @@ def train(config: Config, *, resume: str | None = None, callbacks: list | None =
         with disk_full_named(config.runs_dir, "resume the run from its last whole epoch (`mmpipe runs list` names it, "
                              "`mmpipe train --resume RUN_ID`)", TrainingError):
             result = _train(config, version, resume, callbacks or [], study)
-    if result.chief:
+    # Drift is measured against what was trained on. Set once per version: the exclusive lock waits for every
+    # other run training on the data dir (a search's parallel trials), so it is not taken when there is no need.
+    if result.chief and not _is_reference(version):
         with data_dir_lock(version.data_dir):
-            set_reference(version.data_dir, version.version)  # drift is measured against what was trained on
+            set_reference(version.data_dir, version.version)
     return result
+
+
+def _is_reference(version: DatasetVersion) -> bool:
+    try:
+        return (read_reference(version.data_dir) or {}).get("dataset_version") == version.version
+    except DataDirError:  # damaged: written again
+        return False
 
 
 def _train(config: Config, version: DatasetVersion, resume: str | None, callbacks: list,

@@ -284,4 +284,13 @@ def in_processes(parallel: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_trial_process_started)
+
+
+def _trial_process_started() -> None:
+    """A trial's worker process prints what the command would (mmpipe's lines, no library's)."""
+    from mmpipe.config import ENV_DEBUG
+    from mmpipe.native_logs import configure_stderr
+
+    configure_stderr(bool(os.environ.get(ENV_DEBUG)))
