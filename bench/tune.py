@@ -38,14 +38,14 @@ TARGET_GAIN = 0.03
 TARGET_SAVED = 0.40
 
 
-def search(data: Path, trials: int) -> dict:
+def search(data: Path, trials: int, pruning_check: bool = True) -> dict:
     import shutil
 
     from mmpipe.config import load_config
     from mmpipe.evaluate import evaluate_run
     from mmpipe.runs.record import RunDir, load_record
     from mmpipe.train import train
-    from mmpipe.tune.results import best_trial, study_summary
+    from mmpipe.tune.results import best_trial, chosen_trial, study_summary
     from mmpipe.tune.space import apply
     from mmpipe.tune.study import load_study, plan_search, run_trials, served_val_macro_f1
 
@@ -60,7 +60,8 @@ def search(data: Path, trials: int) -> dict:
     study = load_study(plan)
     summary = study_summary(study, plan)
     first = next(outcome for outcome in outcomes if outcome["trial"] == 0)
-    best = best_trial(study)
+    best, choice = chosen_trial(study, config.tune.min_confidence, config.seed)
+    best_on_validation = best_trial(study)
     default_eval = evaluate_run(runs / first["run_id"], config.evaluate).result
     best_eval = evaluate_run(runs / best.user_attrs["run_id"], config.evaluate).result
     # The same pruned trials, run whole: the unpruned search's epochs, and whether pruning lost the best.
@@ -69,7 +70,7 @@ def search(data: Path, trials: int) -> dict:
     pruned_again, rerun_seconds = [], time.perf_counter()
     unpruned = config.model_copy(update={"runs_dir": runs.parent / f"{runs.name}-unpruned"})
     for outcome in outcomes:
-        if outcome["state"] == "pruned":
+        if outcome["state"] == "pruned" and pruning_check:
             result = train(apply(unpruned, outcome["params"]))
             pruned_again.append({"trial": outcome["trial"], "epochs": len(load_record(RunDir(result.run_dir)).history),
                                  "val_macro_f1": served_val_macro_f1(RunDir(result.run_dir))})
@@ -78,10 +79,11 @@ def search(data: Path, trials: int) -> dict:
     without = completed_epochs + sum(item["epochs"] for item in pruned_again)
     return {"seconds": seconds, "rerun_seconds": time.perf_counter() - rerun_seconds, "summary": summary,
             "default": {"val": first["val_macro_f1"], **_test(default_eval)},
-            "best": {"trial": best.number, "val": best.value, **_test(best_eval)},
+            "best": {"trial": best.number, "val": best.value, **_test(best_eval)}, "choice": choice,
+            "best_on_validation": {"trial": best_on_validation.number, "val": best_on_validation.value},
             "noise": _paired_noise(RunDir(runs / first["run_id"]).predictions,
                                    RunDir(runs / best.user_attrs["run_id"]).predictions),
-            "epochs_pruned_search": with_pruning, "epochs_unpruned_search": without,
+            "epochs_pruned_search": with_pruning, "epochs_unpruned_search": without if pruning_check else None,
             "pruned_again": pruned_again, "lost_best": any(item["val_macro_f1"] > best.value for item in pruned_again),
             "test_rows": best_eval["n"], "params": summary["best"]["params"]}
 
@@ -112,8 +114,10 @@ def _paired_noise(default_predictions: Path, best_predictions: Path) -> float:
     return float(np.std(differences))
 
 
-def render(results: dict[str, dict], command: str, trials: int) -> str:
-    lines = [f"<!-- bench:{SECTION} -->", "## Tuning (`bench/tune.py`)", "",
+def render(results: dict[str, dict], command: str, trials: int, held_out: bool = False) -> str:
+    section = f"{SECTION}-held-out" if held_out else SECTION
+    lines = [f"<!-- bench:{section} -->", "### Held out: built after the choice rule was frozen" if held_out
+             else "## Tuning (`bench/tune.py`)", "",
              f"Command: `{command}`. Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, 2 cores, CPU only. "
              f"Each dataset at {SIZE} px, 80/10/10 splits; `mmpipe.tune` with the default `[tune]` settings and "
              f"space, {trials} trials, the first of them the default configuration (its run is the default's "
@@ -121,24 +125,28 @@ def render(results: dict[str, dict], command: str, trials: int) -> str:
              f"here for the report. Noise: std of (best - default) test macro F1 over {BOOTSTRAP} paired bootstrap "
              "resamples of the test rows. Neither dataset was looked at while the space and the pruner's settings "
              "were chosen (they were set before the first measurement, from the model benchmark's defaults).", "",
-             "| dataset | test rows | default: val / test macro F1 | search's best: trial, val / test macro F1 | "
-             "test gain (noise) | wall time | trials completed / pruned / failed |",
-             "|---|---:|---|---|---:|---:|---|"]
+             "| dataset | test rows | default: val / test macro F1 | chosen: trial, val / test macro F1 | "
+             "test gain (noise) | best on validation | wall time | trials completed / pruned / failed |",
+             "|---|---:|---|---|---:|---|---:|---|"]
     for name, found in results.items():
         summary, default, best = found["summary"], found["default"], found["best"]
         lines.append(f"| {name} | {found['test_rows']} | {default['val']:.3f} / {default['test_macro_f1']:.3f} | "
                      f"#{best['trial']}: {best['val']:.3f} / {best['test_macro_f1']:.3f} | "
                      f"{best['test_macro_f1'] - default['test_macro_f1']:+.3f} ({found['noise']:.3f}) | "
+                     f"#{found['best_on_validation']['trial']}: {found['best_on_validation']['val']:.3f} | "
                      f"{found['seconds'] / 60:.1f} min | {summary['completed']} / {summary['pruned']} / "
                      f"{summary['failed']} |")
-    lines += ["", "What pruning saved, on the same trials (each pruned trial trained again whole, without the pruner):",
-              "", "| dataset | epochs with pruning | epochs without | saved | a pruned trial would have won |",
-              "|---|---:|---:|---:|---|"]
-    for name, found in results.items():
-        saved = 1 - found["epochs_pruned_search"] / found["epochs_unpruned_search"]
-        lines.append(f"| {name} | {found['epochs_pruned_search']} | {found['epochs_unpruned_search']} | "
-                     f"{saved:.0%} | {'yes' if found['lost_best'] else 'no'} |")
-    lines += ["", "Best settings found:", ""]
+    checked = {name: found for name, found in results.items() if found["epochs_unpruned_search"]}
+    if checked:
+        lines += ["", "What pruning saved, on the same trials (each pruned trial trained again whole, unpruned):",
+                  "", "| dataset | epochs with pruning | epochs without | saved | a pruned trial would have won |",
+                  "|---|---:|---:|---:|---|"]
+        for name, found in checked.items():
+            saved = 1 - found["epochs_pruned_search"] / found["epochs_unpruned_search"]
+            lines.append(f"| {name} | {found['epochs_pruned_search']} | {found['epochs_unpruned_search']} | "
+                         f"{saved:.0%} | {'yes' if found['lost_best'] else 'no'} |")
+    lines += ["", "Why each run was chosen:", "", *(f"* {name}: {found['choice']}" for name, found in results.items())]
+    lines += ["", "Chosen settings:", ""]
     for name, found in results.items():
         lines.append(f"* {name}: " + ", ".join(f"{key.split('.')[1]} {json.dumps(value)}"
                                               for key, value in found["params"].items()))
@@ -146,8 +154,9 @@ def render(results: dict[str, dict], command: str, trials: int) -> str:
     lines += ["", f"Target: a test gain >= {TARGET_GAIN} on at least one dataset ("
               f"{'met' if any(gain >= TARGET_GAIN for gain in gains) else '**not met**'}), never below the default "
               "by more than noise; pruning saves >= 40% of the epochs ("
-              + ", ".join(f"{name} {1 - found['epochs_pruned_search'] / found['epochs_unpruned_search']:.0%}"
-                          for name, found in results.items()) + ").", f"<!-- /bench:{SECTION} -->", ""]
+              + (", ".join(f"{name} {1 - found['epochs_pruned_search'] / found['epochs_unpruned_search']:.0%}"
+                           for name, found in checked.items()) or "not measured here") + ").",
+              f"<!-- /bench:{section} -->", ""]
     return "\n".join(lines)
 
 
@@ -156,17 +165,20 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, of bench/model.py's")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--write", type=Path, default=None, help="update this Markdown file's tune section")
+    parser.add_argument("--held-out", action="store_true", help="a set built after the choices were frozen: its own "
+                        "section, and no pruning check (measured on the others)")
     args = parser.parse_args()
     command = "python bench/tune.py" + (f" --datasets {args.datasets}" if args.datasets != "emoji,oxygen" else "") \
-        + (f" --trials {args.trials}" if args.trials != 20 else "") + (f" --write {args.write}" if args.write else "")
+        + (f" --trials {args.trials}" if args.trials != 20 else "") + (" --held-out" if args.held_out else "") \
+        + (f" --write {args.write}" if args.write else "")
     results = {}
     for name in args.datasets.split(","):
-        results[name] = search(prepare(name, SIZE), args.trials)
+        results[name] = search(prepare(name, SIZE), args.trials, pruning_check=not args.held_out)
         print(json.dumps({name: results[name]}, default=str), flush=True)
-    section = render(results, command, args.trials)
+    section = render(results, command, args.trials, args.held_out)
     print(section)
     if args.write:
-        write_section(args.write, section, SECTION)
+        write_section(args.write, section, f"{SECTION}-held-out" if args.held_out else SECTION)
 
 
 if __name__ == "__main__":

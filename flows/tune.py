@@ -64,7 +64,7 @@ def tune_flow(config: Config) -> dict:
     if summary["best"] is None:
         _raise_no_best(search, summary)
     best = summary["best"]
-    stage(f"evaluating the best trial's run {best['run_id']} on the test split")
+    stage(f"evaluating the chosen trial's run {best['run_id']} on the test split")
     summary["evaluation"], summary["promotion"] = _evaluate_once(best["run_id"], config)
     _publish(search, study, summary, config)
     return summary
@@ -136,7 +136,8 @@ def study_markdown(summary: dict) -> str:
         f"# Study `{summary['study']}` on dataset `{summary['dataset_version']}`", "",
         f"{summary['trials']} trials: {summary['completed']} completed, {summary['pruned']} pruned, "
         f"{summary['failed']} failed; {summary['epochs']} epochs trained in all.", "",
-        f"**Best**: trial {best['trial']}, run `{best['run_id']}`, validation macro F1 **{best[OBJECTIVE]:.4f}**; "
+        f"**Chosen**: trial {best['trial']}, run `{best['run_id']}`, validation macro F1 **{best[OBJECTIVE]:.4f}** "
+        f"({summary['choice']}); "
         f"on the test split (once) macro F1 {test['macro_f1']:.4f}, accuracy {test['accuracy']:.4f}: {verdict}"
         + (": " + "; ".join(promotion.get("reasons", [])) if promotion else "") + ".", "",
         "| setting | value |", "|---|---|", *(f"| {name} | `{value}` |" for name, value in best["params"].items()),

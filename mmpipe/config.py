@@ -219,6 +219,9 @@ class TuneConfig(Section):
                                      "branch often only starts to learn after a few)")
     start_with_config: bool = Field(True, description="the first trial is the configuration as set, so the search "
                                     "starts from what training without it would give")
+    min_confidence: float = Field(0.9, ge=0.5, le=1, description="the best trial replaces the first (the "
+                                  "configuration as set) only when it beats it on this share of paired bootstrap "
+                                  "resamples of the validation rows: the best of many noisy scores is optimistic")
     space: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {section: dict(fields) for section, fields in DEFAULT_SPACE.items()},
         description='what is searched, per section and setting: { low = 1e-4, high = 1e-2, log = true } (a range; '

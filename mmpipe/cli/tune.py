@@ -64,7 +64,8 @@ def tune(
     best, evaluation, promotion = summary["best"], summary["evaluation"], summary["promotion"] or {}
     typer.echo(f"study {summary['study']}: {counted(summary['trials'], 'trial')} ({summary['completed']} completed, "
                f"{summary['pruned']} pruned, {summary['failed']} failed), {counted(summary['epochs'], 'epoch')}")
-    typer.echo(f"best: trial {best['trial']}, run {best['run_id']}, validation macro F1 {best['val_macro_f1']:.4f}")
+    typer.echo(f"chosen: trial {best['trial']}, run {best['run_id']}, validation macro F1 {best['val_macro_f1']:.4f} "
+               f"({summary['choice']})")
     for name, value in best["params"].items():
         typer.echo(f"  {name} = {setting_value(value)}")
     metrics = evaluation["metrics"]

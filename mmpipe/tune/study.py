@@ -37,6 +37,9 @@ OBJECTIVE = "val_macro_f1"
 # A trial's user attributes: where it trains (a dead process there: interrupted), the run it trained, the error
 # that failed it (a failure without one is an interruption: tried again, not counted), a retry's origin.
 HOST, PID, RUN_ID, ERROR, RETRY_OF = "host", "pid", "run_id", "error", "retry_of"
+# The first trial's mark (the configuration as set), and what each completed trial's run predicts for every
+# validation row, with the rows' labels: what choosing the best compares (results.chosen_trial).
+CONFIGURED, VAL_PREDICTED, VAL_LABELS = "configured", "val_predicted", "val_labels"
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def load_study(search: Search, seed_offset: int = 0):
     if not study.user_attrs:  # a new study (its attributes last: a kill before them makes it new again)
         if tune.start_with_config and not study.get_trials(deepcopy=False):
             # The first trial: what training without a search gives (settings outside the space are sampled).
-            study.enqueue_trial(configured(search.config, search.parameters)[0])
+            study.enqueue_trial(configured(search.config, search.parameters)[0], user_attrs={CONFIGURED: True})
         for key, value in (("dataset_version", search.dataset_version), ("data_dir", str(search.config.data_dir)),
                            ("space", search.config.tune.space), ("config_hash", search.config.hash())):
             study.set_user_attr(key, value)
@@ -134,6 +137,9 @@ def run_next_trial(search: Search, deadline: float | None = None,
         return _outcome(trial.number, "failed", None, None, values, started, message)
     value = served_val_macro_f1(RunDir(result.run_dir))
     trial.set_user_attr(RUN_ID, result.run_id)
+    predicted, labels = validation_predictions(RunDir(result.run_dir), search.config)
+    trial.set_user_attr(VAL_PREDICTED, predicted)
+    trial.set_user_attr(VAL_LABELS, labels)
     study.tell(trial, value)
     _drop_checkpoints(search, result.run_id)
     return _outcome(trial.number, "completed", value, result.run_id, values, started, None)
@@ -240,6 +246,21 @@ def served_val_macro_f1(run: RunDir) -> float:
         return float(record.blend["calibrated"]["macro_f1"])
     kept = [epoch for epoch in record.history if epoch["epoch"] == record.best_epoch] or record.history[-1:]
     return float(kept[0].get(OBJECTIVE, 0.0)) if kept else 0.0
+
+
+def validation_predictions(run: RunDir, config: Config) -> tuple[list[int], list[int]]:
+    """The class the run serves for each validation row, and the rows' labels (class indices, in shard order)."""
+    from mmpipe.ingest.version import load_dataset
+    from mmpipe.train.inputs import make_dataset
+    from mmpipe.train.model import load_model
+
+    model = load_model(run.model)
+    predicted, labels = [], []
+    for inputs, one_hot in make_dataset(load_dataset(config.data_dir), "val", batch_size=256,
+                                        variant=config.model.variant):
+        predicted += model.predict_on_batch(inputs).argmax(axis=1).tolist()
+        labels += one_hot.numpy().argmax(axis=1).tolist()
+    return predicted, labels
 
 
 def pruning_callback(trial, study_name: str):

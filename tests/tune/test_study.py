@@ -16,7 +16,7 @@ from mmpipe.config import load_config
 from mmpipe.files import FAULT_ENV
 from mmpipe.runs.record import RunDir, load_record
 from mmpipe.runs.store import list_runs, read_champion
-from mmpipe.tune.results import trial_rows
+from mmpipe.tune.results import chosen_trial, trial_rows
 from mmpipe.tune.study import load_study, plan_search, run_trials, search_lock
 from tests.fixtures.cli import documented_json_keys, run_main
 from tests.fixtures.datasets import SAMPLE_CLASSES, SMALL_SAMPLE_CONTRACTS, TINY_MODEL, artifact
@@ -100,7 +100,9 @@ def test_a_search_trains_runs_prunes_the_hopeless_one_and_judges_the_best(search
                                 "params": {"model.learning_rate": rows[number]["model.learning_rate"]}}
         assert record.config["model"]["learning_rate"] == rows[number]["model.learning_rate"]
         assert not RunDir(search.runs_dir / record.run_id).checkpoints.exists()  # finished: never resumed
-    best = max(rows[:2], key=lambda row: row["val_macro_f1"])
+    chosen, choice = chosen_trial(load_study(search), search.config.tune.min_confidence, search.config.seed)
+    best = rows[chosen.number]
+    assert best["state"] == "completed" and summary["choice"] == choice  # (the rule: tests/tune/test_results.py)
     assert summary["best"]["run_id"] == best["run_id"] and summary["best"]["val_macro_f1"] == best["val_macro_f1"]
     assert (summary["trials"], summary["completed"], summary["pruned"], summary["failed"]) == (3, 2, 1, 0)
     assert set(summary) == documented_json_keys("mmpipe tune")  # what `mmpipe tune --json` prints
