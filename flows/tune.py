@@ -27,7 +27,17 @@ from mmpipe.runs.record import RunDir
 from mmpipe.runs.store import read_json, read_metrics
 from mmpipe.tune.results import study_summary, trial_rows, write_charts
 from mmpipe.tune.space import configured
-from mmpipe.tune.study import OBJECTIVE, Search, deadline_after, in_processes, load_study, plan_search, run_next_trial
+from mmpipe.tune.study import (
+    OBJECTIVE,
+    Search,
+    deadline_after,
+    has_room,
+    in_processes,
+    load_study,
+    next_trial_number,
+    plan_search,
+    run_next_trial,
+)
 from mmpipe.wording import counted
 
 
@@ -71,16 +81,19 @@ def tune_flow(config: Config) -> dict:
 
 
 def _run_trials(search: Search, deadline: float | None, processes: Executor | None) -> None:
-    """Keep `parallel` trial tasks running until the study holds its trials (a task that finds it full ends)."""
+    """Keep `parallel` trial tasks running while the study has room (a task that finds it full ends at once)."""
     logger, total = get_run_logger(), search.config.tune.trials
     started = 0
 
     def start():
         nonlocal started
         started += 1
-        return trial_task.with_options(task_run_name=f"trial {started}").submit(search, deadline, processes)
+        # One at a time, the next trial's number is known before it is asked for; side by side, only a slot.
+        number = next_trial_number(search) if processes is None else None
+        name = f"trial {number}" if number is not None else f"trial (slot {started})"
+        return trial_task.with_options(task_run_name=name).submit(search, deadline, processes)
 
-    running = [start() for _ in range(search.config.tune.parallel)]
+    running = [start() for _ in range(search.config.tune.parallel) if has_room(search, deadline)]
     while running:
         done = next(as_completed(running))
         running.remove(done)
@@ -92,7 +105,8 @@ def _run_trials(search: Search, deadline: float | None, processes: Executor | No
         progress = (outcome["trial"] + 1, total, f"trial {outcome['trial']} {outcome['state']}")
         logger.info("trial %d %s in %.0f s%s%s (run %s)", outcome["trial"], outcome["state"], outcome["seconds"],
                     value, detail, outcome["run_id"] or "-", extra={PROGRESS_EXTRA: progress})
-        running.append(start())
+        if has_room(search, deadline):
+            running.append(start())
 
 
 def _raise_no_best(search: Search, summary: dict) -> None:
@@ -121,7 +135,7 @@ def _publish(search: Search, study, summary: dict, config: Config) -> None:
     create_table_artifact(key=key(TUNING_TRIALS), table=rows,
                           description=f"Study {search.name}: {counted(len(rows), 'trial')}")
     create_markdown_artifact(key=key(TUNING_STUDY), markdown=study_markdown(summary),
-                             description=f"Study {search.name}: best run {summary['best']['run_id']}")
+                             description=f"Study {search.name}: chosen run {summary['best']['run_id']}")
     for name, path in write_charts(study, search.folder).items():
         create_image_artifact(key=key(f"{TUNING_CHART}-{Path(name).stem}"),
                               image_url=f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}",
@@ -140,6 +154,8 @@ def study_markdown(summary: dict) -> str:
         f"({summary['choice']}); "
         f"on the test split (once) macro F1 {test['macro_f1']:.4f}, accuracy {test['accuracy']:.4f}: {verdict}"
         + (": " + "; ".join(promotion.get("reasons", [])) if promotion else "") + ".", "",
-        "| setting | value |", "|---|---|", *(f"| {name} | `{value}` |" for name, value in best["params"].items()),
+        "| setting | value |", "|---|---|",
+        *(f"| {name} | `{f'{value:.4g}' if isinstance(value, float) else value}` |"
+          for name, value in best["params"].items()),
         "", f"Charts and the trials: `{summary['folder']}`; the study: `{summary['storage']}`.",
     ])

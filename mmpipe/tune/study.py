@@ -187,6 +187,27 @@ def _ask(search: Search, deadline: float | None):
         return study, trial, values, trial.user_attrs.get(RUN_ID)
 
 
+def has_room(search: Search, deadline: float | None = None) -> bool:
+    """Whether the next ask would get a trial (a look, not a reservation: the ask itself decides, under the lock)."""
+    if deadline is not None and time.time() >= deadline:
+        return False
+    return len(holding(_trials(search))) < search.config.tune.trials
+
+
+def next_trial_number(search: Search) -> int | None:
+    """The number the next ask will get: the first queued trial's, else a new one's (None: the study is full)."""
+    if not has_room(search):
+        return None
+    trials = _trials(search)
+    waiting = [trial.number for trial in trials if trial.state.name == "WAITING"]
+    return min(waiting) if waiting else len(trials)
+
+
+def _trials(search: Search) -> list:
+    with search_lock(search):  # the first look may create the study
+        return load_study(search).get_trials(deepcopy=False)
+
+
 def holding(trials) -> list:
     """The trials that count towards `[tune] trials`: finished (completed, pruned, failed on their settings) or
     running; an interrupted one does not (its settings are tried again)."""
