@@ -1,8 +1,8 @@
-"""The tune flow: an Optuna study's trials as Prefect tasks, `[tune] parallel` at a time; then the best trial's run
+"""The tune flow: an Optuna study's trials as Prefect tasks, `[tune] parallel` at a time; then the chosen trial's run
 evaluated on test once and through the champion/challenger decision, like any run; the study as artifacts.
 
 `plan-search` -> `trial` (one task per trial, each training an ordinary run, pruned or not) -> `evaluate` (subflow,
-the best run only) -> `tuning-study` (markdown), `tuning-trials` (table), the study's charts (images).
+the chosen run only) -> `tuning-study` (markdown), `tuning-trials` (table), the study's charts (images).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def trial_task(search: Search, deadline: float | None, processes: Executor | Non
 
 @flow(name="tune", flow_run_name="tune {config.data_dir}")
 def tune_flow(config: Config) -> dict:
-    """Search [tune.space] on the dataset in config.data_dir (validated); evaluate and judge the best run."""
+    """Search [tune.space] on the dataset in config.data_dir (validated); evaluate and judge the chosen run."""
     search = plan_search_task(config)
     logger = get_run_logger()
     logger.info("study %s: %s of %s, %s at a time", search.name, counted(config.tune.trials, "trial"),
