@@ -90,6 +90,17 @@ def remove_stale_temporaries(folder: Path) -> int:
     return removed
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host has this pid (another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def hold_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: bool = False,
               wait: bool = True) -> Iterator[None]:

@@ -8,7 +8,6 @@ versioned (`format`); older formats are read and migrated here.
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mmpipe.config import Config
 from mmpipe.errors import RunStoreError
-from mmpipe.files import read_record, write_json_atomic
+from mmpipe.files import process_alive, read_record, write_json_atomic
 
 RUN_FORMAT = 1
 Status = Literal["running", "completed", "failed", "pruned"]  # pruned: ended early by its study
@@ -153,13 +152,9 @@ class RunRecord(BaseModel):
 def status_of(record: RunRecord) -> str:
     """The record's status, except that a run whose trainer died on this host (kill -9, power loss) is
     `interrupted` (resume it with `mmpipe train --resume`), not `running` forever."""
-    if record.status == "running" and record.pid and record.host == socket.gethostname():
-        try:
-            os.kill(record.pid, 0)
-        except ProcessLookupError:
-            return INTERRUPTED
-        except PermissionError:
-            pass  # alive, another user's
+    if record.status == "running" and record.pid and record.host == socket.gethostname() \
+            and not process_alive(record.pid):
+        return INTERRUPTED
     return record.status
 
 

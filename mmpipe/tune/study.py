@@ -25,7 +25,7 @@ from typing import Any
 
 from mmpipe.config import Config
 from mmpipe.errors import MmpipeError, TrainingError, TuningError
-from mmpipe.files import hold_lock, stable_hash
+from mmpipe.files import hold_lock, process_alive, stable_hash
 from mmpipe.runs.record import RunDir, load_record, status_of
 from mmpipe.train import RunPruned, resumable_run, train
 from mmpipe.tune.space import Parameter, apply, check_space, configured, suggest
@@ -220,7 +220,8 @@ def _retry_interrupted(study, search: Search) -> None:
     (resumed from its last whole epoch)."""
     here = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(_state("RUNNING"),)):
-        if trial.user_attrs.get(HOST) != here or _alive(trial.user_attrs.get(PID)):
+        pid = trial.user_attrs.get(PID)
+        if trial.user_attrs.get(HOST) != here or (isinstance(pid, int) and process_alive(pid)):
             continue
         _requeue(study, search, trial.number, trial.params, trial.user_attrs.get(RUN_ID))
 
@@ -231,18 +232,6 @@ def _requeue(study, search: Search, number: int, params: dict[str, Any], run_id:
     study.tell(number, state=_state("FAIL"))
     run_id = run_id or _run_of(search, number)
     study.enqueue_trial(dict(params), user_attrs={RETRY_OF: number, **({RUN_ID: run_id} if run_id else {})})
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_of(search: Search, number: int) -> str | None:
